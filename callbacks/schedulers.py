@@ -1,0 +1,48 @@
+"""Learning-rate schedules from the course: linear warmup, then cosine decay, stepped per batch."""
+
+import math
+
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LambdaLR
+
+
+class WarmupCosineLR(LambdaLR):
+    """Linear warmup from ~0 to the optimizer's lr, then cosine decay to `min_lr_ratio` × lr.
+
+    Stepped every batch. `total_steps=None` (the default) takes the count from the trainer
+    (`trainer.estimated_stepping_batches`), filled in by `BaseTask.configure_optimizers`, so
+    the same config works for any epoch budget. `warmup_steps` < 1 is a fraction of the total.
+    Written as one LambdaLR rather than torch's SequentialLR(LinearLR, CosineAnnealingLR)
+    because the total is only known after construction, and SequentialLR fixes it up front.
+    """
+
+    interval = "step"  # read by BaseTask when it hands the scheduler to Lightning
+
+    def __init__(
+        self,
+        optimizer: Optimizer,
+        warmup_steps: float = 0.05,
+        total_steps: int | None = None,
+        min_lr_ratio: float = 0.0,
+    ) -> None:
+        self.warmup_steps = warmup_steps
+        self.total_steps = total_steps
+        self.min_lr_ratio = min_lr_ratio
+        super().__init__(optimizer, self.lr_factor)
+
+    def lr_factor(self, step: int) -> float:
+        total = self.total_steps
+        if total is None or not math.isfinite(total):
+            return 1.0  # before the trainer has told us the total (LambdaLR evaluates step 0 on init)
+        warmup = self.warmup_steps * total if self.warmup_steps < 1 else self.warmup_steps
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        progress = min(1.0, (step - warmup) / max(1.0, total - warmup))
+        return self.min_lr_ratio + (1 - self.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    def set_total_steps(self, total_steps: int) -> None:
+        """Fix the schedule's length and re-apply the step-0 learning rate."""
+        self.total_steps = total_steps
+        for group, base_lr in zip(self.optimizer.param_groups, self.base_lrs):
+            group["lr"] = base_lr * self.lr_factor(self.last_epoch)
+        self._last_lr = [group["lr"] for group in self.optimizer.param_groups]

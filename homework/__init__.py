@@ -1,0 +1,1 @@
+"""Thin entry points, one per homework: `python homework/hwN.py fit|validate|test|predict`."""

@@ -1,0 +1,209 @@
+"""The one command line every homework shares: LightningCLI plus this project's training defaults.
+
+Each `homework/hwN.py` calls `run(Model, DataModule, "hwN.yaml", args)`. What it adds to plain
+LightningCLI, and why:
+- early stopping and best/last checkpointing on the model's `monitor` metric, configurable as
+  `--early_stopping.*` / `--checkpoint.*`; the Kaggle writer as `--submission.*`;
+- one directory per run under `--trainer.default_root_dir` (config, checkpoints, W&B files,
+  learning curve), so runs never overwrite each other's config (a LightningCLI + WandbLogger pitfall);
+- W&B online when logged in, offline otherwise, off with `--trainer.logger false` or WANDB_MODE=disabled;
+- `--trainer.precision` left unset picks bf16-mixed / 16-mixed / 32-true for the hardware;
+- `--ckpt_path best|last` finds the newest run's checkpoint, and the data settings it was trained with;
+- user mistakes (DataError, SubmissionError) end in one line on stderr and exit code 2.
+"""
+
+import datetime as dt
+import logging
+import netrc
+import os
+import sys
+from pathlib import Path
+from urllib.parse import urlparse
+
+import torch
+import yaml
+from jsonargparse import Namespace
+from pytorch_lightning import LightningDataModule, Trainer
+from pytorch_lightning.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
+from pytorch_lightning.cli import ArgsType, LightningArgumentParser, LightningCLI, SaveConfigCallback
+from pytorch_lightning.loggers import WandbLogger
+
+from callbacks import KaggleSubmissionWriter, LearningCurvePlot, SubmissionError
+from datamodules.base import DataError
+from models.base import BaseTask
+
+log = logging.getLogger(__name__)
+CONFIG_DIR = Path(__file__).parent / "configs"
+WANDB_LOGGER = "pytorch_lightning.loggers.WandbLogger"
+# Data settings that may differ between training and predict; all others come from the checkpoint.
+RUNTIME_DATA_ARGS = {"data_dir", "batch_size", "num_workers"}
+
+
+def auto_precision() -> str:
+    """bf16-mixed on GPUs that support it, 16-mixed on other CUDA GPUs, 32-true on the CPU."""
+    if torch.cuda.is_available():
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    return "32-true"
+
+
+def wandb_logged_in() -> bool:
+    """True when W&B has an API key here (env or ~/.netrc): then runs sync online; else offline."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
+    try:
+        return netrc.netrc().authenticators(host) is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
+
+
+def find_checkpoint(root: Path, which: str) -> Path:
+    """The best (or last) checkpoint of the newest run under `root` that saved one."""
+    lasts = sorted(root.glob("*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+    if not lasts:
+        raise DataError(f"--ckpt_path {which}: no checkpoint under '{root}'; train first with `fit` "
+                        f"(or pass --trainer.default_root_dir where your runs are, or a .ckpt file)")
+    newest = lasts[-1]
+    if which == "last":
+        return newest
+    best = sorted(newest.parent.glob("best*.ckpt"), key=lambda p: p.stat().st_mtime)
+    return best[-1] if best else newest
+
+
+class RunConfigSaver(SaveConfigCallback):
+    """Saves config.yaml in the run's own directory and records the full config on the W&B run."""
+
+    def setup(self, trainer: Trainer, pl_module, stage: str) -> None:
+        if stage != "predict":  # predict makes a file, not a run
+            super().setup(trainer, pl_module, stage)
+
+    def save_config(self, trainer: Trainer, pl_module, stage: str) -> None:
+        if isinstance(trainer.logger, WandbLogger):
+            config = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
+            trainer.logger.log_hyperparams(config)
+            config_path = Path(trainer.log_dir) / self.config_filename
+            trainer.logger.experiment.save(str(config_path), base_path=str(config_path.parent), policy="now")
+
+
+class HomeworkCLI(LightningCLI):
+    """LightningCLI with the project's defaults (see the module docstring)."""
+
+    def __init__(self, model_class: type[BaseTask], datamodule_class: type[LightningDataModule],
+                 config_file: str, links: dict[str, str] | None = None, args: ArgsType = None) -> None:
+        self.links = links or {}
+        self.run_dir: Path | None = None
+        super().__init__(
+            model_class, datamodule_class,
+            save_config_callback=RunConfigSaver,
+            auto_configure_optimizers=False,
+            args=self.with_default_config(sys.argv[1:] if args is None else args, CONFIG_DIR / config_file),
+        )
+
+    def with_default_config(self, args: list[str], config: Path) -> list[str]:
+        """Insert `--config <homework default>` right after the subcommand; the user's flags then override it.
+
+        (Not `default_config_files`: jsonargparse loses the class_path of optimizer callables read that way.)
+        """
+        args = list(args)
+        for i, arg in enumerate(args):
+            if arg in self.subcommands():
+                return args[: i + 1] + ["--config", str(config)] + args[i + 1:]
+        return args
+
+    # --- parsing ------------------------------------------------------------------------------
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_lightning_class_args(EarlyStopping, "early_stopping")
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(KaggleSubmissionWriter, "submission")
+        for source, target in self.links.items():
+            parser.link_arguments(source, target, apply_on="instantiate")
+        model, homework = self.model_class, self.datamodule_class.homework
+        parser.set_defaults({
+            "early_stopping.monitor": model.monitor, "early_stopping.mode": model.mode,
+            "checkpoint.monitor": model.monitor, "checkpoint.mode": model.mode, "checkpoint.save_last": True,
+            "checkpoint.filename": "best-{epoch:03d}-{" + model.monitor + ":.4f}",
+            "trainer.default_root_dir": f"runs/{homework}",
+            "trainer.logger": {"class_path": WANDB_LOGGER, "init_args": {"project": f"ntu-ml-{homework}"}},
+        })
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
+        super().parse_arguments(parser, args)
+        sub = self.config.get("subcommand")
+        config = self.config.get(sub) if sub else None
+        if config is None or config.get("ckpt_path") is None:
+            return
+        ckpt_path = str(config.ckpt_path)
+        if ckpt_path in ("best", "last"):
+            ckpt_path = str(find_checkpoint(Path(config.trainer.default_root_dir), ckpt_path))
+            config.ckpt_path = ckpt_path
+        if not Path(ckpt_path).is_file():
+            raise DataError(f"--ckpt_path: checkpoint '{ckpt_path}' does not exist")
+        print(f"Using checkpoint {ckpt_path}", file=sys.stderr)
+        # Model settings come from the checkpoint (LightningCLI does that next); so must the data's.
+        saved = torch.load(ckpt_path, map_location="cpu", weights_only=True).get("datamodule_hyper_parameters", {})
+        for key, value in saved.items():
+            if key not in RUNTIME_DATA_ARGS and not key.startswith("_") and key in config.data:
+                config.data[key] = value
+
+    # --- instantiation ------------------------------------------------------------------------
+    def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand]
+        trainer = config.trainer
+        if trainer.precision is None:
+            trainer.precision = auto_precision()
+        demo = self.datamodule_class.will_use_demo(config.data.data_dir)
+        if self.subcommand == "predict":
+            trainer.logger = False  # predict writes a Kaggle file, there is nothing to track
+        else:
+            self.run_dir = self._new_run_dir(Path(trainer.default_root_dir), demo)
+            if config.checkpoint.dirpath is None:
+                config.checkpoint.dirpath = str(self.run_dir / "checkpoints")
+        self._configure_wandb(trainer, demo)
+
+    def _new_run_dir(self, root: Path, demo: bool) -> Path:
+        stamp = dt.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+        name = f"{stamp}_{self.subcommand}" + ("_demo" if demo else "")
+        run_dir, n = root / name, 1
+        while run_dir.exists():
+            run_dir, n = root / f"{name}-{n}", n + 1
+        return run_dir
+
+    def _configure_wandb(self, trainer: Namespace, demo: bool) -> None:
+        logger = trainer.logger
+        if not isinstance(logger, Namespace) or logger.get("class_path") != WANDB_LOGGER:
+            return
+        if os.environ.get("WANDB_MODE") == "disabled":
+            trainer.logger = False
+            return
+        args = logger.init_args
+        if args.get("save_dir") in (None, "."):
+            args.save_dir = str(self.run_dir)
+        if args.get("name") is None:
+            args.name = self.run_dir.name
+        if demo:
+            args.tags = list(args.get("tags") or []) + ["demo-data"]
+        if not args.get("offline") and (os.environ.get("WANDB_MODE") == "offline" or not wandb_logged_in()):
+            args.offline = True
+            print(f"W&B: not logged in, so this run is logged offline in {args.save_dir}/wandb "
+                  f"(upload it later with `wandb sync {args.save_dir}/wandb/offline-run-*`).", file=sys.stderr)
+
+    def instantiate_trainer(self, **kwargs) -> Trainer:
+        config = self.config_init[self.subcommand]
+        extra = [LearningCurvePlot()] if self.subcommand == "fit" else []
+        if config.trainer.get("logger"):
+            extra.append(LearningRateMonitor())
+        callbacks = config.trainer.get("callbacks") or []
+        config.trainer.callbacks = (callbacks if isinstance(callbacks, list) else [callbacks]) + extra
+        if self.run_dir is not None:
+            kwargs["default_root_dir"] = str(self.run_dir)
+        return super().instantiate_trainer(**kwargs)
+
+
+def run(model_class: type[BaseTask], datamodule_class: type[LightningDataModule], config_file: str,
+        args: ArgsType = None, links: dict[str, str] | None = None) -> HomeworkCLI:
+    """Build and run the CLI; a user mistake ends in one line on stderr and exit code 2."""
+    try:
+        return HomeworkCLI(model_class, datamodule_class, config_file, links=links, args=args)
+    except (DataError, SubmissionError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
