@@ -154,6 +154,8 @@ class HomeworkCLI(LightningCLI):
         demo = self.datamodule_class.will_use_demo(config.data.data_dir)
         if self.subcommand == "predict":
             trainer.logger = False  # predict writes a Kaggle file, there is nothing to track
+            if config.get("ckpt_path") and config.checkpoint.dirpath is None:
+                config.checkpoint.dirpath = str(Path(config.ckpt_path).parent)  # keeps Lightning from warning
         else:
             self.run_dir = self._new_run_dir(Path(trainer.default_root_dir), demo)
             if config.checkpoint.dirpath is None:
@@ -184,11 +186,14 @@ class HomeworkCLI(LightningCLI):
             args.tags = list(args.get("tags") or []) + ["demo-data"]
         if not args.get("offline") and (os.environ.get("WANDB_MODE") == "offline" or not wandb_logged_in()):
             args.offline = True
-            print(f"W&B: not logged in, so this run is logged offline in {args.save_dir}/wandb "
-                  f"(upload it later with `wandb sync {args.save_dir}/wandb/offline-run-*`).", file=sys.stderr)
 
     def instantiate_trainer(self, **kwargs) -> Trainer:
         config = self.config_init[self.subcommand]
+        logger = self.config[self.subcommand].trainer.logger
+        if isinstance(logger, Namespace) and logger.init_args.get("offline"):
+            wandb_dir = f"{logger.init_args.save_dir}/wandb"
+            print(f"W&B: not logged in, so this run is logged offline in {wandb_dir} "
+                  f"(upload it later with `wandb sync {wandb_dir}/offline-run-*`).", file=sys.stderr)
         extra = [LearningCurvePlot()] if self.subcommand == "fit" else []
         if config.trainer.get("logger"):
             extra.append(LearningRateMonitor())
