@@ -5,3 +5,5 @@ from callbacks.submission import KaggleSubmissionWriter, SubmissionError, valida
 
 __all__ = ["KaggleSubmissionWriter", "LearningCurvePlot", "SubmissionError", "WarmupCosineLR",
            "validate_submission", "write_atomically"]
+from callbacks.classification_plots import ClassificationPlots  # noqa: E402
+__all__ += ["ClassificationPlots"]

@@ -3,3 +3,5 @@ from datamodules.base import DataError, HomeworkDataModule, batch_loader, split_
 from datamodules.covid import CovidDataModule
 
 __all__ = ["CovidDataModule", "DataError", "HomeworkDataModule", "batch_loader", "split_indices"]
+from datamodules.food import FoodDataModule  # noqa: E402
+__all__ += ["FoodDataModule"]

@@ -35,10 +35,14 @@ class CovidLayout:
         columns = ["id", *self.states, *(self.signals * self.days)]
         return columns if train else columns[:-1]
 
+    def column_names(self, train: bool) -> list[str]:
+        """Unique names for the header's columns: signals get a `_day<d>` suffix."""
+        days = [f"{s}_day{d}" for d in range(1, self.days + 1) for s in self.signals]
+        return ["id", *self.states, *(days if train else days[:-1])]
+
     @property
     def feature_names(self) -> list[str]:
-        days = [f"{s}_day{d}" for d in range(1, self.days + 1) for s in self.signals]
-        return [*self.states, *days[:-1]]
+        return self.column_names(train=False)[1:]
 
 
 ML2021 = CovidLayout(
@@ -252,7 +256,7 @@ class CovidDataModule(HomeworkDataModule[CovidFiles]):
     # --- Lightning hooks --------------------------------------------------------------------
     def setup(self, stage: str) -> None:
         if self.train_x is None and (stage != "predict" or self.transform is None):
-            values = torch.from_numpy(read_values(self.files.train, self.layout.header(True)))
+            values = torch.from_numpy(read_values(self.files.train, self.layout.column_names(True)))
             features, target = values[:, 1:-1], values[:, -1]  # column 0 is the id: never a feature
             train_idx, val_idx = split_indices(len(values), self.hparams.val_ratio, self.hparams.seed,
                                                self.hparams.num_folds, self.hparams.fold)
@@ -260,7 +264,7 @@ class CovidDataModule(HomeworkDataModule[CovidFiles]):
             self.val_x, self.val_y = features[val_idx], target[val_idx]
             self.transform = self._fit_transform(self.train_x, self.train_y)
         if stage == "predict" and self.test_x is None:
-            self.test_x = torch.from_numpy(read_values(self.files.test, self.layout.header(False)))[:, 1:]
+            self.test_x = torch.from_numpy(read_values(self.files.test, self.layout.column_names(False)))[:, 1:]
 
     def _loader(self, x: torch.Tensor, *rest: torch.Tensor, shuffle: bool = False) -> DataLoader:
         return batch_loader(self.transform(x, self.layout.feature_names), *rest,

@@ -16,11 +16,13 @@ import datetime as dt
 import logging
 import netrc
 import os
+import shutil
 import sys
 from pathlib import Path
 from urllib.parse import urlparse
 
 import torch
+import wandb
 import yaml
 from jsonargparse import Namespace
 from pytorch_lightning import LightningDataModule, Trainer
@@ -81,8 +83,9 @@ class RunConfigSaver(SaveConfigCallback):
         if isinstance(trainer.logger, WandbLogger):
             config = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
             trainer.logger.log_hyperparams(config)
-            config_path = Path(trainer.log_dir) / self.config_filename
-            trainer.logger.experiment.save(str(config_path), base_path=str(config_path.parent), policy="now")
+            # A copy inside the W&B run's files is uploaded with it (W&B keeps its own config.yaml there).
+            shutil.copy(Path(trainer.log_dir) / self.config_filename,
+                        Path(trainer.logger.experiment.dir) / "lightning_config.yaml")
 
 
 class HomeworkCLI(LightningCLI):
@@ -202,6 +205,13 @@ class HomeworkCLI(LightningCLI):
         if self.run_dir is not None:
             kwargs["default_root_dir"] = str(self.run_dir)
         return super().instantiate_trainer(**kwargs)
+
+    def _finish_wandb_run(self) -> None:
+        """One command, one W&B run: without this a second fit in the same process logs into the first's run."""
+        if isinstance(self.trainer.logger, WandbLogger) and wandb.run is not None:
+            wandb.finish()
+
+    after_fit = after_validate = after_test = _finish_wandb_run
 
 
 def run(model_class: type[BaseTask], datamodule_class: type[LightningDataModule], config_file: str,

@@ -1,0 +1,137 @@
+"""Pictures of a classifier's mistakes: the validation confusion matrix and the misclassified images."""
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.loggers import WandbLogger
+from pytorch_lightning.utilities import rank_zero_info
+from torchmetrics.classification import MulticlassConfusionMatrix
+
+
+class ClassificationPlots(pl.Callback):
+    """At the end of fit, draws the best epoch's validation confusion matrix and misclassified images.
+
+    Collected while validating (the model's `validation_step` returns `{"preds": ...}`), so no
+    extra pass; "best" is the epoch that improved the model's `monitor` last, i.e. the best
+    checkpoint. Saved as PNGs in the run directory, logged to W&B, and the per-class accuracy printed.
+    """
+
+    def __init__(self, max_images: int = 32, confusion_filename: str = "confusion_matrix.png",
+                 errors_filename: str = "misclassified.png") -> None:
+        self.max_images = max_images
+        self.confusion_filename, self.errors_filename = confusion_filename, errors_filename
+        self.best: dict | None = None
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.confusion = MulticlassConfusionMatrix(pl_module.hparams.num_classes)
+        self.best = None
+
+    def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.confusion.reset()
+        self.wrong: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        if trainer.sanity_checking or trainer.state.fn != "fit":
+            return
+        x, y = batch
+        preds = outputs["preds"].cpu()
+        y = y.cpu()
+        self.confusion.update(preds, y)
+        room = self.max_images - sum(len(w[0]) for w in self.wrong)
+        wrong = (preds != y).nonzero().flatten()[:room]
+        if len(wrong):
+            self.wrong.append((x[wrong.to(x.device)].cpu(), y[wrong], preds[wrong]))
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or trainer.state.fn != "fit":
+            return
+        score = trainer.callback_metrics.get(pl_module.monitor)
+        if score is None:
+            return
+        score = float(score)
+        if self.best is None or (score > self.best["score"] if pl_module.mode == "max" else score < self.best["score"]):
+            self.best = {"score": score, "epoch": trainer.current_epoch + 1,
+                         "confusion": self.confusion.compute().numpy(), "wrong": self.wrong}
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.is_global_zero or self.best is None:
+            return
+        datamodule = trainer.datamodule
+        num_classes = pl_module.hparams.num_classes
+        names = [str(n) for n in getattr(datamodule, "class_names", range(num_classes))]
+        confusion = self.best["confusion"]
+        accuracy = confusion.diagonal() / confusion.sum(1).clip(min=1)
+        rank_zero_info(f"Per-class validation accuracy (epoch {self.best['epoch']}, "
+                       f"{pl_module.monitor} {self.best['score']:.4f}):\n" +
+                       "\n".join(f"  {name:<16} {acc:6.1%}  ({confusion[i].sum()} images)"
+                                 for i, (name, acc) in enumerate(zip(names, accuracy))))
+        root = Path(trainer.default_root_dir)
+        title = f"epoch {self.best['epoch']}, {pl_module.monitor} {self.best['score']:.4f}"
+        paths = {"confusion_matrix": root / self.confusion_filename, "misclassified": root / self.errors_filename}
+        plot_confusion(confusion, names, paths["confusion_matrix"], f"Validation confusion matrix ({title})")
+        denormalize = getattr(datamodule, "denormalize", lambda x: (x - x.min()) / (x.max() - x.min() + 1e-8))
+        wrong = self.best["wrong"]
+        images = denormalize(torch.cat([w[0] for w in wrong])) if wrong else torch.empty(0)
+        labels = [(names[t], names[p]) for w in wrong for t, p in zip(w[1].tolist(), w[2].tolist())]
+        plot_misclassified(images, labels, paths["misclassified"], f"Misclassified validation images ({title})")
+        rank_zero_info(f"Validation pictures: {paths['confusion_matrix']}, {paths['misclassified']}")
+        if isinstance(trainer.logger, WandbLogger):
+            for key, path in paths.items():
+                trainer.logger.log_image(key=key, images=[str(path)])
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_confusion(confusion: np.ndarray, names: list[str], path: Path, title: str) -> None:
+    """Cells coloured by the share of each true class (row), labelled with counts; accuracy per class on the rows.
+
+    Hand-drawn: sklearn's and torchmetrics' displays colour by count or print shares, not both.
+    """
+    plt = _pyplot()
+    n = len(names)
+    rates = confusion / confusion.sum(1, keepdims=True).clip(min=1)
+    fig, ax = plt.subplots(figsize=(2.6 + 0.62 * n, 1.8 + 0.55 * n))
+    ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    for i, j in zip(*np.nonzero(confusion)):
+        ax.text(j, i, int(confusion[i, j]), ha="center", va="center", fontsize=8,
+                color="white" if rates[i, j] > 0.5 else "black")
+    ax.set_xticks(range(n), names, rotation=40, ha="right", fontsize=9)
+    ax.set_yticks(range(n), [f"{name}  {rates[i, i]:.0%}" for i, name in enumerate(names)], fontsize=9)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class  (its accuracy)")
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_misclassified(images: torch.Tensor, labels: list[tuple[str, str]], path: Path, title: str,
+                       columns: int = 8) -> None:
+    """A grid of (3, H, W) images in [0, 1], each captioned with its true and predicted class."""
+    plt = _pyplot()
+    rows = max(1, math.ceil(len(images) / columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(1.7 * columns, 2.0 * rows + 0.5), squeeze=False)
+    for k, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if k < len(images):
+            ax.imshow(images[k].permute(1, 2, 0).numpy())
+            true, pred = labels[k]
+            ax.set_title(f"true: {true}\npred: {pred}", fontsize=7, color="firebrick")
+    if not len(images):
+        axes[0][0].text(0, 0.5, "no misclassified validation images", fontsize=11)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,466 @@
+"""HW3: food-11 image classification (ML2021, ML2022, ML2023 layouts).
+
+Speed on a CPU comes from decoding each JPEG once, at the training resolution, into a uint8
+cache (RAM, or a memory-mapped .npy for sets larger than RAM); augmentation then runs on small
+tensors. The sample code re-decodes every full-size JPEG with PIL in every epoch.
+"""
+
+import hashlib
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+from pytorch_lightning.accelerators import CPUAccelerator
+from pytorch_lightning.utilities import rank_zero_info
+from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms import v2
+
+from datamodules.base import DataError, HomeworkDataModule
+
+log = logging.getLogger(__name__)
+
+FOOD11_CLASSES = ("Bread", "Dairy product", "Dessert", "Egg", "Fried food", "Meat",
+                  "Noodles/Pasta", "Rice", "Seafood", "Soup", "Vegetable/Fruit")
+#: The demo's 11 classes: digits 0-9 and a "2x2" plate of four small digits (see `write_demo_food`).
+DEMO_CLASSES = (*"0123456789", "2x2 plate")
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
+#: ImageNet statistics: food photos are natural images, and every torchvision recipe uses them.
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class FoodLayout:
+    """One year's folders and Kaggle id format."""
+
+    name: str
+    train: str
+    valid: str
+    test: str
+    labels_in_folders: bool  # ML2021: training/labeled/03/x.jpg; ML2022/2023: training/3_17.jpg
+    first_id: int
+    id_digits: int  # Ids zero-padded to this width; 0 = not padded
+    kaggle_competition: str
+
+
+ML2021 = FoodLayout("ml2021", "training/labeled", "validation", "testing", True, 0, 0, "ml2021spring-hw3")
+ML2022 = FoodLayout("ml2022", "training", "validation", "test", False, 1, 4, "ml2022spring-hw3b")
+ML2023 = FoodLayout("ml2023", "train", "valid", "test", False, 0, 4, "ml2023spring-hw3")
+LAYOUTS = (ML2021, ML2022, ML2023)
+
+
+@dataclass(frozen=True)
+class FoodFiles:
+    layout: FoodLayout
+    root: Path  # the folder that holds the three splits
+
+
+def match_layout(root: Path) -> FoodLayout | None:
+    """The layout whose three split folders `root` holds; DataError when it holds only some of them."""
+    for layout in LAYOUTS:
+        if all((root / d).is_dir() for d in (layout.train, layout.valid, layout.test)):
+            return layout
+    for layout in LAYOUTS:
+        present = [d for d in (layout.train, layout.valid, layout.test) if (root / d).is_dir()]
+        if len(present) >= 2:
+            missing = [f"{d}/" for d in (layout.train, layout.valid, layout.test) if d not in present]
+            raise DataError(f"{root}: looks like the {layout.name.upper()} food-11 layout "
+                            f"({', '.join(p + '/' for p in present)}) but {' and '.join(missing)} is missing")
+    return None
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Image files under `folder`, in sorted-name order (the order Kaggle's test Ids follow)."""
+    files = [p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")]
+    if not files:
+        raise DataError(f"{folder}: no images (.jpg/.jpeg/.png) in this folder")
+    return sorted(files, key=lambda p: p.relative_to(folder).as_posix())
+
+
+def parse_label(path: Path, from_folder: bool, num_classes: int) -> int:
+    """The class of a labelled image: its folder (ML2021) or the `{label}_{index}.jpg` name (ML2022/2023)."""
+    text = path.parent.name if from_folder else path.name.split("_")[0]
+    if not text.isdigit() or int(text) >= num_classes:
+        expected = "a class folder 00..10" if from_folder else "a name {label}_{index}.jpg with label 0..10"
+        raise DataError(f"{path}: cannot read its class (expected {expected})")
+    return int(text)
+
+
+def load_image(path: Path, size: int) -> torch.Tensor:
+    """Decode to a (3, size, size) uint8 tensor, squashed to a square as the sample's Resize((128, 128))."""
+    with Image.open(path) as image:
+        # JPEG only: decode straight at 1/2, 1/4 or 1/8 scale (DCT scaling), several times faster
+        # than decoding the full 512x384 photo and then shrinking it.
+        image.draft("RGB", (size, size))
+        image = image.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
+    return torch.from_numpy(np.array(image)).permute(2, 0, 1)
+
+
+class DecodeFiles(Dataset):
+    """Decodes image files; a broken file is reported back, not raised inside a worker."""
+
+    def __init__(self, paths: list[Path], size: int) -> None:
+        self.paths, self.size = paths, size
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> tuple[int, torch.Tensor | None, str | None]:
+        try:
+            return i, load_image(self.paths[i], self.size), None
+        except Exception as err:  # PIL raises many types (UnidentifiedImageError, OSError, SyntaxError...)
+            return i, None, f"{type(err).__name__}: {err}"
+
+
+class MappedImages:
+    """A uint8 image array in a .npy file, opened lazily by each process that reads it.
+
+    (A numpy memmap sent to a DataLoader worker would be pickled as a full in-RAM copy.)
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path, self._array = path, None
+
+    @property
+    def array(self) -> np.ndarray:
+        if self._array is None:
+            self._array = np.load(self.path, mmap_mode="r")
+        return self._array
+
+    def __len__(self) -> int:
+        return len(self.array)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return torch.from_numpy(np.array(self.array[i]))
+
+    @property
+    def nbytes(self) -> int:
+        return self.array.nbytes
+
+    def __getstate__(self) -> dict:
+        return {"path": self.path, "_array": None}
+
+
+Images = torch.Tensor | MappedImages
+
+
+@dataclass
+class Split:
+    """One split's decoded images; `keep` leaves out the images that could not be decoded."""
+
+    files: list[Path]
+    images: Images
+    labels: torch.Tensor | None
+    keep: np.ndarray
+
+
+class FoodImages(Dataset):
+    """Cached images, augmented per sample; with `views` > 0 each item is the clean image plus that many views."""
+
+    def __init__(self, split: Split, transform: v2.Transform | None = None, views: int = 0) -> None:
+        self.split, self.transform, self.views = split, transform, views
+
+    def __len__(self) -> int:
+        return len(self.split.keep)
+
+    def __getitem__(self, i: int):
+        index = int(self.split.keep[i])
+        image = self.split.images[index]
+        if self.views:
+            image = torch.stack([image, *(self.transform(image) for _ in range(self.views))])
+        elif self.transform is not None:
+            image = self.transform(image)
+        return image if self.split.labels is None else (image, self.split.labels[index])
+
+
+def augmentation(image_size: int, crop_scale: tuple[float, float] | None, hflip: float,
+                 auto_augment: str | None, random_erasing: float) -> v2.Transform:
+    """Per-image training augmentation on uint8 tensors (torchvision v2)."""
+    ops: list[v2.Transform] = []
+    if crop_scale is not None:
+        ops.append(v2.RandomResizedCrop(image_size, scale=crop_scale, antialias=True))
+    if hflip > 0:
+        ops.append(v2.RandomHorizontalFlip(hflip))
+    policies = {"trivial": v2.TrivialAugmentWide, "auto": v2.AutoAugment, "rand": v2.RandAugment}
+    if auto_augment is not None:
+        ops.append(policies[auto_augment]())
+    if random_erasing > 0:
+        ops.append(v2.RandomErasing(random_erasing))
+    return v2.Compose(ops) if ops else v2.Identity()
+
+
+def available_cpus() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def default_num_workers() -> int:
+    """One core for the training process, the rest (at most 8) for augmentation."""
+    return max(1, min(8, available_cpus() - 1))
+
+
+class FoodDataModule(HomeworkDataModule[FoodFiles]):
+    """Food-11 from any year's layout, decoded once into a uint8 cache and augmented on tensors.
+
+    `data_dir` may be the folder holding the splits or its parent (as unzipped from Kaggle).
+    `image_size=None` is 128 px (the sample's) on food-11 and 32 px on the 8x8-pixel demo digits.
+    Augmentation: `crop_scale` (RandomResizedCrop; None = none), `hflip`, `auto_augment`
+    (trivial / auto / rand), `random_erasing` per image; `mixup_alpha` / `cutmix_alpha` per batch.
+    `tta_views` > 0 makes `predict` also score that many augmented views of each test image,
+    blended with the clean prediction (weight `tta_weight`).
+    `cache="disk"` keeps the decoded images in a memory-mapped .npy in `cache_dir` (default: a
+    `.cache` folder beside the splits), reused by later runs. `bad_images="skip"` leaves
+    undecodable training/validation images out with a warning (a test image gets a blank picture).
+    """
+
+    homework = "hw3"
+    kaggle_competition = "ml2023spring-hw3"
+    expected_files = ("train/ valid/ test/ (ML2023), food11/training|validation|test/ (ML2022) "
+                      "or food-11/training/labeled|validation|testing/ (ML2021)")
+    num_classes = 11
+    # Settings that change how a run executes, not what the model learns: never restored from a checkpoint.
+    runtime_args = ("cache", "cache_dir", "bad_images", "tta_views", "tta_weight")
+
+    def __init__(
+        self,
+        data_dir: str | None = None,
+        image_size: int | None = None,
+        batch_size: int = 64,
+        num_workers: int | None = None,
+        crop_scale: tuple[float, float] | None = (0.5, 1.0),
+        hflip: float = 0.5,
+        auto_augment: Literal["trivial", "auto", "rand"] | None = "trivial",
+        random_erasing: float = 0.0,
+        mixup_alpha: float = 0.0,
+        cutmix_alpha: float = 0.0,
+        tta_views: int = 0,
+        tta_weight: float = 0.5,
+        cache: Literal["memory", "disk"] = "memory",
+        cache_dir: str | None = None,
+        bad_images: Literal["error", "skip"] = "error",
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=list(self.runtime_args))
+        self.data_dir, self.files, self.is_demo = self.resolve_data_dir(data_dir)
+        self.layout = self.files.layout
+        self.kaggle_competition = self.layout.kaggle_competition
+        self.class_names = DEMO_CLASSES if self.is_demo else FOOD11_CLASSES
+        self.image_size = image_size or (32 if self.is_demo else 128)
+        self.batch_size, self.tta_views, self.tta_weight = batch_size, tta_views, tta_weight
+        self.num_workers = default_num_workers() if num_workers is None else num_workers
+        self.cache, self.bad_images = cache, bad_images
+        self.cache_dir = Path(cache_dir) if cache_dir else self.files.root / ".cache"
+        self.augment = augmentation(self.image_size, crop_scale, hflip, auto_augment, random_erasing)
+        mixers = [mix(alpha=a, num_classes=self.num_classes)
+                  for mix, a in ((v2.MixUp, mixup_alpha), (v2.CutMix, cutmix_alpha)) if a > 0]
+        self.mix = v2.RandomChoice(mixers) if mixers else None
+        self.train: Split | None = None
+        self.valid: Split | None = None
+        self.test: Split | None = None
+
+    # --- finding and writing the files -------------------------------------------------------
+    @classmethod
+    def find_layout(cls, directory: Path) -> FoodFiles | None:
+        for root in [directory, *sorted(d for d in directory.iterdir() if d.is_dir() and d.name != ".cache")]:
+            layout = match_layout(root)
+            if layout is not None:
+                return FoodFiles(layout, root)
+        return None
+
+    @classmethod
+    def write_demo(cls, directory: Path) -> None:
+        write_demo_food(directory)
+
+    # --- decoding into the cache -------------------------------------------------------------
+    def _read_split(self, name: str, labelled: bool) -> Split:
+        folder = self.files.root / getattr(self.layout, name)
+        files = list_images(folder)
+        labels = None
+        if labelled:
+            labels = torch.tensor([parse_label(p, self.layout.labels_in_folders, self.num_classes) for p in files])
+        images, failures = self._decode(name, files)
+        keep = np.arange(len(files))
+        if failures:
+            bad = [files[i] for i, _ in failures]
+            if self.bad_images == "error":
+                first, why = files[failures[0][0]], failures[0][1]
+                others = f" (and {len(bad) - 1} more: {', '.join(p.name for p in bad[1:4])}...)" if len(bad) > 1 else ""
+                raise DataError(f"{first}: cannot decode this image ({why}){others}. Replace or delete it, "
+                                f"or pass --data.bad_images skip to leave such images out")
+            if labelled:
+                keep = np.setdiff1d(keep, [i for i, _ in failures])
+                log.warning("Skipped %d undecodable image(s) in %s: %s", len(bad), folder, ", ".join(map(str, bad)))
+            else:  # Kaggle needs a row per test image: it gets predicted from a blank picture
+                log.warning("%d test image(s) cannot be decoded and are predicted from a blank picture: %s",
+                            len(bad), ", ".join(map(str, bad)))
+        return Split(files, images, labels, keep)
+
+    def _decode(self, name: str, files: list[Path]) -> tuple[Images, list[tuple[int, str]]]:
+        """Decode `files` once (in parallel) into a uint8 array: returns it and the (index, error) failures."""
+        shape = (len(files), 3, self.image_size, self.image_size)
+        if self.cache == "disk":
+            stats = [(p.relative_to(self.files.root).as_posix(), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+            key = hashlib.sha1(json.dumps([self.image_size, stats]).encode()).hexdigest()[:12]
+            path = self.cache_dir / f"{self.layout.name}_{name}_{self.image_size}px_{key}.npy"
+            failures_path = path.with_suffix(".failures.json")
+            if path.exists() and failures_path.exists():
+                rank_zero_info(f"Using the decoded {name} images in {path}")
+                return MappedImages(path), [tuple(f) for f in json.loads(failures_path.read_text())]
+            try:
+                self.cache_dir.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_suffix(".tmp.npy")
+                array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
+            except OSError as err:
+                raise DataError(f"cannot write the image cache in '{self.cache_dir}' ({err}); "
+                                f"pass --data.cache_dir DIR or --data.cache memory") from None
+            target = torch.from_numpy(array)
+        else:
+            target = torch.zeros(shape, dtype=torch.uint8)
+        start = time.perf_counter()
+        loader = DataLoader(DecodeFiles(files, self.image_size), batch_size=32, num_workers=self.num_workers,
+                            collate_fn=list)
+        failures = []
+        for items in loader:
+            for i, image, error in items:
+                if error is None:
+                    target[i] = image
+                else:
+                    failures.append((i, error))
+        rank_zero_info(f"Decoded {len(files)} {name} images at {self.image_size} px in "
+                       f"{time.perf_counter() - start:.1f}s ({target.numel() / 2**20:.0f} MiB, {self.cache} cache)")
+        if self.cache == "disk":
+            array.flush()
+            del array, target
+            os.replace(tmp, path)
+            failures_path.write_text(json.dumps(failures))
+            return MappedImages(path), failures
+        return target.share_memory_(), failures  # shared, not copied, when workers are spawned
+
+    # --- Lightning hooks --------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        if self.num_workers and self.trainer is not None and isinstance(self.trainer.accelerator, CPUAccelerator):
+            # Training on the CPU: leave the workers their cores. Oversubscribed OpenMP threads
+            # spin-wait on each other and made a 2-core run up to 10x slower here.
+            threads = max(1, available_cpus() - self.num_workers)
+            if torch.get_num_threads() > threads:
+                rank_zero_info(f"CPU run: {threads} torch thread(s), {self.num_workers} data loader worker(s)")
+                torch.set_num_threads(threads)
+        if stage == "fit" and self.train is None:
+            self.train = self._read_split("train", labelled=True)
+        if stage in ("fit", "validate", "test") and self.valid is None:
+            self.valid = self._read_split("valid", labelled=True)
+        if stage == "predict" and self.test is None:
+            self.test = self._read_split("test", labelled=False)
+
+    def _loader(self, dataset: FoodImages, shuffle: bool = False) -> DataLoader:
+        workers = self.num_workers if dataset.transform is not None else 0  # plain indexing needs no worker
+        return DataLoader(dataset, batch_size=self.batch_size, shuffle=shuffle, drop_last=shuffle and
+                          len(dataset) > self.batch_size,  # a batch of one breaks BatchNorm
+                          num_workers=workers, persistent_workers=workers > 0,
+                          pin_memory=torch.cuda.is_available())
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(FoodImages(self.train, self.augment), shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(FoodImages(self.valid))
+
+    def test_dataloader(self) -> DataLoader:
+        """Food-11's Kaggle test set has no labels, so `test` evaluates the validation split."""
+        return self._loader(FoodImages(self.valid))
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader(FoodImages(self.test, self.augment if self.tta_views else None, self.tta_views))
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        return self.prepare_batch(batch, train=self.trainer is not None and self.trainer.training)
+
+    def prepare_batch(self, batch, train: bool = False):
+        """uint8 -> normalized float on the device (a quarter of the bytes to copy); MixUp/CutMix when training."""
+        images, labels = (batch, None) if isinstance(batch, torch.Tensor) else batch
+        images = v2.functional.normalize(v2.functional.to_dtype(images, torch.float32, scale=True), MEAN, STD)
+        if labels is None:
+            return images
+        if train and self.mix is not None:
+            images, labels = self.mix(images, labels)  # labels become (B, 11) class probabilities
+        return images, labels
+
+    def denormalize(self, images: torch.Tensor) -> torch.Tensor:
+        """Normalized images back to [0, 1], for pictures."""
+        mean, std = torch.tensor(MEAN).view(3, 1, 1), torch.tensor(STD).view(3, 1, 1)
+        return (images.cpu().float() * std + mean).clamp(0, 1)
+
+    # --- Kaggle export ----------------------------------------------------------------------
+    submission_filename = "submission.csv"
+    submission_columns = ["Id", "Category"]
+
+    @property
+    def num_test_samples(self) -> int:
+        return len(self.test.files)
+
+    def blend_views(self, probabilities: torch.Tensor) -> torch.Tensor:
+        """(N, 1 + views, C) class probabilities -> (N, C): the clean view weighted `tta_weight`, the mean of the others the rest."""
+        if probabilities.dim() == 2 or probabilities.shape[1] == 1:
+            return probabilities.reshape(len(probabilities), -1)
+        return self.tta_weight * probabilities[:, 0] + (1 - self.tta_weight) * probabilities[:, 1:].mean(1)
+
+    def to_submission(self, predictions: torch.Tensor) -> pd.DataFrame:
+        """`Id,Category` in sorted-name order; Ids as the year's sample code writes them (0001.. in 2022, 0000.. in 2023)."""
+        ids = np.arange(len(predictions)) + self.layout.first_id
+        return pd.DataFrame({"Id": [str(i).zfill(self.layout.id_digits) for i in ids],
+                             "Category": self.blend_views(predictions).argmax(-1).numpy()})
+
+
+def write_demo_food(directory: Path, per_class: tuple[int, int, int] = (40, 25, 25), seed: int = 0) -> None:
+    """A small food-11-shaped set from scikit-learn's 8x8 `load_digits`, in the ML2022 layout and naming.
+
+    Classes 0-9 are the digits; class 10 (digits have only ten) is a "2x2 plate" of four small
+    digits, so the demo keeps food-11's 11 classes. Each image is 64x48 RGB JPEG with random
+    colours, size and position, so colour alone gives nothing away.
+    """
+    from sklearn.datasets import load_digits
+
+    rng = np.random.default_rng(seed)
+    digits = load_digits()
+    pools = {name: [] for name in ("training", "validation", "test")}
+    for digit in range(10):
+        index = rng.permutation(np.flatnonzero(digits.target == digit))
+        start = 0
+        for name, count in zip(pools, per_class):
+            pools[name] += [(digit, [digits.images[i]]) for i in index[start:start + count]]
+            start += count
+    root = directory / "food11"
+    for name, count in zip(pools, per_class):
+        pool = pools[name]
+        tiles = [(10, [pool[j][1][0] for j in rng.choice(len(pool), 4, replace=False)]) for _ in range(count)]
+        samples = [pool[i] for i in rng.permutation(len(pool))] + tiles
+        (root / name).mkdir(parents=True, exist_ok=True)
+        counters = [0] * 11
+        for n, (label, glyphs) in enumerate(samples):
+            file = f"{n + 1:04d}.jpg" if name == "test" else f"{label}_{counters[label]}.jpg"
+            counters[label] += 1
+            render_digits(glyphs, rng).save(root / name / file, quality=90)
+
+
+def render_digits(glyphs: list[np.ndarray], rng: np.random.Generator) -> Image.Image:
+    """One 8x8 digit (values 0-16), or four of them tiled 2x2, upsampled onto a coloured 64x48 picture."""
+    single = len(glyphs) == 1
+    size = int(rng.integers(30, 46)) if single else 22
+    extent = size if single else 2 * size
+    x0, y0 = int(rng.integers(0, 64 - extent + 1)), int(rng.integers(0, 48 - extent + 1))
+    mask = np.zeros((48, 64), dtype=np.float32)
+    for k, glyph in enumerate(glyphs):
+        x, y = x0 + size * (k % 2), y0 + size * (k // 2)
+        patch = Image.fromarray((glyph * 255 / 16).astype(np.uint8)).resize((size, size), Image.Resampling.BICUBIC)
+        mask[y:y + size, x:x + size] = np.asarray(patch, dtype=np.float32) / 255
+    background, foreground = rng.integers(0, 256, 3), rng.integers(0, 256, 3)
+    while np.abs(foreground - background).sum() < 200:  # enough contrast to see the digit
+        foreground = rng.integers(0, 256, 3)
+    pixels = background + mask[..., None] * (foreground - background) + rng.normal(0, 8, (48, 64, 3))
+    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))

@@ -1,0 +1,85 @@
+"""HW3: image classification (food-11) with a network chosen from config."""
+
+import torch
+from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
+from torch import nn
+from torchmetrics import MetricCollection
+from torchmetrics.classification import MulticlassAccuracy
+
+from models.base import BaseTask
+from models.cnn import build_net
+
+
+class ImageClassifier(BaseTask):
+    """Cross-entropy classifier; `val_acc` drives early stopping and checkpointing.
+
+    `net`: `sample` (the official CNN) or a torchvision model name (`resnet18`, ...), built
+    without pretrained weights. Targets may be class indices or, after MixUp/CutMix, class
+    probabilities. `predict` returns class probabilities, per view when the batch carries
+    test-time-augmented views (B, views, 3, H, W); the DataModule blends them.
+    """
+
+    monitor = "val_acc"
+    mode = "max"
+
+    def __init__(
+        self,
+        num_classes: int = 11,
+        image_size: int = 128,
+        net: str = "resnet18",
+        label_smoothing: float = 0.0,
+        optimizer: OptimizerCallable = torch.optim.Adam,
+        lr_scheduler: LRSchedulerCallable | None = None,
+    ) -> None:
+        """`num_classes` and `image_size` are filled in from the DataModule."""
+        super().__init__(optimizer, lr_scheduler)
+        self.save_hyperparameters()
+        # channels-last is the layout oneDNN (CPU) and cuDNN convolutions are fastest in: ~1.8x on a CPU here.
+        self.net = build_net(net, num_classes, image_size).to(memory_format=torch.channels_last)
+        self.loss = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+        metrics = MetricCollection({"acc": MulticlassAccuracy(num_classes, average="micro")})
+        self.train_metrics = metrics.clone(prefix="train_")
+        self.val_metrics = metrics.clone(prefix="val_")
+        self.test_metrics = metrics.clone(prefix="test_")
+        self.val_class_acc = MulticlassAccuracy(num_classes, average="none")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x.contiguous(memory_format=torch.channels_last))
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        logits = self(x)
+        loss = self.loss(logits, y)
+        self.train_metrics.update(logits, y if y.dim() == 1 else y.argmax(1))  # MixUp/CutMix: the main class
+        self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(x))
+        self.log_dict(self.train_metrics, on_step=False, on_epoch=True)
+        return loss
+
+    def _evaluate(self, batch, metrics: MetricCollection, prefix: str) -> torch.Tensor:
+        x, y = batch
+        logits = self(x)
+        self.log(f"{prefix}_loss", self.loss(logits, y), batch_size=len(y))
+        metrics.update(logits, y)
+        self.log_dict(metrics)
+        return logits.argmax(1)
+
+    def validation_step(self, batch, batch_idx):
+        preds = self._evaluate(batch, self.val_metrics, "val")
+        self.val_class_acc.update(preds, batch[1])
+        return {"preds": preds}  # read by callbacks.ClassificationPlots
+
+    def on_validation_epoch_end(self) -> None:
+        """Per-class accuracy, as `class_acc/<class>` (kept out of the `val_*` learning-curve panel)."""
+        names = getattr(self.trainer.datamodule, "class_names", None) or range(self.hparams.num_classes)
+        accuracy = self.val_class_acc.compute()
+        self.log_dict({f"class_acc/{str(name).replace('/', '-')}": acc for name, acc in zip(names, accuracy)})
+        self.val_class_acc.reset()
+
+    def test_step(self, batch, batch_idx):
+        self._evaluate(batch, self.test_metrics, "test")
+
+    def predict_step(self, batch, batch_idx):
+        x = batch[0] if isinstance(batch, (list, tuple)) else batch
+        if x.dim() == 5:  # test-time augmentation: (B, views, 3, H, W)
+            return self(x.flatten(0, 1)).softmax(-1).unflatten(0, x.shape[:2])
+        return self(x).softmax(-1)
