@@ -417,18 +417,18 @@ class FoodDataModule(HomeworkDataModule[FoodFiles]):
                              "Category": self.blend_views(predictions).argmax(-1).numpy()})
 
 
-def write_demo_food(directory: Path, per_class: tuple[int, int, int] = (40, 25, 25), seed: int = 0) -> None:
+def write_demo_food(directory: Path, per_class: tuple[int, int, int] = (110, 30, 30), seed: int = 0) -> None:
     """A small food-11-shaped set from scikit-learn's 8x8 `load_digits`, in the ML2022 layout and naming.
 
     Classes 0-9 are the digits; class 10 (digits have only ten) is a "2x2 plate" of four small
-    digits, so the demo keeps food-11's 11 classes. Each image is 64x48 RGB JPEG with random
-    colours, size and position, so colour alone gives nothing away.
+    digits, so the demo keeps food-11's 11 classes. Each image is a 64x48 RGB JPEG: dark ink on
+    a light background, both randomly tinted, the digit at a random size and place.
     """
     from sklearn.datasets import load_digits
 
     rng = np.random.default_rng(seed)
     digits = load_digits()
-    pools = {name: [] for name in ("training", "validation", "test")}
+    pools: dict[str, list[tuple[int, list[np.ndarray]]]] = {"training": [], "validation": [], "test": []}
     for digit in range(10):
         index = rng.permutation(np.flatnonzero(digits.target == digit))
         start = 0
@@ -438,8 +438,8 @@ def write_demo_food(directory: Path, per_class: tuple[int, int, int] = (40, 25, 
     root = directory / "food11"
     for name, count in zip(pools, per_class):
         pool = pools[name]
-        tiles = [(10, [pool[j][1][0] for j in rng.choice(len(pool), 4, replace=False)]) for _ in range(count)]
-        samples = [pool[i] for i in rng.permutation(len(pool))] + tiles
+        plates = [(10, [pool[j][1][0] for j in rng.choice(len(pool), 4, replace=False)]) for _ in range(count)]
+        samples = [pool[i] for i in rng.permutation(len(pool))] + plates
         (root / name).mkdir(parents=True, exist_ok=True)
         counters = [0] * 11
         for n, (label, glyphs) in enumerate(samples):
@@ -449,18 +449,16 @@ def write_demo_food(directory: Path, per_class: tuple[int, int, int] = (40, 25, 
 
 
 def render_digits(glyphs: list[np.ndarray], rng: np.random.Generator) -> Image.Image:
-    """One 8x8 digit (values 0-16), or four of them tiled 2x2, upsampled onto a coloured 64x48 picture."""
+    """One 8x8 digit (values 0-16), or four tiled 2x2, upsampled onto a 64x48 picture."""
     single = len(glyphs) == 1
-    size = int(rng.integers(30, 46)) if single else 22
+    size = int(rng.integers(36, 47)) if single else 24
     extent = size if single else 2 * size
     x0, y0 = int(rng.integers(0, 64 - extent + 1)), int(rng.integers(0, 48 - extent + 1))
-    mask = np.zeros((48, 64), dtype=np.float32)
+    ink = np.zeros((48, 64), dtype=np.float32)
     for k, glyph in enumerate(glyphs):
         x, y = x0 + size * (k % 2), y0 + size * (k // 2)
         patch = Image.fromarray((glyph * 255 / 16).astype(np.uint8)).resize((size, size), Image.Resampling.BICUBIC)
-        mask[y:y + size, x:x + size] = np.asarray(patch, dtype=np.float32) / 255
-    background, foreground = rng.integers(0, 256, 3), rng.integers(0, 256, 3)
-    while np.abs(foreground - background).sum() < 200:  # enough contrast to see the digit
-        foreground = rng.integers(0, 256, 3)
-    pixels = background + mask[..., None] * (foreground - background) + rng.normal(0, 8, (48, 64, 3))
+        ink[y:y + size, x:x + size] = np.asarray(patch, dtype=np.float32) / 255
+    background, foreground = rng.integers(170, 256, 3), rng.integers(0, 90, 3)
+    pixels = background + ink[..., None] * (foreground - background) + rng.normal(0, 8, (48, 64, 3))
     return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
