@@ -4,6 +4,7 @@ import logging
 from collections import defaultdict
 from pathlib import Path
 
+import numpy as np
 import pytorch_lightning as pl
 
 log = logging.getLogger(__name__)
@@ -46,26 +47,30 @@ class LearningCurvePlot(pl.Callback):
         losses = sorted(k for k in self.history if k.endswith("loss"))
         others = sorted(k for k in self.history if k.startswith("val_") and k not in losses)
         panels = [losses] + ([others] if others else [])
-        fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.2), squeeze=False)
+        fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.4), squeeze=False)
         for ax, names in zip(axes[0], panels):
             for name in names:
                 epochs, values = zip(*self.history[name])
-                ax.plot(epochs, values, label=name, linewidth=1.6 if name == monitor else 1.1)
+                line, = ax.plot(epochs, values, label=name, linewidth=1.8 if name == monitor else 1.1)
                 if name == monitor:
-                    best = min(values) if "loss" in name or "mse" in name or "err" in name else max(values)
-                    ax.axhline(best, color="grey", linestyle=":", linewidth=1)
-                    ax.annotate(f"best {best:.4g}", xy=(epochs[0], best), fontsize=8, color="grey",
-                                xytext=(0, 3), textcoords="offset points")
-            positive = all(v > 0 for n in names for _, v in self.history[n])
-            if names is losses and positive:
+                    lower_is_better = any(word in name for word in ("loss", "mse", "err"))
+                    best = int(np.argmin(values) if lower_is_better else np.argmax(values))
+                    ax.plot(epochs[best], values[best], "o", color=line.get_color())
+                    ax.annotate(f"best {values[best]:.4g} @ epoch {epochs[best]}", (epochs[best], values[best]),
+                                xytext=(0, 8), textcoords="offset points", fontsize=9,
+                                ha="right" if epochs[best] > (epochs[0] + epochs[-1]) / 2 else "left")
+            values = [v for n in names for _, v in self.history[n]]
+            if min(values) > 0 and max(values) / min(values) > 20:  # early epochs would flatten the rest
                 ax.set_yscale("log")
             ax.set_xlabel("epoch")
-            ax.grid(alpha=0.3)
+            ax.grid(alpha=0.3, which="both")
             ax.legend()
-        axes[0][0].set_title("loss (train vs validation)")
+        axes[0][0].set_title("loss: train vs validation")
         if others:
             axes[0][1].set_title("validation metrics")
-        fig.tight_layout()
+        fig.text(0.5, 0.005, "both high: model bias or optimization trouble · train low, validation high: overfitting",
+                 ha="center", va="bottom", fontsize=8.5, color="dimgray")
+        fig.tight_layout(rect=(0, 0.04, 1, 1))
         path.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=110)
         plt.close(fig)

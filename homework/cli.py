@@ -118,6 +118,9 @@ class HomeworkCLI(LightningCLI):
         parser.add_lightning_class_args(EarlyStopping, "early_stopping")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.add_lightning_class_args(KaggleSubmissionWriter, "submission")
+        parser.add_argument("--torch_num_threads", type=int | None, default=None,
+                            help="CPU threads torch may use inside one op (None: torch's default). 1 is fastest "
+                                 "for tiny models such as HW1's MLP, where threads only add synchronisation.")
         for source, target in self.links.items():
             parser.link_arguments(source, target, apply_on="instantiate")
         model, homework = self.model_class, self.datamodule_class.homework
@@ -151,6 +154,8 @@ class HomeworkCLI(LightningCLI):
     # --- instantiation ------------------------------------------------------------------------
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand]
+        if config.torch_num_threads is not None:
+            torch.set_num_threads(config.torch_num_threads)
         trainer = config.trainer
         if trainer.precision is None:
             trainer.precision = auto_precision()
@@ -211,7 +216,16 @@ class HomeworkCLI(LightningCLI):
         if isinstance(self.trainer.logger, WandbLogger) and wandb.run is not None:
             wandb.finish()
 
-    after_fit = after_validate = after_test = _finish_wandb_run
+    after_validate = after_test = _finish_wandb_run
+
+    def after_fit(self) -> None:
+        """Say what came out and what to do next: the score a student compares, and the predict command."""
+        ckpt = self.trainer.checkpoint_callback
+        if ckpt is not None and ckpt.best_model_score is not None and self.trainer.is_global_zero:
+            print(f"\nBest {ckpt.monitor} = {float(ckpt.best_model_score):.4f} ({Path(ckpt.best_model_path).name})"
+                  f"\nRun directory: {self.run_dir}"
+                  f"\nNext: python homework/{self.datamodule_class.homework}.py predict --ckpt_path best")
+        self._finish_wandb_run()
 
 
 def run(model_class: type[BaseTask], datamodule_class: type[LightningDataModule], config_file: str,

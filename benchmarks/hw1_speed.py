@@ -1,0 +1,74 @@
+"""HW1 speed: the official sample recipe through this framework vs. a plain PyTorch loop, side by side.
+
+Both train the same recipe (MLP 16-8-1, SGD lr 1e-5 momentum 0.9, batch 256) on the same file and
+the same 80/20 split for the same number of epochs (early stopping off, so both run every epoch).
+The plain loop is `../shared/bench/reference_hw1.py`, the course sample's per-sample DataLoader loop.
+
+    python benchmarks/hw1_speed.py [--data ../shared/data/hw1/ml2022] [--epochs 1000]
+
+Prints wall times, the ratio framework/plain (lower is better) and both best validation MSEs.
+"""
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+
+
+def plain_pytorch(train_csv: Path, epochs: int) -> tuple[float, float]:
+    """Run the reference loop; its own timer covers training only (no imports, no CSV reading)."""
+    out = subprocess.run([sys.executable, str(SHARED / "bench" / "reference_hw1.py"), str(train_csv),
+                          "--epochs", str(epochs), "--patience", str(epochs)],
+                         capture_output=True, text=True, check=True).stdout
+    found = dict(re.findall(r"(\w+)=([\d.]+)", out))
+    return float(found["wall_s"]), float(found["best_val_mse"])
+
+
+def framework(data_dir: Path, epochs: int, logger: bool) -> tuple[float, float]:
+    """Run `hw1.py fit` with the sample recipe in this process, timing everything after import."""
+    from homework.hw1 import main
+
+    os.environ["WANDB_MODE"] = "offline" if logger else "disabled"
+    with tempfile.TemporaryDirectory() as runs:
+        start = time.perf_counter()
+        cli = main(["fit", "--config", str(ROOT / "homework/configs/hw1_sample.yaml"),
+                    "--data.data_dir", str(data_dir), "--trainer.max_epochs", str(epochs),
+                    "--early_stopping.patience", str(epochs), "--trainer.default_root_dir", runs,
+                    "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
+                    *([] if logger else ["--trainer.logger", "false"])])
+        wall = time.perf_counter() - start
+    assert cli.trainer.current_epoch == epochs, "the framework stopped early: not the same epochs"
+    return wall, float(cli.trainer.checkpoint_callback.best_model_score)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=SHARED / "data" / "hw1" / "ml2022")
+    parser.add_argument("--epochs", type=int, default=1000)
+    args = parser.parse_args()
+    train_csv = args.data / "covid.train.csv"
+    if not train_csv.is_file():
+        sys.exit(f"error: {train_csv} not found (pass --data DIR holding the ML2022 HW1 files)")
+
+    plain_s, plain_mse = plain_pytorch(train_csv, args.epochs)
+    rows = [("plain PyTorch loop (reference_hw1.py)", plain_s, plain_mse)]
+    for logger in (False, True):
+        wall, mse = framework(args.data, args.epochs, logger)
+        rows.append((f"framework, {'W&B offline' if logger else 'no logger'}", wall, mse))
+
+    print(f"\nHW1 sample recipe, {args.epochs} epochs on {train_csv}")
+    print(f"{'pipeline':42s} {'wall s':>8s} {'ms/epoch':>9s} {'ratio':>6s} {'best val_mse':>13s}")
+    for name, wall, mse in rows:
+        print(f"{name:42s} {wall:8.1f} {1000 * wall / args.epochs:9.2f} {wall / plain_s:6.2f} {mse:13.4f}")
+    print("ratio = wall time / plain loop's (goal: <= 0.5). The framework's time includes CLI parsing, "
+          "CSV reading, checkpointing and validation metrics; the plain loop's covers its training loop only.")
+
+
+if __name__ == "__main__":
+    main()
