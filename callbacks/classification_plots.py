@@ -30,6 +30,8 @@ class ClassificationPlots(pl.Callback):
         self.best = None
 
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.state.fn != "fit":  # `validate` / `test` runs draw nothing
+            return
         self.confusion.reset()
         self.wrong: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
 

@@ -78,7 +78,9 @@ class KaggleSubmissionWriter(BasePredictionWriter):
         if self.output_dir is not None:
             directory = Path(self.output_dir)
         elif trainer.ckpt_path:
-            directory = Path(trainer.ckpt_path).resolve().parent.parent  # <run>/checkpoints/x.ckpt -> <run>
+            directory = Path(trainer.ckpt_path).resolve().parent
+            if directory.name == "checkpoints":  # <run>/checkpoints/x.ckpt -> <run>
+                directory = directory.parent
         else:
             directory = Path(trainer.default_root_dir)
         return directory / (self.filename or datamodule.submission_filename)

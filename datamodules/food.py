@@ -322,6 +322,7 @@ class FoodDataModule(HomeworkDataModule[FoodFiles]):
             target = torch.from_numpy(array)
         else:
             target = torch.zeros(shape, dtype=torch.uint8)
+        rank_zero_info(f"Decoding {len(files)} {name} images once, at {self.image_size} px, into a {self.cache} cache")
         start = time.perf_counter()
         loader = DataLoader(DecodeFiles(files, self.image_size), batch_size=32, num_workers=self.num_workers,
                             collate_fn=list)
@@ -332,15 +333,14 @@ class FoodDataModule(HomeworkDataModule[FoodFiles]):
                     target[i] = image
                 else:
                     failures.append((i, error))
-        rank_zero_info(f"Decoded {len(files)} {name} images at {self.image_size} px in "
-                       f"{time.perf_counter() - start:.1f}s ({target.numel() / 2**20:.0f} MiB, {self.cache} cache)")
+        rank_zero_info(f"  done in {time.perf_counter() - start:.1f}s ({target.numel() / 2**20:.0f} MiB)")
         if self.cache == "disk":
             array.flush()
             del array, target
             os.replace(tmp, path)
             failures_path.write_text(json.dumps(failures))
             return MappedImages(path), failures
-        return target.share_memory_(), failures  # shared, not copied, when workers are spawned
+        return target, failures
 
     # --- Lightning hooks --------------------------------------------------------------------
     def setup(self, stage: str) -> None:

@@ -34,8 +34,7 @@ class ImageClassifier(BaseTask):
         """`num_classes` and `image_size` are filled in from the DataModule."""
         super().__init__(optimizer, lr_scheduler)
         self.save_hyperparameters()
-        # channels-last is the layout oneDNN (CPU) and cuDNN convolutions are fastest in: ~1.8x on a CPU here.
-        self.net = build_net(net, num_classes, image_size).to(memory_format=torch.channels_last)
+        self.net = build_net(net, num_classes, image_size)
         self.loss = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         metrics = MetricCollection({"acc": MulticlassAccuracy(num_classes, average="micro")})
         self.train_metrics = metrics.clone(prefix="train_")
@@ -44,7 +43,7 @@ class ImageClassifier(BaseTask):
         self.val_class_acc = MulticlassAccuracy(num_classes, average="none")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x.contiguous(memory_format=torch.channels_last))
+        return self.net(x)
 
     def training_step(self, batch, batch_idx):
         x, y = batch

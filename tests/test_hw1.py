@@ -311,7 +311,7 @@ def test_best_checkpoint_without_any_run_is_an_error(capsys):
 # --- tracking -------------------------------------------------------------------------------------
 def test_wandb_offline_records_the_full_config_per_run(monkeypatch, capsys):
     monkeypatch.setenv("WANDB_MODE", "offline")
-    clis = [fit("--trainer.max_epochs", "1"), fit("--trainer.max_epochs", "1", "--data.batch_size", "32")]
+    clis = [fit("--trainer.max_epochs", "1", "--data.batch_size", str(size)) for size in (64, 32)]
     assert "W&B: not logged in" in capsys.readouterr().err
     first, second = run_dirs()
     assert first != second
