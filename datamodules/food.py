@@ -252,6 +252,7 @@ class FoodDataModule(HomeworkDataModule[FoodFiles]):
         self.kaggle_competition = self.layout.kaggle_competition
         self.class_names = DEMO_CLASSES if self.is_demo else FOOD11_CLASSES
         self.image_size = image_size or (32 if self.is_demo else 128)
+        self.save_hyperparameters({"image_size": self.image_size})  # resolved, as the model's copy (Lightning checks)
         self.batch_size, self.tta_views, self.tta_weight = batch_size, tta_views, tta_weight
         self.num_workers = default_num_workers() if num_workers is None else num_workers
         self.cache, self.bad_images = cache, bad_images

@@ -37,7 +37,7 @@ from models.base import BaseTask
 log = logging.getLogger(__name__)
 CONFIG_DIR = Path(__file__).parent / "configs"
 WANDB_LOGGER = "pytorch_lightning.loggers.WandbLogger"
-# Data settings that may differ between training and predict; all others come from the checkpoint.
+# Data settings a later command may change (when given); all others come from the checkpoint.
 RUNTIME_DATA_ARGS = {"data_dir", "batch_size", "num_workers"}
 
 
@@ -148,7 +148,9 @@ class HomeworkCLI(LightningCLI):
         # Model settings come from the checkpoint (LightningCLI does that next); so must the data's.
         saved = torch.load(ckpt_path, map_location="cpu", weights_only=True).get("datamodule_hyper_parameters", {})
         for key, value in saved.items():
-            if key not in RUNTIME_DATA_ARGS and not key.startswith("_") and key in config.data:
+            if key.startswith("_") or key not in config.data:
+                continue
+            if key not in RUNTIME_DATA_ARGS or config.data[key] is None:  # e.g. data_dir when not given
                 config.data[key] = value
 
     # --- instantiation ------------------------------------------------------------------------

@@ -229,7 +229,6 @@ def test_k_fold_from_the_cli():
     assert len(dm.val_x) in (375, 376) and len(dm.train_x) + len(dm.val_x) == 1500
 
 
-@pytest.mark.slow
 def test_real_ml2022_files_and_kaggle_export():
     data = shared_data("hw1", "ml2022")
     fit("--data.data_dir", str(data), "--trainer.max_epochs", "3")
@@ -334,3 +333,22 @@ def test_logger_can_be_turned_off(monkeypatch):
     assert not list(Path("runs").glob("**/wandb"))
     monkeypatch.setenv("WANDB_MODE", "disabled")
     assert fit("--trainer.max_epochs", "1").trainer.logger is None
+
+
+def test_an_invalid_submission_is_refused_and_nothing_is_written(capsys, monkeypatch):
+    fit()
+    original = CovidDataModule.to_submission
+    monkeypatch.setattr(CovidDataModule, "to_submission", lambda self, p: original(self, p).iloc[:-1])
+    with pytest.raises(SystemExit) as exit_info:
+        main(["predict", "--ckpt_path", "best", *QUIET])
+    assert exit_info.value.code == 2
+    assert "pred.csv not written: 499 rows, but the test set has 500" in capsys.readouterr().err
+    assert not list(Path("runs").glob("**/pred.csv")) and not list(Path("runs").glob("**/.pred.csv*"))
+
+
+def test_predict_reads_the_data_dir_the_checkpoint_was_trained_on(tmp_path):
+    write_demo_covid(tmp_path / "mine", ML2023, num_train=100, num_test=37)
+    fit("--data.data_dir", str(tmp_path / "mine"))
+    cli = main(["predict", "--ckpt_path", "best", *QUIET])
+    assert cli.datamodule.layout is ML2023 and not cli.datamodule.is_demo
+    assert len(pd.read_csv(run_dirs()[0] / "pred.csv")) == 37

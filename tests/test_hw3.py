@@ -26,10 +26,14 @@ UNZIPPED = {"ml2021": "food-11", "ml2022": "food11", "ml2023": "."}
 
 @pytest.fixture(autouse=True)
 def isolated(tmp_path, monkeypatch):
-    """Fresh cwd (its own data/ and runs/) and W&B off, whatever conftest does."""
+    """Fresh cwd (its own data/ and runs/) and W&B off, whatever conftest does; one torch thread,
+    as tiny batches run fastest that way and a busy shared CPU cannot stall them."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("WANDB_MODE", "disabled")
-    return tmp_path
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield tmp_path
+    torch.set_num_threads(threads)
 
 
 def jpeg(path: Path, value: int, size: tuple[int, int] = (32, 24)) -> None:
@@ -287,3 +291,15 @@ def test_demo_set_is_digits_in_the_ml2022_layout(tmp_path):
         assert image.size == (64, 48) and image.mode == "RGB"
     dm = FoodDataModule(num_workers=0)  # no data anywhere: the demo set, at its own 32 px
     assert dm.is_demo and dm.image_size == 32 and dm.class_names == DEMO_CLASSES
+
+
+def test_demo_fit_logs_the_pictures_to_wandb_offline(monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("HOME", str(Path.cwd()))  # no ~/.netrc: W&B counts as logged out
+    # the demo's automatic 32 px must agree between the model's and the data's hparams (W&B logs both)
+    main(["fit", *[a for a in TINY if a not in ("--data.image_size", "32")], "--trainer.limit_val_batches", "2"])
+    (run,) = sorted(Path("runs/hw3").iterdir())
+    assert run.name.endswith("_fit_demo")
+    media = {p.name.rsplit("_", 2)[0] for p in run.glob("wandb/offline-run-*/files/media/images/*.png")}
+    assert {"confusion_matrix", "misclassified"} <= media
