@@ -162,7 +162,7 @@ class Split:
 
 
 class FoodImages(Dataset):
-    """Cached images, augmented per sample; with `views` > 0 each item is the clean image plus that many views."""
+    """Cached images, augmented per sample; with `views` > 0 an item is the clean image plus that many views."""
 
     def __init__(self, split: Split, transform: v2.Transform | None = None, views: int = 0) -> None:
         self.split, self.transform, self.views = split, transform, views
@@ -235,7 +235,7 @@ class FoodDataModule(HomeworkDataModule[FoodFiles]):
         num_workers: int | None = None,
         crop_scale: tuple[float, float] | None = (0.5, 1.0),
         hflip: float = 0.5,
-        auto_augment: Literal["trivial", "auto", "rand"] | None = "trivial",
+        auto_augment: Literal["trivial", "auto", "rand"] | None = None,
         random_erasing: float = 0.0,
         mixup_alpha: float = 0.0,
         cutmix_alpha: float = 0.0,
@@ -252,7 +252,7 @@ class FoodDataModule(HomeworkDataModule[FoodFiles]):
         self.kaggle_competition = self.layout.kaggle_competition
         self.class_names = DEMO_CLASSES if self.is_demo else FOOD11_CLASSES
         self.image_size = image_size or (32 if self.is_demo else 128)
-        self.save_hyperparameters({"image_size": self.image_size})  # resolved, as the model's copy (Lightning checks)
+        self.save_hyperparameters({"image_size": self.image_size})  # resolved; Lightning checks the model agrees
         self.batch_size, self.tta_views, self.tta_weight = batch_size, tta_views, tta_weight
         self.num_workers = default_num_workers() if num_workers is None else num_workers
         self.cache, self.bad_images = cache, bad_images
@@ -268,7 +268,8 @@ class FoodDataModule(HomeworkDataModule[FoodFiles]):
     # --- finding and writing the files -------------------------------------------------------
     @classmethod
     def find_layout(cls, directory: Path) -> FoodFiles | None:
-        for root in [directory, *sorted(d for d in directory.iterdir() if d.is_dir() and d.name != ".cache")]:
+        children = sorted(d for d in directory.iterdir() if d.is_dir() and d.name != ".cache")
+        for root in [directory, *children]:
             layout = match_layout(root)
             if layout is not None:
                 return FoodFiles(layout, root)
@@ -284,19 +285,21 @@ class FoodDataModule(HomeworkDataModule[FoodFiles]):
         files = list_images(folder)
         labels = None
         if labelled:
-            labels = torch.tensor([parse_label(p, self.layout.labels_in_folders, self.num_classes) for p in files])
+            from_folder = self.layout.labels_in_folders
+            labels = torch.tensor([parse_label(p, from_folder, self.num_classes) for p in files])
         images, failures = self._decode(name, files)
         keep = np.arange(len(files))
         if failures:
             bad = [files[i] for i, _ in failures]
             if self.bad_images == "error":
                 first, why = files[failures[0][0]], failures[0][1]
-                others = f" (and {len(bad) - 1} more: {', '.join(p.name for p in bad[1:4])}...)" if len(bad) > 1 else ""
-                raise DataError(f"{first}: cannot decode this image ({why}){others}. Replace or delete it, "
+                more = f" (and {len(bad) - 1} more: {', '.join(p.name for p in bad[1:4])})" if len(bad) > 1 else ""
+                raise DataError(f"{first}: cannot decode this image ({why}){more}. Replace or delete it, "
                                 f"or pass --data.bad_images skip to leave such images out")
             if labelled:
                 keep = np.setdiff1d(keep, [i for i, _ in failures])
-                log.warning("Skipped %d undecodable image(s) in %s: %s", len(bad), folder, ", ".join(map(str, bad)))
+                log.warning("Skipped %d undecodable image(s) in %s: %s", len(bad), folder,
+                            ", ".join(map(str, bad)))
             else:  # Kaggle needs a row per test image: it gets predicted from a blank picture
                 log.warning("%d test image(s) cannot be decoded and are predicted from a blank picture: %s",
                             len(bad), ", ".join(map(str, bad)))
@@ -306,7 +309,8 @@ class FoodDataModule(HomeworkDataModule[FoodFiles]):
         """Decode `files` once (in parallel) into a uint8 array: returns it and the (index, error) failures."""
         shape = (len(files), 3, self.image_size, self.image_size)
         if self.cache == "disk":
-            stats = [(p.relative_to(self.files.root).as_posix(), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+            stats = [(p.relative_to(self.files.root).as_posix(), p.stat().st_size, p.stat().st_mtime_ns)
+                     for p in files]
             key = hashlib.sha1(json.dumps([self.image_size, stats]).encode()).hexdigest()[:12]
             path = self.cache_dir / f"{self.layout.name}_{name}_{self.image_size}px_{key}.npy"
             failures_path = path.with_suffix(".failures.json")
@@ -323,7 +327,8 @@ class FoodDataModule(HomeworkDataModule[FoodFiles]):
             target = torch.from_numpy(array)
         else:
             target = torch.zeros(shape, dtype=torch.uint8)
-        rank_zero_info(f"Decoding {len(files)} {name} images once, at {self.image_size} px, into a {self.cache} cache")
+        rank_zero_info(f"Decoding {len(files)} {name} images once, at {self.image_size} px, "
+                       f"into a {self.cache} cache")
         start = time.perf_counter()
         loader = DataLoader(DecodeFiles(files, self.image_size), batch_size=32, num_workers=self.num_workers,
                             collate_fn=list)
@@ -345,9 +350,10 @@ class FoodDataModule(HomeworkDataModule[FoodFiles]):
 
     # --- Lightning hooks --------------------------------------------------------------------
     def setup(self, stage: str) -> None:
-        if self.num_workers and self.trainer is not None and isinstance(self.trainer.accelerator, CPUAccelerator):
+        on_cpu = self.trainer is not None and isinstance(self.trainer.accelerator, CPUAccelerator)
+        if on_cpu and self.num_workers:
             # Training on the CPU: leave the workers their cores. Oversubscribed OpenMP threads
-            # spin-wait on each other and made a 2-core run up to 10x slower here.
+            # spin-wait on each other: on a busy 2-core machine 2 threads trained over 10x slower than 1.
             threads = max(1, available_cpus() - self.num_workers)
             if torch.get_num_threads() > threads:
                 rank_zero_info(f"CPU run: {threads} torch thread(s), {self.num_workers} data loader worker(s)")
@@ -383,7 +389,7 @@ class FoodDataModule(HomeworkDataModule[FoodFiles]):
         return self.prepare_batch(batch, train=self.trainer is not None and self.trainer.training)
 
     def prepare_batch(self, batch, train: bool = False):
-        """uint8 -> normalized float on the device (a quarter of the bytes to copy); MixUp/CutMix when training."""
+        """uint8 -> normalized float on the device (a quarter of the bytes to copy); MixUp/CutMix if training."""
         images, labels = (batch, None) if isinstance(batch, torch.Tensor) else batch
         images = v2.functional.normalize(v2.functional.to_dtype(images, torch.float32, scale=True), MEAN, STD)
         if labels is None:
@@ -406,13 +412,13 @@ class FoodDataModule(HomeworkDataModule[FoodFiles]):
         return len(self.test.files)
 
     def blend_views(self, probabilities: torch.Tensor) -> torch.Tensor:
-        """(N, 1 + views, C) class probabilities -> (N, C): the clean view weighted `tta_weight`, the mean of the others the rest."""
+        """(N, 1 + views, C) class probabilities -> (N, C): `tta_weight` x clean + (1 - `tta_weight`) x mean of views."""
         if probabilities.dim() == 2 or probabilities.shape[1] == 1:
             return probabilities.reshape(len(probabilities), -1)
         return self.tta_weight * probabilities[:, 0] + (1 - self.tta_weight) * probabilities[:, 1:].mean(1)
 
     def to_submission(self, predictions: torch.Tensor) -> pd.DataFrame:
-        """`Id,Category` in sorted-name order; Ids as the year's sample code writes them (0001.. in 2022, 0000.. in 2023)."""
+        """`Id,Category` in sorted-name order, Ids as each year's sample writes them (2022: 0001.., 2023: 0000..)."""
         ids = np.arange(len(predictions)) + self.layout.first_id
         return pd.DataFrame({"Id": [str(i).zfill(self.layout.id_digits) for i in ids],
                              "Category": self.blend_views(predictions).argmax(-1).numpy()})
@@ -458,7 +464,7 @@ def render_digits(glyphs: list[np.ndarray], rng: np.random.Generator) -> Image.I
     ink = np.zeros((48, 64), dtype=np.float32)
     for k, glyph in enumerate(glyphs):
         x, y = x0 + size * (k % 2), y0 + size * (k // 2)
-        patch = Image.fromarray((glyph * 255 / 16).astype(np.uint8)).resize((size, size), Image.Resampling.BICUBIC)
+        patch = Image.fromarray((glyph * 255 / 16).astype(np.uint8)).resize((size, size), Image.BICUBIC)
         ink[y:y + size, x:x + size] = np.asarray(patch, dtype=np.float32) / 255
     background, foreground = rng.integers(170, 256, 3), rng.integers(0, 90, 3)
     pixels = background + ink[..., None] * (foreground - background) + rng.normal(0, 8, (48, 64, 3))

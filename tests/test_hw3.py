@@ -208,7 +208,10 @@ def test_augmentation_from_config_and_mixup_cutmix_soft_labels(tmp_path):
 
 
 def test_tta_yields_views_and_changes_nothing_when_disabled(tmp_path):
-    make_food(tmp_path, ML2023, num_test=12)
+    root = make_food(tmp_path, ML2023, num_test=12)
+    ramp = np.broadcast_to(np.linspace(0, 255, 32, dtype=np.uint8)[None, :, None], (24, 32, 3)).copy()
+    for path in (root / "test").iterdir():  # so that flips and crops change the picture
+        Image.fromarray(ramp).save(path, quality=95)
     model = ImageClassifier(11, 32, "resnet18").eval()
     plain = datamodule(tmp_path)
     plain.setup("predict")
@@ -259,6 +262,17 @@ def test_unknown_network_is_a_config_error(capsys, tmp_path):
 
 
 # --- the whole workflow ---------------------------------------------------------------------------
+@pytest.mark.parametrize("recipe", ["hw3.yaml", "hw3_sample.yaml", "hw3_strong.yaml"])
+def test_every_shipped_recipe_trains_a_batch(recipe, tmp_path):
+    make_food(tmp_path, ML2023)
+    config = Path(__file__).resolve().parents[1] / "homework" / "configs" / recipe
+    cli = main(["fit", "--config", str(config), "--data.data_dir", str(tmp_path), "--data.batch_size", "4",
+                "--data.num_workers", "0", "--trainer.fast_dev_run", "1", *QUIET])
+    expected = {"hw3.yaml": ("resnet18", 128), "hw3_sample.yaml": ("sample", 128), "hw3_strong.yaml": ("resnet18", 160)}
+    assert (cli.model.hparams.net, cli.model.hparams.image_size) == expected[recipe]
+    assert (cli.datamodule.mix is not None) == (recipe == "hw3_strong.yaml")
+
+
 def test_fit_then_predict_writes_a_valid_submission_and_the_pictures(tmp_path):
     make_food(tmp_path / "data", ML2022, num_test=12)
     data = ["--data.data_dir", str(tmp_path / "data")]
