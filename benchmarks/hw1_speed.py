@@ -35,6 +35,7 @@ def framework(data_dir: Path, epochs: int, logger: bool) -> tuple[float, float]:
     from homework.hw1 import main
 
     os.environ["WANDB_MODE"] = "offline" if logger else "disabled"
+    sys.argv = sys.argv[:1]  # the CLI gets its args below, not this script's
     with tempfile.TemporaryDirectory() as runs:
         start = time.perf_counter()
         cli = main(["fit", "--config", str(ROOT / "homework/configs/hw1_sample.yaml"),

@@ -39,13 +39,13 @@ class CovidRegressor(BaseTask):
     def training_step(self, batch, batch_idx):
         x, y = batch
         loss = self.loss(self(x), y)
-        self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(y))
+        self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(y), sync_dist=True)
         return loss
 
     def _evaluate(self, batch, metrics: MetricCollection, prefix: str) -> None:
         x, y = batch
         pred = self(x)
-        self.log(f"{prefix}_loss", self.loss(pred, y), batch_size=len(y))
+        self.log(f"{prefix}_loss", self.loss(pred, y), batch_size=len(y), sync_dist=True)
         metrics.update(pred, y)
         self.log_dict(metrics)
 

@@ -352,3 +352,12 @@ def test_predict_reads_the_data_dir_the_checkpoint_was_trained_on(tmp_path):
     cli = main(["predict", "--ckpt_path", "best", *QUIET])
     assert cli.datamodule.layout is ML2023 and not cli.datamodule.is_demo
     assert len(pd.read_csv(run_dirs()[0] / "pred.csv")) == 37
+
+
+def test_ddp_on_two_cpu_processes():
+    """In-memory batching and the run directory survive DDP (simulated with two CPU processes)."""
+    cli = fit("--trainer.max_epochs", "1", "--trainer.strategy", "ddp_spawn", "--trainer.devices", "2",
+              "--trainer.accelerator", "cpu")
+    (run,) = run_dirs()
+    assert (run / "checkpoints" / "last.ckpt").is_file() and (run / "config.yaml").is_file()
+    assert cli.trainer.world_size == 2
