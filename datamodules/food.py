@@ -429,7 +429,7 @@ def write_demo_food(directory: Path, per_class: tuple[int, int, int] = (110, 30,
 
     Classes 0-9 are the digits; class 10 (digits have only ten) is a "2x2 plate" of four small
     digits, so the demo keeps food-11's 11 classes. Each image is a 64x48 RGB JPEG: dark ink on
-    a light background, both randomly tinted, the digit at a random size and place.
+    a light background, both randomly tinted, the digit at a random size, near the middle.
     """
     from sklearn.datasets import load_digits
 
@@ -460,7 +460,8 @@ def render_digits(glyphs: list[np.ndarray], rng: np.random.Generator) -> Image.I
     single = len(glyphs) == 1
     size = int(rng.integers(36, 47)) if single else 24
     extent = size if single else 2 * size
-    x0, y0 = int(rng.integers(0, 64 - extent + 1)), int(rng.integers(0, 48 - extent + 1))
+    x0 = int(np.clip((64 - extent) // 2 + rng.integers(-8, 9), 0, 64 - extent))  # near the middle, as a
+    y0 = int(np.clip((48 - extent) // 2 + rng.integers(-4, 5), 0, 48 - extent))  # photo's subject usually is
     ink = np.zeros((48, 64), dtype=np.float32)
     for k, glyph in enumerate(glyphs):
         x, y = x0 + size * (k % 2), y0 + size * (k // 2)
