@@ -50,14 +50,14 @@ class ImageClassifier(BaseTask):
         logits = self(x)
         loss = self.loss(logits, y)
         self.train_metrics.update(logits, y if y.dim() == 1 else y.argmax(1))  # MixUp/CutMix: the main class
-        self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(x))
+        self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(x), sync_dist=True)
         self.log_dict(self.train_metrics, on_step=False, on_epoch=True)
         return loss
 
     def _evaluate(self, batch, metrics: MetricCollection, prefix: str) -> torch.Tensor:
         x, y = batch
         logits = self(x)
-        self.log(f"{prefix}_loss", self.loss(logits, y), batch_size=len(y))
+        self.log(f"{prefix}_loss", self.loss(logits, y), batch_size=len(y), sync_dist=True)
         metrics.update(logits, y)
         self.log_dict(metrics)
         return logits.argmax(1)
