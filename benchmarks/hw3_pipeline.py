@@ -21,7 +21,8 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
-from datamodules.food import MEAN, STD, FoodDataModule, available_cpus, augmentation, default_num_workers
+from datamodules.base import available_cpus
+from datamodules.food import MEAN, STD, FoodDataModule, augmentation, default_num_workers
 
 AUGMENT = {  # per-image settings of homework/configs/hw3.yaml and hw3_strong.yaml
     "default": dict(crop_scale=(0.5, 1.0), hflip=0.5, auto_augment=None, random_erasing=0.0),
@@ -89,7 +90,7 @@ def main() -> None:
     parser.add_argument("--augment", choices=AUGMENT, default="strong")
     parser.add_argument("--dir", type=Path, default=None, help="where to write the JPEGs (default: a temp dir)")
     args = parser.parse_args()
-    torch.set_num_threads(max(1, available_cpus() - args.workers))  # as FoodDataModule does when training
+    torch.set_num_threads(max(1, available_cpus() - args.workers))  # as the CLI does when training on the CPU
     root = args.dir or Path(tempfile.mkdtemp(prefix="hw3_pipeline_"))
     try:
         start = time.perf_counter()

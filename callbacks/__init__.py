@@ -1,9 +1,8 @@
 """Callbacks and schedules shared by every homework (Lightning built-ins are used directly where they exist)."""
+from callbacks.classification_plots import ClassificationPlots
 from callbacks.plots import LearningCurvePlot
 from callbacks.schedulers import WarmupCosineLR
 from callbacks.submission import KaggleSubmissionWriter, SubmissionError, validate_submission, write_atomically
 
-__all__ = ["KaggleSubmissionWriter", "LearningCurvePlot", "SubmissionError", "WarmupCosineLR",
+__all__ = ["ClassificationPlots", "KaggleSubmissionWriter", "LearningCurvePlot", "SubmissionError", "WarmupCosineLR",
            "validate_submission", "write_atomically"]
-from callbacks.classification_plots import ClassificationPlots  # noqa: E402
-__all__ += ["ClassificationPlots"]

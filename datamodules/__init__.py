@@ -1,7 +1,6 @@
 """LightningDataModules, one per homework, over shared machinery in `datamodules.base`."""
 from datamodules.base import DataError, HomeworkDataModule, batch_loader, split_indices
 from datamodules.covid import CovidDataModule
+from datamodules.food import FoodDataModule
 
-__all__ = ["CovidDataModule", "DataError", "HomeworkDataModule", "batch_loader", "split_indices"]
-from datamodules.food import FoodDataModule  # noqa: E402
-__all__ += ["FoodDataModule"]
+__all__ = ["CovidDataModule", "DataError", "FoodDataModule", "HomeworkDataModule", "batch_loader", "split_indices"]

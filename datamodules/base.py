@@ -2,6 +2,7 @@
 data (or writing demo data), reproducible splits and in-memory batching."""
 
 import logging
+import os
 from pathlib import Path
 from typing import ClassVar, Generic, TypeVar
 
@@ -17,6 +18,11 @@ log = logging.getLogger(__name__)
 SAMPLE_SEED = 5201314
 
 Layout = TypeVar("Layout")
+
+
+def available_cpus() -> int:
+    """CPU cores this process may use (respects affinity masks, e.g. in containers)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 class DataError(Exception):

@@ -18,12 +18,11 @@ import numpy as np
 import pandas as pd
 import torch
 from PIL import Image
-from pytorch_lightning.accelerators import CPUAccelerator
 from pytorch_lightning.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
-from datamodules.base import DataError, HomeworkDataModule
+from datamodules.base import DataError, HomeworkDataModule, available_cpus
 
 log = logging.getLogger(__name__)
 
@@ -196,10 +195,6 @@ def augmentation(image_size: int, crop_scale: tuple[float, float] | None, hflip:
     return v2.Compose(ops) if ops else v2.Identity()
 
 
-def available_cpus() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
 def default_num_workers() -> int:
     """One core for the training process, the rest (at most 8) for augmentation."""
     return max(1, min(8, available_cpus() - 1))
@@ -350,14 +345,6 @@ class FoodDataModule(HomeworkDataModule[FoodFiles]):
 
     # --- Lightning hooks --------------------------------------------------------------------
     def setup(self, stage: str) -> None:
-        on_cpu = self.trainer is not None and isinstance(self.trainer.accelerator, CPUAccelerator)
-        if on_cpu and self.num_workers:
-            # Training on the CPU: leave the workers their cores. Oversubscribed OpenMP threads
-            # spin-wait on each other: on a busy 2-core machine 2 threads trained over 10x slower than 1.
-            threads = max(1, available_cpus() - self.num_workers)
-            if torch.get_num_threads() > threads:
-                rank_zero_info(f"CPU run: {threads} torch thread(s), {self.num_workers} data loader worker(s)")
-                torch.set_num_threads(threads)
         if stage == "fit" and self.train is None:
             self.train = self._read_split("train", labelled=True)
         if stage in ("fit", "validate", "test") and self.valid is None:

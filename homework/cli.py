@@ -26,12 +26,13 @@ import wandb
 import yaml
 from jsonargparse import Namespace
 from pytorch_lightning import LightningDataModule, Trainer
+from pytorch_lightning.accelerators import CPUAccelerator
 from pytorch_lightning.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.cli import ArgsType, LightningArgumentParser, LightningCLI, SaveConfigCallback
 from pytorch_lightning.loggers import WandbLogger
 
 from callbacks import KaggleSubmissionWriter, LearningCurvePlot, SubmissionError
-from datamodules.base import DataError
+from datamodules.base import DataError, available_cpus
 from models.base import BaseTask
 
 log = logging.getLogger(__name__)
@@ -119,8 +120,8 @@ class HomeworkCLI(LightningCLI):
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.add_lightning_class_args(KaggleSubmissionWriter, "submission")
         parser.add_argument("--torch_num_threads", type=int | None, default=None,
-                            help="CPU threads torch may use inside one op (None: torch's default). 1 is fastest "
-                                 "for tiny models such as HW1's MLP, where threads only add synchronisation.")
+                            help="CPU threads torch may use inside one op. None: on the CPU, the cores the data "
+                                 "loader workers leave free. 1 is fastest for tiny models such as HW1's MLP.")
         for source, target in self.links.items():
             parser.link_arguments(source, target, apply_on="instantiate")
         model, homework = self.model_class, self.datamodule_class.homework
@@ -156,21 +157,35 @@ class HomeworkCLI(LightningCLI):
     # --- instantiation ------------------------------------------------------------------------
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand]
-        if config.torch_num_threads is not None:
-            torch.set_num_threads(config.torch_num_threads)
         trainer = config.trainer
         if trainer.precision is None:
             trainer.precision = auto_precision()
         demo = self.datamodule_class.will_use_demo(config.data.data_dir)
         if self.subcommand == "predict":
             trainer.logger = False  # predict writes a Kaggle file, there is nothing to track
-            if config.get("ckpt_path") and config.checkpoint.dirpath is None:
-                config.checkpoint.dirpath = str(Path(config.ckpt_path).parent)  # keeps Lightning from warning
         else:
             self.run_dir = self._new_run_dir(Path(trainer.default_root_dir), demo)
-            if config.checkpoint.dirpath is None:
+        if config.checkpoint.dirpath is None:
+            if self.subcommand != "fit" and config.get("ckpt_path"):  # evaluating: nothing is saved, and
+                config.checkpoint.dirpath = str(Path(config.ckpt_path).parent)  # Lightning warns if it moved
+            elif self.run_dir is not None:
                 config.checkpoint.dirpath = str(self.run_dir / "checkpoints")
         self._configure_wandb(trainer, demo)
+
+    def after_instantiate_classes(self) -> None:
+        self._set_cpu_threads(self.config[self.subcommand].torch_num_threads)
+
+    def _set_cpu_threads(self, threads: int | None) -> None:
+        """On the CPU, leave the data loader workers their cores: oversubscribed OpenMP threads
+        spin-wait on each other (on a busy 2-core machine, 2 threads trained a CNN over 10x slower than 1)."""
+        if threads is None:
+            workers = getattr(self.datamodule, "num_workers", 0) or 0
+            if not workers or not isinstance(self.trainer.accelerator, CPUAccelerator):
+                return
+            threads = max(1, available_cpus() - workers)
+        if torch.get_num_threads() != threads:
+            log.info("torch uses %d CPU thread(s) per op", threads)
+            torch.set_num_threads(threads)
 
     def _new_run_dir(self, root: Path, demo: bool) -> Path:
         stamp = dt.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
