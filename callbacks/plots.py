@@ -20,13 +20,23 @@ class LearningCurvePlot(pl.Callback):
     def __init__(self, filename: str = "learning_curve.png") -> None:
         self.filename = filename
         self.history: dict[str, list[tuple[int, float]]] = defaultdict(list)
+        self.recorded_epochs = 0
 
-    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.sanity_checking:
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._record(trainer)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._record(trainer)
+
+    def _record(self, trainer: pl.Trainer) -> None:
+        """Note the epoch that just ended: only now are both its train and validation metrics final."""
+        epoch = trainer.current_epoch  # epochs completed so far
+        if epoch <= self.recorded_epochs:
             return
+        self.recorded_epochs = epoch
         for name, value in trainer.callback_metrics.items():
             if value.numel() == 1 and (name.startswith("train_") or name.startswith("val_")) and not name.endswith("_step"):
-                self.history[name.removesuffix("_epoch")].append((trainer.current_epoch + 1, float(value)))
+                self.history[name.removesuffix("_epoch")].append((epoch, float(value)))
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.is_global_zero or not self.history:
@@ -43,6 +53,7 @@ class LearningCurvePlot(pl.Callback):
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib.ticker import MaxNLocator
 
         losses = sorted(k for k in self.history if k.endswith("loss"))
         others = sorted(k for k in self.history if k.startswith("val_") and k not in losses)
@@ -57,12 +68,13 @@ class LearningCurvePlot(pl.Callback):
                     best = int(np.argmin(values) if lower_is_better else np.argmax(values))
                     ax.plot(epochs[best], values[best], "o", color=line.get_color())
                     ax.annotate(f"best {values[best]:.4g} @ epoch {epochs[best]}", (epochs[best], values[best]),
-                                xytext=(0, 8), textcoords="offset points", fontsize=9,
+                                xytext=(0, 8 if lower_is_better else -16), textcoords="offset points", fontsize=9,
                                 ha="right" if epochs[best] > (epochs[0] + epochs[-1]) / 2 else "left")
             values = [v for n in names for _, v in self.history[n]]
             if min(values) > 0 and max(values) / min(values) > 20:  # early epochs would flatten the rest
                 ax.set_yscale("log")
             ax.set_xlabel("epoch")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.grid(alpha=0.3, which="both")
             ax.legend()
         axes[0][0].set_title("loss: train vs validation")

@@ -267,8 +267,10 @@ class CovidDataModule(HomeworkDataModule[CovidFiles]):
             self.test_x = torch.from_numpy(read_values(self.files.test, self.layout.column_names(False)))[:, 1:]
 
     def _loader(self, x: torch.Tensor, *rest: torch.Tensor, shuffle: bool = False) -> DataLoader:
+        """Training batches of `batch_size`; evaluation in one batch (a few hundred rows: each extra
+        Lightning step would cost more than the whole forward pass)."""
         return batch_loader(self.transform(x, self.layout.feature_names), *rest,
-                            batch_size=self.hparams.batch_size, shuffle=shuffle)
+                            batch_size=self.hparams.batch_size if shuffle else len(x), shuffle=shuffle)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_x, self.train_y, shuffle=True)
