@@ -147,7 +147,11 @@ class HomeworkCLI(LightningCLI):
             raise DataError(f"--ckpt_path: checkpoint '{ckpt_path}' does not exist")
         print(f"Using checkpoint {ckpt_path}", file=sys.stderr)
         # Model settings come from the checkpoint (LightningCLI does that next); so must the data's.
-        saved = torch.load(ckpt_path, map_location="cpu", weights_only=True).get("datamodule_hyper_parameters", {})
+        try:
+            checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        except Exception as err:  # a truncated download, a file that is no checkpoint, ...
+            raise DataError(f"--ckpt_path {ckpt_path}: not a readable checkpoint ({type(err).__name__})") from None
+        saved = checkpoint.get("datamodule_hyper_parameters", {})
         for key, value in saved.items():
             if key.startswith("_") or key not in config.data:
                 continue

@@ -361,3 +361,8 @@ def test_ddp_on_two_cpu_processes():
     (run,) = run_dirs()
     assert (run / "checkpoints" / "last.ckpt").is_file() and (run / "config.yaml").is_file()
     assert cli.trainer.world_size == 2
+
+
+def test_a_broken_checkpoint_file_is_a_clear_error(capsys, tmp_path):
+    (tmp_path / "model.ckpt").write_text("not a checkpoint")
+    expect_user_error(capsys, ["predict", "--ckpt_path", str(tmp_path / "model.ckpt")], "not a readable checkpoint")
