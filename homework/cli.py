@@ -18,6 +18,7 @@ import netrc
 import os
 import shutil
 import sys
+import warnings
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -96,12 +97,14 @@ class HomeworkCLI(LightningCLI):
                  config_file: str, links: dict[str, str] | None = None, args: ArgsType = None) -> None:
         self.links = links or {}
         self.run_dir: Path | None = None
-        super().__init__(
-            model_class, datamodule_class,
-            save_config_callback=RunConfigSaver,
-            auto_configure_optimizers=False,
-            args=self.with_default_config(sys.argv[1:] if args is None else args, CONFIG_DIR / config_file),
-        )
+        with warnings.catch_warnings():  # we pass the command line on purpose, with the default config added
+            warnings.filterwarnings("ignore", message=".*args parameter is intended to run from within Python")
+            super().__init__(
+                model_class, datamodule_class,
+                save_config_callback=RunConfigSaver,
+                auto_configure_optimizers=False,
+                args=self.with_default_config(sys.argv[1:] if args is None else args, CONFIG_DIR / config_file),
+            )
 
     def with_default_config(self, args: list[str], config: Path) -> list[str]:
         """Insert `--config <homework default>` right after the subcommand; the user's flags then override it.
