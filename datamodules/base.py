@@ -40,6 +40,9 @@ class HomeworkDataModule(pl.LightningDataModule, Generic[Layout]):
     homework: ClassVar[str]  # "hw1", ...: names the default data dir and the W&B project
     kaggle_competition: ClassVar[str]  # for download hints and the submit command
     expected_files: ClassVar[str]  # how the data looks on disk, for error messages
+    # Settings a later command (validate/test/predict with --ckpt_path) may change: the CLI restores
+    # them from the checkpoint only when not given. All other data settings always come from it.
+    runtime_args: ClassVar[tuple[str, ...]] = ("data_dir", "batch_size", "num_workers")
 
     @classmethod
     def find_layout(cls, directory: Path) -> Layout | None:

@@ -219,8 +219,8 @@ class FoodDataModule(HomeworkDataModule[FoodFiles]):
     expected_files = ("train/ valid/ test/ (ML2023), food11/training|validation|test/ (ML2022) "
                       "or food-11/training/labeled|validation|testing/ (ML2021)")
     num_classes = 11
-    # Settings that change how a run executes, not what the model learns: never restored from a checkpoint.
-    runtime_args = ("cache", "cache_dir", "bad_images", "tta_views", "tta_weight")
+    # How a run executes, not what the model learns: a later command's values win over the checkpoint's.
+    runtime_args = HomeworkDataModule.runtime_args + ("cache", "cache_dir", "bad_images", "tta_views", "tta_weight")
 
     def __init__(
         self,
@@ -241,7 +241,7 @@ class FoodDataModule(HomeworkDataModule[FoodFiles]):
         bad_images: Literal["error", "skip"] = "error",
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=list(self.runtime_args))
+        self.save_hyperparameters()
         self.data_dir, self.files, self.is_demo = self.resolve_data_dir(data_dir)
         self.layout = self.files.layout
         self.kaggle_competition = self.layout.kaggle_competition

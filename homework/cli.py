@@ -39,8 +39,6 @@ from models.base import BaseTask
 log = logging.getLogger(__name__)
 CONFIG_DIR = Path(__file__).parent / "configs"
 WANDB_LOGGER = "pytorch_lightning.loggers.WandbLogger"
-# Data settings a later command may change (when given); all others come from the checkpoint.
-RUNTIME_DATA_ARGS = {"data_dir", "batch_size", "num_workers"}
 
 
 def auto_precision() -> str:
@@ -158,7 +156,7 @@ class HomeworkCLI(LightningCLI):
         for key, value in saved.items():
             if key.startswith("_") or key not in config.data:
                 continue
-            if key not in RUNTIME_DATA_ARGS or config.data[key] is None:  # e.g. data_dir when not given
+            if key not in self.datamodule_class.runtime_args or config.data[key] is None:  # e.g. data_dir
                 config.data[key] = value
 
     # --- instantiation ------------------------------------------------------------------------
@@ -211,7 +209,8 @@ class HomeworkCLI(LightningCLI):
             return
         args = logger.init_args
         if args.get("save_dir") in (None, "."):
-            args.save_dir = str(self.run_dir)
+            # absolute: W&B's service process outlives a run and may not share our working directory
+            args.save_dir = str(self.run_dir.resolve())
         if args.get("name") is None:
             args.name = self.run_dir.name
         if demo:
