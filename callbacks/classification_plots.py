@@ -10,6 +10,8 @@ from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities import rank_zero_info
 from torchmetrics.classification import MulticlassConfusionMatrix
 
+from callbacks.plots import pyplot
+
 
 class ClassificationPlots(pl.Callback):
     """At the end of fit, draws the best epoch's validation confusion matrix and misclassified images.
@@ -85,21 +87,12 @@ class ClassificationPlots(pl.Callback):
                 trainer.logger.log_image(key=key, images=[str(path)])
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_confusion(confusion: np.ndarray, names: list[str], path: Path, title: str) -> None:
     """Cells coloured by the share of each true class (row), labelled with counts; accuracy per class on the rows.
 
     Hand-drawn: sklearn's and torchmetrics' displays colour by count or print shares, not both.
     """
-    plt = _pyplot()
+    plt = pyplot()
     n = len(names)
     rates = confusion / confusion.sum(1, keepdims=True).clip(min=1)
     fig, ax = plt.subplots(figsize=(2.6 + 0.62 * n, 1.8 + 0.55 * n))
@@ -121,7 +114,7 @@ def plot_confusion(confusion: np.ndarray, names: list[str], path: Path, title: s
 def plot_misclassified(images: torch.Tensor, labels: list[tuple[str, str]], path: Path, title: str,
                        columns: int = 8) -> None:
     """A grid of (3, H, W) images in [0, 1], each captioned with its true and predicted class."""
-    plt = _pyplot()
+    plt = pyplot()
     rows = max(1, math.ceil(len(images) / columns))
     fig, axes = plt.subplots(rows, columns, figsize=(1.7 * columns, 2.0 * rows + 0.5), squeeze=False)
     for k, ax in enumerate(axes.flat):

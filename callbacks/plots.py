@@ -10,6 +10,16 @@ import pytorch_lightning as pl
 log = logging.getLogger(__name__)
 
 
+def pyplot():
+    """matplotlib.pyplot on the file-only Agg backend: runs draw PNGs, on machines with or without a screen."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 class LearningCurvePlot(pl.Callback):
     """Saves `learning_curve.png` (train vs validation loss, plus other validation metrics) in the run dir.
 
@@ -42,18 +52,16 @@ class LearningCurvePlot(pl.Callback):
         if not trainer.is_global_zero or not self.history:
             return
         path = Path(trainer.default_root_dir) / self.filename
-        self.plot(path, getattr(pl_module, "monitor", None))
+        self.plot(path, getattr(pl_module, "monitor", None), getattr(pl_module, "mode", "min"))
         log.info("Learning curve: %s", path)
         logger = trainer.logger
         if logger is not None and hasattr(logger, "log_image"):
             logger.log_image(key="learning_curve", images=[str(path)])
 
-    def plot(self, path: Path, monitor: str | None = None) -> None:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+    def plot(self, path: Path, monitor: str | None = None, mode: str = "min") -> None:
         from matplotlib.ticker import MaxNLocator
+
+        plt = pyplot()
 
         losses = sorted(k for k in self.history if k.endswith("loss"))
         others = sorted(k for k in self.history if k.startswith("val_") and k not in losses)
@@ -64,7 +72,7 @@ class LearningCurvePlot(pl.Callback):
                 epochs, values = zip(*self.history[name])
                 line, = ax.plot(epochs, values, label=name, linewidth=1.8 if name == monitor else 1.1)
                 if name == monitor:
-                    lower_is_better = any(word in name for word in ("loss", "mse", "err"))
+                    lower_is_better = mode == "min"
                     best = int(np.argmin(values) if lower_is_better else np.argmax(values))
                     ax.plot(epochs[best], values[best], "o", color=line.get_color())
                     ax.annotate(f"best {values[best]:.4g} @ epoch {epochs[best]}", (epochs[best], values[best]),

@@ -255,16 +255,23 @@ class CovidDataModule(HomeworkDataModule[CovidFiles]):
 
     # --- Lightning hooks --------------------------------------------------------------------
     def setup(self, stage: str) -> None:
-        if self.train_x is None and (stage != "predict" or self.transform is None):
-            values = torch.from_numpy(read_values(self.files.train, self.layout.column_names(True)))
-            features, target = values[:, 1:-1], values[:, -1]  # column 0 is the id: never a feature
-            train_idx, val_idx = split_indices(len(values), self.hparams.val_ratio, self.hparams.seed,
-                                               self.hparams.num_folds, self.hparams.fold)
-            self.train_x, self.train_y = features[train_idx], target[train_idx]
-            self.val_x, self.val_y = features[val_idx], target[val_idx]
-            self.transform = self._fit_transform(self.train_x, self.train_y)
-        if stage == "predict" and self.test_x is None:
-            self.test_x = torch.from_numpy(read_values(self.files.test, self.layout.column_names(False)))[:, 1:]
+        if stage == "predict":
+            if self.test_x is None:
+                self.test_x = torch.from_numpy(read_values(self.files.test, self.layout.column_names(False)))[:, 1:]
+        else:
+            self._read_training_file()
+
+    def _read_training_file(self) -> None:
+        """Read and split the training CSV, and fit feature selection + scaling on the training split."""
+        if self.train_x is not None:
+            return
+        values = torch.from_numpy(read_values(self.files.train, self.layout.column_names(True)))
+        features, target = values[:, 1:-1], values[:, -1]  # column 0 is the id: never a feature
+        train_idx, val_idx = split_indices(len(values), self.hparams.val_ratio, self.hparams.seed,
+                                           self.hparams.num_folds, self.hparams.fold)
+        self.train_x, self.train_y = features[train_idx], target[train_idx]
+        self.val_x, self.val_y = features[val_idx], target[val_idx]
+        self.transform = self._fit_transform(self.train_x, self.train_y)
 
     def _loader(self, x: torch.Tensor, *rest: torch.Tensor, shuffle: bool = False) -> DataLoader:
         """Training batches of `batch_size`; evaluation in one batch (a few hundred rows: each extra
@@ -283,6 +290,8 @@ class CovidDataModule(HomeworkDataModule[CovidFiles]):
         return self._loader(self.val_x, self.val_y)
 
     def predict_dataloader(self) -> DataLoader:
+        if self.transform is None:  # no checkpoint supplied the fitted transform: fit it now
+            self._read_training_file()
         return self._loader(self.test_x)
 
     def state_dict(self) -> dict:

@@ -12,6 +12,7 @@ import yaml
 from callbacks import LearningCurvePlot
 from datamodules.base import SAMPLE_SEED, DataError, split_indices
 from datamodules.covid import LAYOUTS, ML2021, ML2022, ML2023, CovidDataModule, write_demo_covid
+from homework.cli import auto_precision
 from homework.hw1 import main
 from tests.conftest import QUIET, shared_data
 
@@ -52,6 +53,9 @@ def test_fit_validate_predict_round_trip_on_demo_data(caplog):
     assert ckpt.monitor == "val_mse"
     (curve,) = [c for c in cli.trainer.callbacks if isinstance(c, LearningCurvePlot)]
     assert float(ckpt.best_model_score) == pytest.approx(min(v for _, v in curve.history["val_mse"]))
+    for name in ("train_loss", "val_loss", "val_mse", "val_rmse"):  # each epoch once, with its own values
+        assert [e for e, _ in curve.history[name]] == [1, 2], name
+    assert curve.history["train_loss"][-1][1] == pytest.approx(cli.trainer.callback_metrics["train_loss"].item())
 
     validated = main(["validate", "--ckpt_path", "best", *QUIET])
     assert validated.trainer.callback_metrics["val_mse"].item() == pytest.approx(float(ckpt.best_model_score), rel=1e-5)
@@ -126,10 +130,14 @@ def test_warmup_cosine_schedule_from_config_spans_the_trainers_steps():
     assert cli.model.optimizers().param_groups[0]["lr"] == pytest.approx(0.1 * lr, rel=0.05)
 
 
-def test_precision_is_chosen_for_the_hardware():
+def test_precision_is_chosen_for_the_hardware(monkeypatch):
     cli = fit("--trainer.fast_dev_run", "1")
     assert cli.config.fit.trainer.precision == "32-true"  # CPU
     assert cli.trainer.precision == "32-true"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    for bf16, expected in ((True, "bf16-mixed"), (False, "16-mixed")):
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda bf16=bf16: bf16)
+        assert auto_precision() == expected
 
 
 def test_predict_uses_the_features_the_checkpoint_was_trained_with():
@@ -344,6 +352,15 @@ def test_an_invalid_submission_is_refused_and_nothing_is_written(capsys, monkeyp
     assert exit_info.value.code == 2
     assert "pred.csv not written: 499 rows, but the test set has 500" in capsys.readouterr().err
     assert not list(Path("runs").glob("**/pred.csv")) and not list(Path("runs").glob("**/.pred.csv*"))
+
+
+def test_predict_takes_the_fitted_transform_from_the_checkpoint_not_the_training_file(tmp_path):
+    write_demo_covid(tmp_path / "d", ML2022, num_train=100, num_test=20)
+    fit("--data.data_dir", str(tmp_path / "d"))
+    train = tmp_path / "d" / "covid.train.csv"
+    train.write_text(train.read_text().splitlines()[0] + "\n")  # header only: reading it would fail
+    cli = main(["predict", "--ckpt_path", "best", *QUIET])
+    assert cli.datamodule.train_x is None and len(pd.read_csv(run_dirs()[0] / "pred.csv")) == 20
 
 
 def test_predict_reads_the_data_dir_the_checkpoint_was_trained_on(tmp_path):
