@@ -2,15 +2,16 @@
 data (or writing demo data), reproducible splits and in-memory batching."""
 
 import logging
+import math
 import os
 from pathlib import Path
-from typing import ClassVar, Generic, TypeVar
+from typing import ClassVar, Generic, Literal, TypeVar
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
 from sklearn.model_selection import KFold
-from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler, random_split
+from torch.utils.data import DataLoader, Dataset, Sampler, random_split
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +135,8 @@ class TensorBatchDataset(Dataset):
     """In-memory tensors indexed by a whole batch of indices at once.
 
     A per-sample `TensorDataset` costs one Python call and one collate per sample; for tabular
-    homeworks that overhead dwarfs the model. Here a batch is one fancy-indexing op per tensor.
+    homeworks that overhead dwarfs the model. Here a batch is one fancy-indexing op per tensor,
+    and a list of index tensors (see `MinibatchSampler`) gives a list of batches.
     """
 
     def __init__(self, *tensors: torch.Tensor) -> None:
@@ -144,13 +146,50 @@ class TensorBatchDataset(Dataset):
     def __len__(self) -> int:
         return len(self.tensors[0])
 
-    def __getitem__(self, index: list[int]) -> tuple[torch.Tensor, ...]:
-        index = torch.as_tensor(index)
+    def __getitem__(self, index: torch.Tensor | list[torch.Tensor]) -> tuple[torch.Tensor, ...] | list:
+        if isinstance(index, list):  # several minibatches: one gather per tensor, then free views
+            sizes = [len(i) for i in index]
+            return list(zip(*(t[torch.cat(index)].split(sizes) for t in self.tensors)))
         return tuple(t[index] for t in self.tensors)
 
 
-def batch_loader(*tensors: torch.Tensor, batch_size: int, shuffle: bool) -> DataLoader:
-    """A DataLoader over in-memory tensors that yields whole batches without per-sample work."""
-    dataset = TensorBatchDataset(*tensors)
-    order = RandomSampler(dataset) if shuffle else SequentialSampler(dataset)
-    return DataLoader(dataset, sampler=BatchSampler(order, batch_size, drop_last=False), batch_size=None)
+#: How many minibatches one Lightning training step gets: a number, or "epoch" for all of them.
+MinibatchesPerStep = int | Literal["epoch"]
+
+
+class MinibatchSampler(Sampler):
+    """Index tensors of whole minibatches: one `randperm` per epoch, no per-index Python loop.
+
+    With `per_step` 1 each item is one minibatch. With more (or "epoch") each item is a list of
+    minibatches, which a `models.base.MinibatchLoopTask` trains on in one Lightning step: for a
+    model as small as HW1's, Lightning's bookkeeping per step (~0.4 ms) costs more than the step.
+    """
+
+    def __init__(self, num_samples: int, batch_size: int, shuffle: bool, per_step: MinibatchesPerStep = 1) -> None:
+        if per_step != "epoch" and (not isinstance(per_step, int) or per_step < 1):
+            raise DataError(f"--data.minibatches_per_step must be a positive number or 'epoch' (got {per_step!r})")
+        if batch_size < 1:
+            raise DataError(f"--data.batch_size must be positive (got {batch_size})")
+        self.num_samples, self.batch_size, self.shuffle = num_samples, batch_size, shuffle
+        self.minibatches_per_epoch = math.ceil(num_samples / batch_size)
+        self.per_step = self.minibatches_per_epoch if per_step == "epoch" else per_step
+        self.grouped = per_step != 1  # items are lists (even of one minibatch) for a minibatch-looping model
+
+    def __len__(self) -> int:
+        return math.ceil(self.minibatches_per_epoch / self.per_step)
+
+    def __iter__(self):
+        order = torch.randperm(self.num_samples) if self.shuffle else torch.arange(self.num_samples)
+        batches = order.split(self.batch_size)
+        if not self.grouped:
+            yield from batches
+            return
+        for start in range(0, len(batches), self.per_step):
+            yield list(batches[start:start + self.per_step])
+
+
+def batch_loader(*tensors: torch.Tensor, batch_size: int, shuffle: bool,
+                 minibatches_per_step: MinibatchesPerStep = 1) -> DataLoader:
+    """A DataLoader over in-memory tensors that yields whole batches (or lists of them) without per-sample work."""
+    sampler = MinibatchSampler(len(tensors[0]), batch_size, shuffle, minibatches_per_step)
+    return DataLoader(TensorBatchDataset(*tensors), sampler=sampler, batch_size=None)

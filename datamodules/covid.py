@@ -10,7 +10,8 @@ import torch
 from sklearn.feature_selection import f_regression
 from torch.utils.data import DataLoader
 
-from datamodules.base import SAMPLE_SEED, DataError, HomeworkDataModule, batch_loader, split_indices
+from datamodules.base import (SAMPLE_SEED, DataError, HomeworkDataModule, MinibatchesPerStep, batch_loader,
+                              split_indices)
 
 TARGET = "tested_positive"
 
@@ -173,9 +174,13 @@ class CovidDataModule(HomeworkDataModule[CovidFiles]):
         seed: int = SAMPLE_SEED,
         num_folds: int | None = None,
         fold: int = 0,
+        minibatches_per_step: MinibatchesPerStep = 1,
     ) -> None:
+        """`minibatches_per_step`: how many minibatches one Lightning step trains on ("epoch": all);
+        the CLI hands it to the model too (see `models.base.MinibatchLoopTask`)."""
         super().__init__()
         self.save_hyperparameters()
+        self.minibatches_per_step = minibatches_per_step
         self.data_dir, self.files, self.is_demo = self.resolve_data_dir(data_dir)
         self.layout = self.files.layout
         self.kaggle_competition = f"{self.layout.name}spring-hw1"
@@ -273,14 +278,17 @@ class CovidDataModule(HomeworkDataModule[CovidFiles]):
         self.val_x, self.val_y = features[val_idx], target[val_idx]
         self.transform = self._fit_transform(self.train_x, self.train_y)
 
-    def _loader(self, x: torch.Tensor, *rest: torch.Tensor, shuffle: bool = False) -> DataLoader:
+    def _loader(self, x: torch.Tensor, *rest: torch.Tensor, train: bool = False) -> DataLoader:
         """Training batches of `batch_size`; evaluation in one batch (a few hundred rows: each extra
         Lightning step would cost more than the whole forward pass)."""
-        return batch_loader(self.transform(x, self.layout.feature_names), *rest,
-                            batch_size=self.hparams.batch_size if shuffle else len(x), shuffle=shuffle)
+        x = self.transform(x, self.layout.feature_names)
+        if not train:
+            return batch_loader(x, *rest, batch_size=max(1, len(x)), shuffle=False)
+        return batch_loader(x, *rest, batch_size=self.hparams.batch_size, shuffle=True,
+                            minibatches_per_step=self.minibatches_per_step)
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_x, self.train_y, shuffle=True)
+        return self._loader(self.train_x, self.train_y, train=True)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_x, self.val_y)

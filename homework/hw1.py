@@ -13,7 +13,8 @@ from models.regression import CovidRegressor
 
 def main(args: ArgsType = None) -> HomeworkCLI:
     return run(CovidRegressor, CovidDataModule, "hw1.yaml", args=args,
-               links={"data.num_features": "model.in_features"})
+               links={"data.num_features": "model.in_features",
+                      "data.minibatches_per_step": "model.minibatches_per_step"})
 
 
 if __name__ == "__main__":

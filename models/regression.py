@@ -3,13 +3,14 @@
 import torch
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
-from torchmetrics import MeanMetric, MeanSquaredError, MetricCollection
+from torchmetrics import MeanSquaredError, MetricCollection
 
-from models.base import BaseTask
+from datamodules.base import MinibatchesPerStep
+from models.base import MinibatchLoopTask
 from models.nets import MLP
 
 
-class CovidRegressor(BaseTask):
+class CovidRegressor(MinibatchLoopTask):
     """MLP regressor trained with MSE; `val_mse` drives early stopping and checkpointing."""
 
     monitor = "val_mse"
@@ -23,15 +24,15 @@ class CovidRegressor(BaseTask):
         batch_norm: bool = False,
         optimizer: OptimizerCallable = torch.optim.Adam,
         lr_scheduler: LRSchedulerCallable | None = None,
+        minibatches_per_step: MinibatchesPerStep = 1,
     ) -> None:
-        """`in_features` is filled in from the DataModule (the number of selected features)."""
-        super().__init__(optimizer, lr_scheduler)
+        """`in_features` and `minibatches_per_step` are filled in from the DataModule by the CLI."""
+        super().__init__(optimizer, lr_scheduler, minibatches_per_step)
         self.save_hyperparameters()
         self.net = MLP(in_features, hidden_dims, 1, dropout=dropout, batch_norm=batch_norm)
         self.loss = nn.MSELoss()
         # Epoch totals are accumulated in torchmetrics and logged once per epoch: HW1's batches take
-        # microseconds, and Lightning's per-call `self.log` bookkeeping cost more than the model.
-        self.train_loss = MeanMetric()
+        # microseconds, and Lightning's per-call `self.log` bookkeeping costs more than the model.
         metrics = MetricCollection({"mse": MeanSquaredError(), "rmse": MeanSquaredError(squared=False)})
         self.val_metrics = metrics.clone(prefix="val_")
         self.test_metrics = metrics.clone(prefix="test_")
@@ -39,15 +40,9 @@ class CovidRegressor(BaseTask):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x).squeeze(-1)
 
-    def training_step(self, batch, batch_idx):
+    def minibatch_loss(self, batch) -> torch.Tensor:
         x, y = batch
-        loss = self.loss(self(x), y)
-        self.train_loss.update(loss.detach(), weight=len(y))
-        return loss
-
-    def on_train_epoch_end(self) -> None:
-        self.log("train_loss", self.train_loss.compute())
-        self.train_loss.reset()
+        return self.loss(self(x), y)
 
     def validation_step(self, batch, batch_idx):
         x, y = batch

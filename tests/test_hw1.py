@@ -1,4 +1,5 @@
 """HW1 end to end: CLI round trip, the three yearly layouts, feature selection, bad input, W&B, export."""
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -116,12 +117,17 @@ def test_every_optimizer_of_the_lectures_is_one_flag_away(name, kwargs):
         assert optimizer.defaults[key] == float(value)
 
 
-def test_warmup_cosine_schedule_from_config_spans_the_trainers_steps():
+@pytest.mark.parametrize("per_step", ["1", "epoch"])
+def test_warmup_cosine_schedule_from_config_spans_the_trainers_steps(per_step):
+    """Warmup + cosine over every optimizer step, whether Lightning or the model loops over minibatches."""
     cli = fit("--trainer.max_epochs", "3", "--model.lr_scheduler", "callbacks.WarmupCosineLR",
-              "--model.lr_scheduler.warmup_steps", "0.3", "--model.lr_scheduler.min_lr_ratio", "0.1")
+              "--model.lr_scheduler.warmup_steps", "0.3", "--model.lr_scheduler.min_lr_ratio", "0.1",
+              "--data.minibatches_per_step", per_step)
     scheduler = cli.model.lr_schedulers()
-    steps = cli.trainer.global_step
-    assert scheduler.total_steps == steps == cli.trainer.estimated_stepping_batches
+    steps = cli.trainer.global_step  # optimizer steps, in both modes
+    assert steps == 3 * math.ceil(len(cli.datamodule.train_x) / cli.datamodule.hparams.batch_size)
+    assert scheduler.total_steps == steps and scheduler.last_epoch == steps
+    assert cli.trainer.num_training_batches == (1 if per_step == "epoch" else steps // 3)
     lr = cli.config.fit.model.optimizer.init_args.lr
     factors = [scheduler.lr_factor(s) for s in range(steps)]
     peak = int(np.argmax(factors))
@@ -374,10 +380,18 @@ def test_predict_reads_the_data_dir_the_checkpoint_was_trained_on(tmp_path):
 def test_ddp_on_two_cpu_processes():
     """In-memory batching and the run directory survive DDP (simulated with two CPU processes)."""
     cli = fit("--trainer.max_epochs", "1", "--trainer.strategy", "ddp_spawn", "--trainer.devices", "2",
-              "--trainer.accelerator", "cpu")
+              "--trainer.accelerator", "cpu", "--data.minibatches_per_step", "1")
     (run,) = run_dirs()
     assert (run / "checkpoints" / "last.ckpt").is_file() and (run / "config.yaml").is_file()
     assert cli.trainer.world_size == 2
+
+
+@pytest.mark.parametrize("flags", [["--trainer.gradient_clip_val", "1.0"], ["--trainer.accumulate_grad_batches", "2"],
+                                   ["--trainer.devices", "2", "--trainer.accelerator", "cpu"]])
+def test_what_needs_one_minibatch_per_step_says_so(capsys, flags):
+    """The whole-epoch step (HW1's default) can't clip, accumulate or shard: a clear error, not a Lightning traceback."""
+    expect_user_error(capsys, ["fit", *FAST, *flags], "add --data.minibatches_per_step 1")
+    main(["fit", *FAST, *flags[:2], "--data.minibatches_per_step", "1", "--trainer.devices", "1"])  # then it runs
 
 
 def test_a_broken_checkpoint_file_is_a_clear_error(capsys, tmp_path):
