@@ -3,6 +3,8 @@
 Both train the same recipe (MLP 16-8-1, SGD lr 1e-5 momentum 0.9, batch 256) on the same file and
 the same 80/20 split for the same number of epochs (early stopping off, so both run every epoch).
 The plain loop is `../shared/bench/reference_hw1.py`, the course sample's per-sample DataLoader loop.
+A third row runs the same model and data on a bare Lightning `Trainer` (no checkpoints, early
+stopping, plots or CLI), to show how much of the framework's time is Lightning's own.
 
     python benchmarks/hw1_speed.py [--data ../shared/data/hw1/ml2022] [--epochs 1000]
 
@@ -49,6 +51,30 @@ def framework(data_dir: Path, epochs: int, logger: bool) -> tuple[float, float]:
     return wall, float(cli.trainer.checkpoint_callback.best_model_score)
 
 
+def lightning_alone(data_dir: Path, epochs: int) -> tuple[float, float]:
+    """The same model, data and whole-epoch steps on a bare `Trainer`: no checkpoints, early stopping,
+    plots or CLI. The gap to the plain loop is Lightning's own loop and `self.log`; the gap to the
+    framework rows is what checkpointing, early stopping and the CLI cost."""
+    from functools import partial
+
+    import torch
+    from pytorch_lightning import Trainer, seed_everything
+
+    from datamodules.covid import CovidDataModule
+    from models.regression import CovidRegressor
+
+    torch.set_num_threads(1)
+    seed_everything(5201314, verbose=False)
+    data = CovidDataModule(str(data_dir), normalize=False, batch_size=256, minibatches_per_step="epoch")
+    model = CovidRegressor(data.num_features, [16, 8], optimizer=partial(torch.optim.SGD, lr=1e-5, momentum=0.9),
+                           minibatches_per_step="epoch")
+    trainer = Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                      enable_model_summary=False)
+    start = time.perf_counter()
+    trainer.fit(model, data)
+    return time.perf_counter() - start, float(trainer.callback_metrics["val_mse"])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=SHARED / "data" / "hw1" / "ml2022")
@@ -61,6 +87,7 @@ def main() -> None:
     plain_s, plain_mse = plain_pytorch(train_csv, args.epochs)
     rows = [("plain PyTorch loop (reference_hw1.py)", plain_s, plain_mse),
             ("plain PyTorch loop, OMP_NUM_THREADS=1", *plain_pytorch(train_csv, args.epochs, threads=1))]
+    rows.append(("Lightning Trainer alone (last val_mse)", *lightning_alone(args.data, args.epochs)))
     for logger in (False, True):
         wall, mse = framework(args.data, args.epochs, logger)
         rows.append((f"framework, {'W&B offline' if logger else 'no logger'}", wall, mse))
@@ -72,7 +99,9 @@ def main() -> None:
     print("ratio = wall time / the plain loop's as written (goal: <= 0.5). The framework's time includes CLI "
           "parsing, CSV reading, checkpointing and validation metrics; the plain loop's covers its training loop "
           "only. The 1-thread row shows how much of the gap is torch's intra-op threads on a tiny model (the "
-          "framework's HW1 configs set torch_num_threads: 1); the rest is its per-sample DataLoader.")
+          "framework's HW1 configs set torch_num_threads: 1); the rest is its per-sample DataLoader. The bare-Trainer "
+          "row is the floor Lightning's loop and self.log set; the framework adds checkpoints, early stopping and "
+          "the CLI on top.")
 
 
 if __name__ == "__main__":
