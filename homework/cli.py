@@ -180,11 +180,14 @@ class HomeworkCLI(LightningCLI):
     def after_instantiate_classes(self) -> None:
         self._set_cpu_threads(self.config[self.subcommand].torch_num_threads)
         trainer = self.trainer
+        fraction = trainer.limit_train_batches
         if not self.model.automatic_optimization and self.subcommand == "fit" and (
-                trainer.gradient_clip_val or trainer.accumulate_grad_batches != 1 or trainer.world_size > 1):
+                trainer.gradient_clip_val or trainer.accumulate_grad_batches != 1 or trainer.world_size > 1
+                or (isinstance(fraction, float) and fraction < 1.0)):
             # the model loops over minibatches itself (models.base.MinibatchLoopTask)
-            raise DataError("--trainer.gradient_clip_val, --trainer.accumulate_grad_batches and training on "
-                            "several devices need one minibatch per Lightning step: add --data.minibatches_per_step 1")
+            raise DataError("--trainer.gradient_clip_val, --trainer.accumulate_grad_batches, a fractional "
+                            "--trainer.limit_train_batches and training on several devices need one minibatch "
+                            "per Lightning step: add --data.minibatches_per_step 1")
 
     def _set_cpu_threads(self, threads: int | None) -> None:
         """On the CPU, leave the data loader workers their cores: oversubscribed OpenMP threads

@@ -83,15 +83,19 @@ class MinibatchLoopTask(BaseTask):
             loss = self.minibatch_loss(batch)
             self.train_loss.update(loss.detach(), weight=len(batch[0]))
             return loss
-        optimizer, losses = self.optimizers(), []
+        optimizer, losses, max_steps = self.optimizers(), [], self.trainer.max_steps
         for minibatch in batch:
+            if max_steps != -1 and self.trainer.global_step >= max_steps:  # Lightning checks between its steps only
+                break
             optimizer.zero_grad()
             loss = self.minibatch_loss(minibatch)
             self.manual_backward(loss)
             optimizer.step()
             self._step_schedulers("step")
             losses.append(loss.detach())
-        self.train_loss.update(torch.stack(losses), weight=torch.tensor([len(b[0]) for b in batch]))
+        sizes = torch.tensor([len(b[0]) for b in batch[:len(losses)]], device=self.device)
+        if losses:
+            self.train_loss.update(torch.stack(losses), weight=sizes)
 
     def on_train_epoch_end(self) -> None:
         if not self.automatic_optimization:

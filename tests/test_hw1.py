@@ -387,6 +387,7 @@ def test_ddp_on_two_cpu_processes():
 
 
 @pytest.mark.parametrize("flags", [["--trainer.gradient_clip_val", "1.0"], ["--trainer.accumulate_grad_batches", "2"],
+                                   ["--trainer.limit_train_batches", "0.5"],
                                    ["--trainer.devices", "2", "--trainer.accelerator", "cpu"]])
 def test_what_needs_one_minibatch_per_step_says_so(capsys, flags):
     """The whole-epoch step (HW1's default) can't clip, accumulate or shard: a clear error, not a Lightning traceback."""

@@ -66,3 +66,9 @@ def test_a_whole_epoch_per_step_trains_exactly_like_one_minibatch_per_step(sched
     assert lrs[0] == pytest.approx(lrs[1]) and lrs[0] < 0.01  # the schedule moved, in both alike
     for key in ("train_loss", "val_mse"):
         assert auto.trainer.callback_metrics[key].item() == pytest.approx(grouped.trainer.callback_metrics[key].item())
+
+
+def test_max_steps_stops_inside_a_whole_epoch_step():
+    cli = main(["fit", "--trainer.max_epochs", "3", "--trainer.max_steps", "5", *QUIET, "--data.batch_size", "64",
+                "--data.minibatches_per_step", "epoch"])
+    assert cli.trainer.global_step == 5 and 5 < math.ceil(len(cli.datamodule.train_x) / 64)
