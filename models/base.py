@@ -57,7 +57,8 @@ class MinibatchLoopTask(BaseTask):
     LR schedulers are stepped as Lightning would: "step" ones after every optimizer step, "epoch" ones
     (ReduceLROnPlateau included, on the validation metric) at the end of each epoch.
     Why: a step of HW1's MLP takes ~0.3 ms and Lightning's automatic loop adds ~0.4 ms to each; with
-    a whole epoch per Lightning step HW1 trains in ~0.7x the course's plain loop's time instead of ~1x.
+    a whole epoch per Lightning step HW1 trains in ~0.7x the course's plain loop's time instead of ~1x
+    (benchmarks/hw1_speed.py).
     Lightning forbids `gradient_clip_val` and `accumulate_grad_batches` with manual optimization, and
     groups of minibatches can't be split evenly across devices: the CLI asks for
     `--data.minibatches_per_step 1` for those.
