@@ -254,10 +254,23 @@ class HomeworkCLI(LightningCLI):
         """Say what came out and what to do next: the score a student compares, and the predict command."""
         ckpt = self.trainer.checkpoint_callback
         if ckpt is not None and ckpt.best_model_score is not None and self.trainer.is_global_zero:
-            print(f"\nBest {ckpt.monitor} = {float(ckpt.best_model_score):.4f} ({Path(ckpt.best_model_path).name})"
-                  f"\nRun directory: {self.run_dir}"
-                  f"\nNext: python homework/{self.datamodule_class.homework}.py predict --ckpt_path best")
+            self._warn_if_diverged(ckpt)
+            if torch.isfinite(ckpt.best_model_score):
+                print(f"\nBest {ckpt.monitor} = {float(ckpt.best_model_score):.4f} ({Path(ckpt.best_model_path).name})"
+                      f"\nRun directory: {self.run_dir}"
+                      f"\nNext: python homework/{self.datamodule_class.homework}.py predict --ckpt_path best")
         self._finish_wandb_run()
+
+    def _warn_if_diverged(self, ckpt: ModelCheckpoint) -> None:
+        """Early stopping ends a run whose metric turns NaN/inf; say so in words a student acts on."""
+        current = self.trainer.callback_metrics.get(ckpt.monitor)
+        if current is None or torch.isfinite(current):
+            return
+        best = ("no epoch had a finite score, so no checkpoint is worth predicting with"
+                if not torch.isfinite(ckpt.best_model_score) else "the best checkpoint is from before that")
+        print(f"\nwarning: training diverged: {ckpt.monitor} became {float(current)} after "
+              f"{self.trainer.current_epoch} epoch(s) and early stopping ended the run; {best}. "
+              f"Try a smaller learning rate (--model.optimizer.lr). Run directory: {self.run_dir}", file=sys.stderr)
 
 
 def run(model_class: type[BaseTask], datamodule_class: type[LightningDataModule], config_file: str,

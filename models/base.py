@@ -73,7 +73,7 @@ class MinibatchLoopTask(BaseTask):
         super().__init__(optimizer, lr_scheduler)
         self.automatic_optimization = minibatches_per_step == 1
         # accumulated in torchmetrics and logged once per epoch: Lightning's `self.log` costs ~0.3 ms a call
-        self.train_loss = MeanMetric()
+        self.train_loss = MeanMetric(nan_strategy="disable")  # a diverging loss must show as NaN, not be dropped
 
     def minibatch_loss(self, batch) -> torch.Tensor:
         """The training loss of one minibatch."""

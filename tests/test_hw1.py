@@ -395,6 +395,14 @@ def test_what_needs_one_minibatch_per_step_says_so(capsys, flags):
     main(["fit", *FAST, *flags[:2], "--data.minibatches_per_step", "1", "--trainer.devices", "1"])  # then it runs
 
 
+def test_a_diverging_run_says_so(capsys):
+    cli = fit("--model.optimizer", "torch.optim.SGD", "--model.optimizer.lr", "10", "--model.optimizer.momentum", "0.9")
+    out, err = capsys.readouterr()
+    assert "warning: training diverged: val_mse became nan" in err and "smaller learning rate" in err
+    assert "Next:" not in out  # no checkpoint worth predicting with
+    assert torch.isnan(cli.trainer.callback_metrics["train_loss"])  # NaN losses are not dropped from the mean
+
+
 def test_a_broken_checkpoint_file_is_a_clear_error(capsys, tmp_path):
     (tmp_path / "model.ckpt").write_text("not a checkpoint")
     expect_user_error(capsys, ["predict", "--ckpt_path", str(tmp_path / "model.ckpt")], "not a readable checkpoint")
