@@ -55,18 +55,24 @@ def lightning_alone(data_dir: Path, epochs: int) -> tuple[float, float]:
     """The same model, data and whole-epoch steps on a bare `Trainer`: no checkpoints, early stopping,
     plots or CLI. The gap to the plain loop is Lightning's own loop and `self.log`; the gap to the
     framework rows is what checkpointing, early stopping and the CLI cost."""
+    import importlib
     from functools import partial
 
     import torch
+    import yaml
     from pytorch_lightning import Trainer, seed_everything
 
     from datamodules.covid import CovidDataModule
     from models.regression import CovidRegressor
 
-    torch.set_num_threads(1)
+    recipe = yaml.safe_load((ROOT / "homework/configs/hw1_sample.yaml").read_text())  # the same settings
+    model_args, data_args, optimizer = recipe["model"], recipe["data"], recipe["model"]["optimizer"]
+    module, name = optimizer["class_path"].rsplit(".", 1)
+    torch.set_num_threads(recipe["torch_num_threads"])
     seed_everything(5201314, verbose=False)
-    data = CovidDataModule(str(data_dir), normalize=False, batch_size=256, minibatches_per_step="epoch")
-    model = CovidRegressor(data.num_features, [16, 8], optimizer=partial(torch.optim.SGD, lr=1e-5, momentum=0.9),
+    data = CovidDataModule(str(data_dir), **data_args, minibatches_per_step="epoch")
+    model = CovidRegressor(data.num_features, model_args["hidden_dims"],
+                           optimizer=partial(getattr(importlib.import_module(module), name), **optimizer["init_args"]),
                            minibatches_per_step="epoch")
     trainer = Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                       enable_model_summary=False)

@@ -179,15 +179,8 @@ class HomeworkCLI(LightningCLI):
 
     def after_instantiate_classes(self) -> None:
         self._set_cpu_threads(self.config[self.subcommand].torch_num_threads)
-        trainer = self.trainer
-        fraction = trainer.limit_train_batches
-        if not self.model.automatic_optimization and self.subcommand == "fit" and (
-                trainer.gradient_clip_val or trainer.accumulate_grad_batches != 1 or trainer.world_size > 1
-                or (isinstance(fraction, float) and fraction < 1.0)):
-            # the model loops over minibatches itself (models.base.MinibatchLoopTask)
-            raise DataError("--trainer.gradient_clip_val, --trainer.accumulate_grad_batches, a fractional "
-                            "--trainer.limit_train_batches and training on several devices need one minibatch "
-                            "per Lightning step: add --data.minibatches_per_step 1")
+        if self.subcommand == "fit":
+            self.model.check_trainer(self.trainer)  # before Lightning starts processes or raises its own traceback
 
     def _set_cpu_threads(self, threads: int | None) -> None:
         """On the CPU, leave the data loader workers their cores: oversubscribed OpenMP threads

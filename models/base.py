@@ -7,7 +7,7 @@ import torch
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from torchmetrics import MeanMetric
 
-from datamodules.base import MinibatchesPerStep
+from datamodules.base import DataError, MinibatchesPerStep
 
 
 class BaseTask(pl.LightningModule):
@@ -45,6 +45,9 @@ class BaseTask(pl.LightningModule):
         """How many optimizer steps the whole fit makes (what a per-step schedule spreads over)."""
         return self.trainer.estimated_stepping_batches
 
+    def check_trainer(self, trainer: pl.Trainer) -> None:
+        """Raise DataError for trainer settings this model cannot train with (the CLI calls it before `fit`)."""
+
 
 class MinibatchLoopTask(BaseTask):
     """A BaseTask that can train on several minibatches per Lightning step; subclasses write `minibatch_loss`
@@ -60,7 +63,7 @@ class MinibatchLoopTask(BaseTask):
     a whole epoch per Lightning step HW1 trains in ~0.7x the course's plain loop's time instead of ~1x
     (benchmarks/hw1_speed.py).
     Lightning forbids `gradient_clip_val` and `accumulate_grad_batches` with manual optimization, and
-    groups of minibatches can't be split evenly across devices: the CLI asks for
+    groups of minibatches can't be split evenly across devices: `check_trainer` asks for
     `--data.minibatches_per_step 1` for those.
     """
 
@@ -117,6 +120,15 @@ class MinibatchLoopTask(BaseTask):
                     raise RuntimeError(f"ReduceLROnPlateau watches '{self.monitor}', which was not logged "
                                        f"(logged: {sorted(self.trainer.callback_metrics)})")
             self.lr_scheduler_step(config.scheduler, metric)
+
+    def check_trainer(self, trainer: pl.Trainer) -> None:
+        fraction = trainer.limit_train_batches
+        if not self.automatic_optimization and (
+                trainer.gradient_clip_val or trainer.accumulate_grad_batches != 1 or trainer.world_size > 1
+                or (isinstance(fraction, float) and fraction < 1.0)):
+            raise DataError("--trainer.gradient_clip_val, --trainer.accumulate_grad_batches, a fractional "
+                            "--trainer.limit_train_batches and training on several devices need one minibatch "
+                            "per Lightning step: add --data.minibatches_per_step 1")
 
     def total_optimizer_steps(self) -> int:
         if self.automatic_optimization:

@@ -392,7 +392,8 @@ def test_ddp_on_two_cpu_processes():
 def test_what_needs_one_minibatch_per_step_says_so(capsys, flags):
     """The whole-epoch step (HW1's default) can't clip, accumulate or shard: a clear error, not a Lightning traceback."""
     expect_user_error(capsys, ["fit", *FAST, *flags], "add --data.minibatches_per_step 1")
-    main(["fit", *FAST, *flags[:2], "--data.minibatches_per_step", "1", "--trainer.devices", "1"])  # then it runs
+    cli = main(["fit", *FAST, *flags[:2], "--data.minibatches_per_step", "1", "--trainer.devices", "1"])
+    assert cli.model.automatic_optimization and cli.trainer.global_step > 0  # then it trains, one minibatch a step
 
 
 @pytest.mark.parametrize("lr", ["10", "1e6"])
