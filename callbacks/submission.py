@@ -1,4 +1,4 @@
-"""Kaggle submission export shared by every homework."""
+"""Kaggle submission export shared by every homework: a validated CSV (or, for HW5, a text file of lines)."""
 
 import logging
 import os
@@ -16,26 +16,41 @@ log = logging.getLogger(__name__)
 
 
 class SubmissionFormat(Protocol):
-    """What a DataModule tells the writer about its Kaggle file."""
+    """What a DataModule tells the writer about its output file.
+
+    `to_submission` returns a DataFrame (a CSV with `submission_columns`) or a list of lines (a text
+    file, one line per test sample; `submission_columns` is then None). `kaggle_competition` None: the
+    file is not submitted to Kaggle (HW5 is graded by BLEU), so no submit command is printed.
+    """
 
     submission_filename: str
-    kaggle_competition: str
+    kaggle_competition: str | None
 
-    def to_submission(self, predictions: torch.Tensor) -> pd.DataFrame: ...
+    def collate_predictions(self, batches: list) -> Any: ...
+
+    def to_submission(self, predictions: Any) -> pd.DataFrame | list[str]: ...
 
     @property
     def num_test_samples(self) -> int: ...
 
     @property
-    def submission_columns(self) -> list[str]: ...
+    def submission_columns(self) -> list[str] | None: ...
 
 
 class SubmissionError(Exception):
     """The predictions do not make a valid Kaggle file; nothing was written."""
 
 
-def validate_submission(frame: pd.DataFrame, columns: list[str], num_rows: int) -> None:
-    """Raise SubmissionError unless `frame` has exactly `columns`, `num_rows` rows and no missing value."""
+def validate_submission(frame: pd.DataFrame | list[str], columns: list[str] | None, num_rows: int) -> None:
+    """Raise SubmissionError unless `frame` has exactly `columns`, `num_rows` rows and no missing value
+    (or, as a list of lines, `num_rows` lines, none with a line break inside)."""
+    if isinstance(frame, list):
+        if len(frame) != num_rows:
+            raise SubmissionError(f"{len(frame)} lines, but the test set has {num_rows}")
+        broken = next((i for i, line in enumerate(frame) if "\n" in line or "\r" in line), None)
+        if broken is not None:
+            raise SubmissionError(f"prediction {broken} holds a line break, which would shift every later line")
+        return
     if list(frame.columns) != list(columns):
         raise SubmissionError(f"header is {list(frame.columns)}, Kaggle expects {list(columns)}")
     if len(frame) != num_rows:
@@ -48,13 +63,20 @@ def validate_submission(frame: pd.DataFrame, columns: list[str], num_rows: int) 
         raise SubmissionError("infinite values in the predictions")
 
 
-def write_atomically(frame: pd.DataFrame, path: Path) -> None:
-    """Write a CSV through a temp file + rename, so an interrupted export never leaves a truncated file."""
+def write_atomically(frame: pd.DataFrame | list[str], path: Path) -> None:
+    """Write a CSV (or lines of text) through a temp file + rename, so an interrupted export never
+    leaves a truncated file. The file gets the usual permissions (mkstemp's are owner-only)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", newline="") as f:
-            frame.to_csv(f, index=False)
+        with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
+            if isinstance(frame, list):
+                f.writelines(line + "\n" for line in frame)
+            else:
+                frame.to_csv(f, index=False)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -74,6 +96,8 @@ class KaggleSubmissionWriter(BasePredictionWriter):
         self.output_dir = output_dir
         self.filename = filename
         self.written_path: Path | None = None
+        self.summary: str | None = None
+        self.replaced = False
 
     def output_path(self, trainer: pl.Trainer, datamodule: SubmissionFormat) -> Path:
         if self.output_dir is not None:
@@ -92,13 +116,22 @@ class KaggleSubmissionWriter(BasePredictionWriter):
         datamodule = trainer.datamodule
         if not trainer.is_global_zero or datamodule is None or not hasattr(datamodule, "to_submission"):
             return
-        frame = datamodule.to_submission(torch.cat([p.detach().cpu() for p in predictions]))
+        frame = datamodule.to_submission(datamodule.collate_predictions(predictions))
         path = self.output_path(trainer, datamodule)
         try:
             validate_submission(frame, datamodule.submission_columns, datamodule.num_test_samples)
         except SubmissionError as err:
             raise SubmissionError(f"{path.name} not written: {err}") from None
+        self.replaced = path.exists()
         write_atomically(frame, path)
         self.written_path = path
-        print(f"Wrote Kaggle submission {path} ({len(frame)} rows). Submit it with:\n"
-              f"  kaggle competitions submit -c {datamodule.kaggle_competition} -f {path} -m 'my submission'")
+        self.summary = self.describe(path, len(frame), datamodule.kaggle_competition)
+
+    def describe(self, path: Path, rows: int, competition: str | None) -> str:
+        """What was written and what to do with it: the CLI prints it once the progress bar is gone."""
+        what = "Kaggle submission" if competition else "Predictions"
+        lines = [f"Wrote {what} {path} ({rows} {'rows' if competition else 'lines'})"
+                 + (", replacing the previous one" if self.replaced else "")]
+        if competition:
+            lines.append(f"Next: kaggle competitions submit -c {competition} -f {path} -m 'my submission'")
+        return "\n".join(lines)

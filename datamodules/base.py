@@ -45,10 +45,38 @@ class HomeworkDataModule(pl.LightningDataModule, Generic[Layout]):
     # them from the checkpoint only when not given. All other data settings always come from it.
     runtime_args: ClassVar[tuple[str, ...]] = ("data_dir", "batch_size", "num_workers")
 
+    #: Whether the test files carry labels. Kaggle's do not, so by default `test` is refused
+    #: (it would only re-score the validation split); a homework whose test set can be scored says True.
+    has_test_labels: ClassVar[bool] = False
+
     @classmethod
     def find_layout(cls, directory: Path) -> Layout | None:
-        """The data layout found in `directory`, None when it holds no data (DataError when it is malformed)."""
+        """The data layout held directly in `directory`, None when it holds no data (DataError when it is
+        malformed). `locate` also looks one folder down, so subclasses check `directory` itself only."""
         raise NotImplementedError
+
+    @classmethod
+    def locate(cls, directory: Path) -> Layout | None:
+        """The layout in `directory` or in one of its sub-folders (a Kaggle zip often unpacks into one):
+        the same finding rule for every homework."""
+        if not directory.is_dir():
+            return None
+        layout = cls.find_layout(directory)
+        if layout is not None:
+            return layout
+        for child in sorted(d for d in directory.iterdir() if d.is_dir() and not d.name.startswith(".")):
+            layout = cls.find_layout(child)
+            if layout is not None:
+                return layout
+        return None
+
+    def check_test_data(self) -> None:
+        """Raise DataError for a test file `predict` could not use. The CLI calls it when `fit` starts,
+        so a broken test file is found before training, not after it."""
+
+    def collate_predictions(self, batches: list):
+        """The per-batch outputs of `predict_step` as one object for `to_submission` (default: concatenated)."""
+        return torch.cat([b.detach().cpu() for b in batches])
 
     @classmethod
     def write_demo(cls, directory: Path) -> None:
@@ -71,13 +99,13 @@ class HomeworkDataModule(pl.LightningDataModule, Generic[Layout]):
     @classmethod
     def will_use_demo(cls, data_dir: str | Path | None) -> bool:
         """Whether `data_dir` resolves to the demo set (read before anything is built, to name the run)."""
-        return data_dir is None and not (cls.default_dir().is_dir() and cls.find_layout(cls.default_dir()))
+        return data_dir is None and cls.locate(cls.default_dir()) is None
 
     def resolve_data_dir(self, data_dir: str | Path | None) -> tuple[Path, Layout, bool]:
         """Return (directory, layout, is_demo); see the class docstring for the rules."""
         if data_dir is not None:
             path = Path(data_dir).expanduser()
-            layout = self.find_layout(path) if path.is_dir() else None
+            layout = self.locate(path)
             if layout is None:
                 where = "does not exist" if not path.exists() else "holds none of the expected files"
                 raise DataError(f"{self.homework.upper()} data not found: '{path}' {where} "
@@ -85,14 +113,14 @@ class HomeworkDataModule(pl.LightningDataModule, Generic[Layout]):
             return path, layout, False
 
         default = self.default_dir()
-        layout = self.find_layout(default) if default.is_dir() else None
+        layout = self.locate(default)
         if layout is not None:
             return default, layout, False
         demo = self.demo_dir()
-        layout = self.find_layout(demo) if demo.is_dir() else None
+        layout = self.locate(demo)
         if layout is None:
             self.write_demo(demo)
-            layout = self.find_layout(demo)
+            layout = self.locate(demo)
             assert layout is not None, f"demo data written to {demo} was not recognised"
         log.warning(
             "\n%s\n  DEMO DATA: no %s data in '%s', so this run uses the generated demo set in '%s'.\n"

@@ -293,10 +293,6 @@ class CovidDataModule(HomeworkDataModule[CovidFiles]):
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_x, self.val_y)
 
-    def test_dataloader(self) -> DataLoader:
-        """HW1's Kaggle test set has no labels, so `test` evaluates the validation split."""
-        return self._loader(self.val_x, self.val_y)
-
     def predict_dataloader(self) -> DataLoader:
         if self.transform is None:  # no checkpoint supplied the fitted transform: fit it now
             self._read_training_file()

@@ -263,12 +263,8 @@ class FoodDataModule(HomeworkDataModule[FoodFiles]):
     # --- finding and writing the files -------------------------------------------------------
     @classmethod
     def find_layout(cls, directory: Path) -> FoodFiles | None:
-        children = sorted(d for d in directory.iterdir() if d.is_dir() and d.name != ".cache")
-        for root in [directory, *children]:
-            layout = match_layout(root)
-            if layout is not None:
-                return FoodFiles(layout, root)
-        return None
+        layout = match_layout(directory)
+        return None if layout is None else FoodFiles(layout, directory)
 
     @classmethod
     def write_demo(cls, directory: Path) -> None:
@@ -363,10 +359,6 @@ class FoodDataModule(HomeworkDataModule[FoodFiles]):
         return self._loader(FoodImages(self.train, self.augment), shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(FoodImages(self.valid))
-
-    def test_dataloader(self) -> DataLoader:
-        """Food-11's Kaggle test set has no labels, so `test` evaluates the validation split."""
         return self._loader(FoodImages(self.valid))
 
     def predict_dataloader(self) -> DataLoader:

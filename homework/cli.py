@@ -243,6 +243,20 @@ class HomeworkCLI(LightningCLI):
 
     after_validate = after_test = _finish_wandb_run
 
+    def before_fit(self) -> None:
+        self.datamodule.check_test_data()  # a broken test file is found now, not after hours of training
+
+    def before_test(self) -> None:
+        if not self.datamodule.has_test_labels:
+            raise DataError(f"{self.datamodule_class.homework}'s test set has no labels (Kaggle keeps them), so "
+                            f"`test` has nothing to score; `validate` scores the validation split")
+
+    def after_predict(self) -> None:
+        """The file written and the submit command, printed once the progress bar is gone."""
+        for callback in self.trainer.callbacks:
+            if isinstance(callback, KaggleSubmissionWriter) and callback.summary:
+                print(callback.summary)
+
     def after_fit(self) -> None:
         """Say what came out and what to do next: the score a student compares, and the predict command."""
         ckpt = self.trainer.checkpoint_callback

@@ -39,7 +39,6 @@ class ImageClassifier(BaseTask):
         metrics = MetricCollection({"acc": MulticlassAccuracy(num_classes, average="micro")})
         self.train_metrics = metrics.clone(prefix="train_")
         self.val_metrics = metrics.clone(prefix="val_")
-        self.test_metrics = metrics.clone(prefix="test_")
         self.val_class_acc = MulticlassAccuracy(num_classes, average="none")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -73,9 +72,6 @@ class ImageClassifier(BaseTask):
         accuracy = self.val_class_acc.compute()
         self.log_dict({f"class_acc/{str(name).replace('/', '-')}": acc for name, acc in zip(names, accuracy)})
         self.val_class_acc.reset()
-
-    def test_step(self, batch, batch_idx):
-        self._evaluate(batch, self.test_metrics, "test")
 
     def predict_step(self, batch, batch_idx):
         x = batch[0] if isinstance(batch, (list, tuple)) else batch

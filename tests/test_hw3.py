@@ -73,7 +73,7 @@ def datamodule(data_dir: Path, **kwargs) -> FoodDataModule:
 def test_each_years_layout_is_found_from_its_folder_or_the_parent(layout, tmp_path):
     root = make_food(tmp_path / "kaggle", layout)
     for given in (root, tmp_path / "kaggle"):
-        files = FoodDataModule.find_layout(given)
+        files = FoodDataModule.locate(given)
         assert files.layout == layout and files.root == root
     dm = datamodule(tmp_path / "kaggle")
     dm.setup("fit")
@@ -97,7 +97,7 @@ def test_half_a_layout_is_a_clear_error(tmp_path, capsys):
         f.unlink()
     (root / "test").rmdir()
     with pytest.raises(DataError, match="ML2023 food-11 layout .* but test/ is missing"):
-        FoodDataModule.find_layout(root)
+        FoodDataModule.locate(root)
     with pytest.raises(SystemExit) as exit_info:
         main(["fit", "--data.data_dir", str(root), *TINY])
     assert exit_info.value.code == 2 and "test/ is missing" in capsys.readouterr().err
@@ -297,7 +297,7 @@ def test_fit_then_predict_writes_a_valid_submission_and_the_pictures(tmp_path):
 
 def test_demo_set_is_digits_in_the_ml2022_layout(tmp_path):
     write_demo_food(tmp_path / "demo", per_class=(3, 2, 2))
-    files = FoodDataModule.find_layout(tmp_path / "demo")
+    files = FoodDataModule.locate(tmp_path / "demo")
     assert files.layout == ML2022 and files.root.name == "food11"
     labels = sorted({int(p.name.split("_")[0]) for p in (files.root / "training").iterdir()})
     assert labels == list(range(11))
