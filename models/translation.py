@@ -1,0 +1,159 @@
+"""HW5: English -> Chinese translation with a Transformer (default) or the course's RNN sample."""
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
+from pytorch_lightning.loggers import WandbLogger
+from torchmetrics import MeanMetric
+
+from datamodules.translation import BOS_ID, EOS_ID, PAD_ID
+from models.base import BaseTask
+from models.seq2seq import RNNSeq2Seq, TransformerSeq2Seq, beam_search, greedy_search
+
+
+class Translator(BaseTask):
+    """Sequence-to-sequence translation trained with label-smoothed cross-entropy (teacher forcing).
+
+    `val_bleu` (sacrebleu, Chinese tokenization) on the first `val_bleu_sentences` validation
+    sentences drives early stopping and checkpointing; `predict` and `test` decode with beam search.
+
+    Args:
+        vocab_size: Size of the joint SentencePiece vocabulary (filled in from the DataModule).
+        arch: `transformer` (encoder-decoder, pre-norm) or `rnn` (the course's sample).
+        embed_dim: Embedding width (the Transformer's model width).
+        hidden_dim: Transformer: feed-forward width; RNN: encoder GRU width (the decoder's is twice it).
+        encoder_layers: Encoder layers.
+        decoder_layers: Decoder layers.
+        attention_heads: Transformer attention heads.
+        dropout: Dropout probability.
+        label_smoothing: Label smoothing of the cross-entropy.
+        beam_size: Beams for predict/test (1: greedy decoding).
+        len_penalty: Beam scores are divided by length ** len_penalty (higher favours longer output).
+        max_len_a: Output at most max_len_a * source tokens + max_len_b tokens.
+        max_len_b: See max_len_a.
+        val_beam_size: Beams when decoding validation sentences for val_bleu (1: greedy, fastest).
+        val_bleu_sentences: Validation sentences decoded each epoch for val_bleu (decoding is the slow part).
+        optimizer: Optimizer (from the config).
+        lr_scheduler: Learning-rate schedule (from the config).
+    """
+
+    monitor = "val_bleu"
+    mode = "max"
+
+    def __init__(
+        self,
+        vocab_size: int = 8000,
+        arch: Literal["transformer", "rnn"] = "transformer",
+        embed_dim: int = 256,
+        hidden_dim: int = 1024,
+        encoder_layers: int = 3,
+        decoder_layers: int = 3,
+        attention_heads: int = 4,
+        dropout: float = 0.1,
+        label_smoothing: float = 0.1,
+        beam_size: int = 5,
+        len_penalty: float = 1.0,
+        max_len_a: float = 1.2,
+        max_len_b: int = 10,
+        val_beam_size: int = 1,
+        val_bleu_sentences: int = 500,
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+        lr_scheduler: LRSchedulerCallable | None = None,
+    ) -> None:
+        super().__init__(optimizer, lr_scheduler)
+        self.save_hyperparameters()
+        if arch == "transformer":
+            self.net = TransformerSeq2Seq(vocab_size, embed_dim, hidden_dim, encoder_layers, decoder_layers,
+                                          attention_heads, dropout, PAD_ID)
+        else:
+            self.net = RNNSeq2Seq(vocab_size, embed_dim, hidden_dim, encoder_layers, decoder_layers, dropout, PAD_ID)
+        self.train_loss = MeanMetric()
+        self.val_loss = MeanMetric()
+        self._hypotheses: dict[int, str] = {}  # sentence index -> its translation, per evaluation epoch
+
+    def forward(self, src: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
+        return self.net(src, tgt_in)
+
+    def loss(self, batch: dict) -> tuple[torch.Tensor, int]:
+        """Label-smoothed cross-entropy per target token, and the number of target tokens."""
+        logits = self(batch["src"], batch["tgt_in"])
+        tokens = int(batch["tgt_out"].ne(PAD_ID).sum())
+        loss = F.cross_entropy(logits.flatten(0, 1).float(), batch["tgt_out"].flatten(), ignore_index=PAD_ID,
+                               label_smoothing=self.hparams.label_smoothing)
+        return loss, tokens
+
+    def translate(self, src: torch.Tensor, beam_size: int | None = None) -> list[list[int]]:
+        """Token ids of the translations of `src` (B, S), without specials."""
+        hp, beam = self.hparams, self.hparams.beam_size if beam_size is None else beam_size
+        if beam == 1:
+            return greedy_search(self.net, src, BOS_ID, EOS_ID, PAD_ID, hp.max_len_a, hp.max_len_b)
+        return beam_search(self.net, src, BOS_ID, EOS_ID, PAD_ID, beam, hp.len_penalty, hp.max_len_a, hp.max_len_b)
+
+    # --- training -----------------------------------------------------------------------------
+    def training_step(self, batch, batch_idx):
+        loss, tokens = self.loss(batch)
+        self.train_loss.update(loss.detach(), weight=tokens)
+        return loss
+
+    def on_train_epoch_end(self) -> None:
+        self.log("train_loss", self.train_loss.compute())
+        self.train_loss.reset()
+
+    # --- evaluation ---------------------------------------------------------------------------
+    def validation_step(self, batch, batch_idx):
+        loss, tokens = self.loss(batch)
+        self.val_loss.update(loss, weight=tokens)
+        wanted = batch["index"] < self.hparams.val_bleu_sentences
+        if wanted.any():
+            self._decode_into_hypotheses(batch, wanted, self.hparams.val_beam_size)
+
+    def on_validation_epoch_end(self) -> None:
+        self.log("val_loss", self.val_loss.compute())
+        self.val_loss.reset()
+        if self.trainer.sanity_checking:
+            self._hypotheses = {}
+            return
+        datamodule = self.trainer.datamodule
+        indices, hypotheses = self._gather_hypotheses()
+        references = [datamodule.val_references[i] for i in indices]
+        self.log("val_bleu", corpus_bleu(hypotheses, references))
+        if isinstance(self.logger, WandbLogger):  # a few translations to read beside the score
+            rows = [[datamodule.val.src[i], ref, hyp] for i, ref, hyp in list(zip(indices, references, hypotheses))[:20]]
+            self.logger.log_table("val_samples", columns=["source", "reference", "translation"], data=rows)
+
+    def test_step(self, batch, batch_idx):
+        self._decode_into_hypotheses(batch, torch.ones_like(batch["index"], dtype=torch.bool), None)
+
+    def on_test_epoch_end(self) -> None:
+        indices, hypotheses = self._gather_hypotheses()
+        references = self.trainer.datamodule.test_references
+        self.log("test_bleu", corpus_bleu(hypotheses, [references[i] for i in indices]))
+
+    def predict_step(self, batch, batch_idx):
+        """Each sentence's index in test.raw.en and its translation (token ids): the DataModule restores file order."""
+        return {"index": batch["index"].cpu(), "tokens": self.translate(batch["src"])}
+
+    def _decode_into_hypotheses(self, batch: dict, rows: torch.Tensor, beam_size: int | None) -> None:
+        tokens = self.translate(batch["src"][rows], beam_size)
+        texts = self.trainer.datamodule.detokenize(tokens)
+        self._hypotheses.update(zip(batch["index"][rows].tolist(), texts))
+
+    def _gather_hypotheses(self) -> tuple[list[int], list[str]]:
+        """This epoch's (index, translation) pairs from every process, sorted by index."""
+        pairs = list(self._hypotheses.items())
+        self._hypotheses = {}
+        if self.trainer.world_size > 1:
+            gathered = [None] * self.trainer.world_size
+            torch.distributed.all_gather_object(gathered, pairs)
+            pairs = [p for part in gathered for p in part]
+        pairs = sorted(dict(pairs).items())
+        return [i for i, _ in pairs], [h for _, h in pairs]
+
+
+def corpus_bleu(hypotheses: list[str], references: list[str]) -> float:
+    """sacrebleu's corpus BLEU with its Chinese tokenization (each CJK character a word)."""
+    import sacrebleu  # here, not at import time: `--help` stays fast
+
+    return sacrebleu.corpus_bleu(hypotheses, [references], tokenize="zh").score
