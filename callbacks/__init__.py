@@ -1,8 +1,8 @@
 """Callbacks and schedules shared by every homework (Lightning built-ins are used directly where they exist)."""
 from callbacks.classification_plots import ClassificationPlots
 from callbacks.plots import LearningCurvePlot
-from callbacks.schedulers import WarmupCosineLR
+from callbacks.schedulers import InverseSqrtLR, WarmupCosineLR
 from callbacks.submission import KaggleSubmissionWriter, SubmissionError, validate_submission, write_atomically
 
-__all__ = ["ClassificationPlots", "KaggleSubmissionWriter", "LearningCurvePlot", "SubmissionError", "WarmupCosineLR",
-           "validate_submission", "write_atomically"]
+__all__ = ["ClassificationPlots", "InverseSqrtLR", "KaggleSubmissionWriter", "LearningCurvePlot", "SubmissionError",
+           "WarmupCosineLR", "validate_submission", "write_atomically"]

@@ -14,6 +14,12 @@ class WarmupCosineLR(LambdaLR):
     the same config works for any epoch budget. `warmup_steps` < 1 is a fraction of the total.
     Written as one LambdaLR rather than torch's SequentialLR(LinearLR, CosineAnnealingLR)
     because the total is only known after construction, and SequentialLR fixes it up front.
+
+    Args:
+        optimizer: The optimizer whose learning rate is scheduled (filled in by the model).
+        warmup_steps: Steps of linear warmup; below 1, a fraction of all steps.
+        total_steps: Steps of the whole schedule; None: the whole fit (re-spanned when a resumed fit runs longer).
+        min_lr_ratio: Learning rate at the end, as a fraction of the optimizer's lr.
     """
 
     interval = "step"  # read by BaseTask when it hands the scheduler to Lightning
@@ -46,3 +52,24 @@ class WarmupCosineLR(LambdaLR):
         for group, base_lr in zip(self.optimizer.param_groups, self.base_lrs):
             group["lr"] = base_lr * self.lr_factor(self.last_epoch)
         self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
+
+
+class InverseSqrtLR(LambdaLR):
+    """Linear warmup to the optimizer's lr over `warmup_steps`, then decay as 1 / sqrt(step): the
+    Transformer paper's schedule (fairseq's `inverse_sqrt`, the course's NoamOpt with lr as the peak).
+
+    Stepped every batch. Unlike cosine decay it needs no total step count, so a run can go on as long
+    as early stopping lets it.
+    """
+
+    interval = "step"  # read by BaseTask when it hands the scheduler to Lightning
+
+    def __init__(self, optimizer: Optimizer, warmup_steps: int = 4000) -> None:
+        if warmup_steps < 1:
+            raise ValueError(f"warmup_steps must be positive (got {warmup_steps})")
+        self.warmup_steps = warmup_steps
+        super().__init__(optimizer, self.lr_factor)
+
+    def lr_factor(self, step: int) -> float:
+        step += 1
+        return min(step / self.warmup_steps, math.sqrt(self.warmup_steps / step))
