@@ -39,14 +39,15 @@ class LearningCurvePlot(pl.Callback):
         self._record(trainer)
 
     def _record(self, trainer: pl.Trainer) -> None:
-        """Note the epoch that just ended: only now are both its train and validation metrics final."""
-        epoch = trainer.current_epoch  # epochs completed so far
-        if epoch <= self.recorded_epochs:
+        """Note the epoch that just ended: only now are both its train and validation metrics final.
+        Epochs count from 0, as in Lightning's progress bar and the checkpoint names."""
+        completed = trainer.current_epoch
+        if completed <= self.recorded_epochs:
             return
-        self.recorded_epochs = epoch
+        self.recorded_epochs = completed
         for name, value in trainer.callback_metrics.items():
             if value.numel() == 1 and (name.startswith("train_") or name.startswith("val_")) and not name.endswith("_step"):
-                self.history[name.removesuffix("_epoch")].append((epoch, float(value)))
+                self.history[name.removesuffix("_epoch")].append((completed - 1, float(value)))
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.is_global_zero or not self.history:

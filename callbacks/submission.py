@@ -4,13 +4,14 @@ import logging
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
-import pandas as pd
 import pytorch_lightning as pl
-import torch
 from pytorch_lightning.callbacks import BasePredictionWriter
+
+if TYPE_CHECKING:  # pandas is imported by whoever builds the frame; `--help` need not pay for it
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +29,7 @@ class SubmissionFormat(Protocol):
 
     def collate_predictions(self, batches: list) -> Any: ...
 
-    def to_submission(self, predictions: Any) -> pd.DataFrame | list[str]: ...
+    def to_submission(self, predictions: Any) -> "pd.DataFrame | list[str]": ...
 
     @property
     def num_test_samples(self) -> int: ...
@@ -41,7 +42,7 @@ class SubmissionError(Exception):
     """The predictions do not make a valid Kaggle file; nothing was written."""
 
 
-def validate_submission(frame: pd.DataFrame | list[str], columns: list[str] | None, num_rows: int) -> None:
+def validate_submission(frame: "pd.DataFrame | list[str]", columns: list[str] | None, num_rows: int) -> None:
     """Raise SubmissionError unless `frame` has exactly `columns`, `num_rows` rows and no missing value
     (or, as a list of lines, `num_rows` lines, none with a line break inside)."""
     if isinstance(frame, list):
@@ -63,7 +64,7 @@ def validate_submission(frame: pd.DataFrame | list[str], columns: list[str] | No
         raise SubmissionError("infinite values in the predictions")
 
 
-def write_atomically(frame: pd.DataFrame | list[str], path: Path) -> None:
+def write_atomically(frame: "pd.DataFrame | list[str]", path: Path) -> None:
     """Write a CSV (or lines of text) through a temp file + rename, so an interrupted export never
     leaves a truncated file. The file gets the usual permissions (mkstemp's are owner-only)."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -87,8 +88,11 @@ class KaggleSubmissionWriter(BasePredictionWriter):
     """Writes the homework's Kaggle file at the end of `predict`, validated and atomically.
 
     The format (file name, header, ids) comes from the DataModule, so this one callback serves
-    every homework. `output_dir=None` puts the file in the run directory of the checkpoint
-    that made the predictions (or `trainer.default_root_dir` without one).
+    every homework.
+
+    Args:
+        output_dir: Folder to write to; None: the run directory of the checkpoint that made the predictions.
+        filename: File name; None: the homework's (pred.csv, submission.csv, ...).
     """
 
     def __init__(self, output_dir: str | None = None, filename: str | None = None) -> None:
@@ -114,9 +118,14 @@ class KaggleSubmissionWriter(BasePredictionWriter):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, predictions: Any, batch_indices: Any
     ) -> None:
         datamodule = trainer.datamodule
-        if not trainer.is_global_zero or datamodule is None or not hasattr(datamodule, "to_submission"):
+        if datamodule is not None and hasattr(datamodule, "to_submission"):
+            self.write(trainer, datamodule, datamodule.collate_predictions(predictions))
+
+    def write(self, trainer: pl.Trainer, datamodule: SubmissionFormat, predictions: Any) -> None:
+        """Validate and write the file for `predictions` (as `collate_predictions` returns them)."""
+        if not trainer.is_global_zero:
             return
-        frame = datamodule.to_submission(datamodule.collate_predictions(predictions))
+        frame = datamodule.to_submission(predictions)
         path = self.output_path(trainer, datamodule)
         try:
             validate_submission(frame, datamodule.submission_columns, datamodule.num_test_samples)
@@ -125,13 +134,16 @@ class KaggleSubmissionWriter(BasePredictionWriter):
         self.replaced = path.exists()
         write_atomically(frame, path)
         self.written_path = path
-        self.summary = self.describe(path, len(frame), datamodule.kaggle_competition)
+        self.summary = self.describe(path, len(frame), datamodule.kaggle_competition,
+                                     getattr(datamodule, "is_demo", False))
 
-    def describe(self, path: Path, rows: int, competition: str | None) -> str:
+    def describe(self, path: Path, rows: int, competition: str | None, demo: bool) -> str:
         """What was written and what to do with it: the CLI prints it once the progress bar is gone."""
-        what = "Kaggle submission" if competition else "Predictions"
+        what = "Kaggle submission" if competition and not demo else "predictions"
         lines = [f"Wrote {what} {path} ({rows} {'rows' if competition else 'lines'})"
                  + (", replacing the previous one" if self.replaced else "")]
-        if competition:
+        if demo:
+            lines.append("(made from the generated demo data: nothing to submit to Kaggle)")
+        elif competition:
             lines.append(f"Next: kaggle competitions submit -c {competition} -f {path} -m 'my submission'")
         return "\n".join(lines)

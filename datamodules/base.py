@@ -10,7 +10,6 @@ from typing import ClassVar, Generic, Literal, TypeVar
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from sklearn.model_selection import KFold
 from torch.utils.data import DataLoader, Dataset, Sampler, random_split
 
 log = logging.getLogger(__name__)
@@ -45,6 +44,9 @@ class HomeworkDataModule(pl.LightningDataModule, Generic[Layout]):
     # them from the checkpoint only when not given. All other data settings always come from it.
     runtime_args: ClassVar[tuple[str, ...]] = ("data_dir", "batch_size", "num_workers")
 
+    #: The data settings that decide which samples are validated on: runs that share them (and the data
+    #: directory) have comparable validation scores, which is what `--ckpt_path best` picks among.
+    split_args: ClassVar[tuple[str, ...]] = ("val_ratio", "seed", "num_folds", "fold")
     #: Whether the test files carry labels. Kaggle's do not, so by default `test` is refused
     #: (it would only re-score the validation split); a homework whose test set can be scored says True.
     has_test_labels: ClassVar[bool] = False
@@ -85,7 +87,7 @@ class HomeworkDataModule(pl.LightningDataModule, Generic[Layout]):
 
     @classmethod
     def download_hint(cls) -> str:
-        return (f"Get it from https://www.kaggle.com/competitions/{cls.kaggle_competition}/data or with "
+        return (f"get it from https://www.kaggle.com/competitions/{cls.kaggle_competition}/data or with "
                 f"`kaggle competitions download -c {cls.kaggle_competition}` and unzip it")
 
     @classmethod
@@ -95,6 +97,18 @@ class HomeworkDataModule(pl.LightningDataModule, Generic[Layout]):
     @classmethod
     def demo_dir(cls) -> Path:
         return Path("data") / f"{cls.homework}-demo"
+
+    @classmethod
+    def split_settings(cls, settings) -> dict:
+        """The `split_args` among `settings` (the parsed `data` config, or a DataModule's hparams)."""
+        return {key: settings.get(key) for key in cls.split_args if key in settings}
+
+    @classmethod
+    def resolved_dir(cls, data_dir: str | Path | None) -> Path:
+        """The directory `data_dir` resolves to (see `resolve_data_dir`), without writing the demo set."""
+        if data_dir is not None:
+            return Path(data_dir).expanduser()
+        return cls.default_dir() if cls.locate(cls.default_dir()) is not None else cls.demo_dir()
 
     @classmethod
     def will_use_demo(cls, data_dir: str | Path | None) -> bool:
@@ -131,23 +145,36 @@ class HomeworkDataModule(pl.LightningDataModule, Generic[Layout]):
         return demo, layout, True
 
 
+def check_folds(num_folds: int | None, fold: int | None) -> None:
+    """k-fold settings come as a pair: a lone `fold` would otherwise be silently ignored."""
+    if num_folds is None and fold is not None:
+        raise DataError(f"--data.fold {fold} needs --data.num_folds K (how many folds to split into)")
+    if num_folds is not None:
+        if num_folds < 2:
+            raise DataError(f"--data.num_folds must be at least 2 (got {num_folds})")
+        if fold is None:
+            raise DataError(f"--data.num_folds {num_folds} needs --data.fold 0..{num_folds - 1} (or all, to "
+                            f"train every fold)")
+        if not 0 <= fold < num_folds:
+            raise DataError(f"--data.fold must be in 0..{num_folds - 1} for {num_folds} folds (got {fold})")
+
+
 def split_indices(
     num_samples: int,
     val_ratio: float = 0.2,
     seed: int = SAMPLE_SEED,
     num_folds: int | None = None,
-    fold: int = 0,
+    fold: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Train/validation indices: a seeded random split, or fold `fold` of `num_folds` (k-fold CV).
 
     The random split is `torch.utils.data.random_split` with `Generator().manual_seed(seed)`,
     exactly as the official sample code does, so the default split is the sample's split.
     """
+    check_folds(num_folds, fold)
     if num_folds is not None:
-        if num_folds < 2:
-            raise DataError(f"--data.num_folds must be at least 2 (got {num_folds})")
-        if not 0 <= fold < num_folds:
-            raise DataError(f"--data.fold must be in 0..{num_folds - 1} for {num_folds} folds (got {fold})")
+        from sklearn.model_selection import KFold
+
         folds = KFold(n_splits=num_folds, shuffle=True, random_state=seed).split(np.arange(num_samples))
         train, val = list(folds)[fold]
         return np.asarray(train), np.asarray(val)

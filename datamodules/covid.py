@@ -5,13 +5,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
-from sklearn.feature_selection import f_regression
 from torch.utils.data import DataLoader
 
 from datamodules.base import (SAMPLE_SEED, DataError, HomeworkDataModule, MinibatchesPerStep, batch_loader,
-                              split_indices)
+                              check_folds, split_indices)
 
 TARGET = "tested_positive"
 
@@ -44,6 +42,13 @@ class CovidLayout:
     @property
     def feature_names(self) -> list[str]:
         return self.column_names(train=False)[1:]
+
+    def describe_column(self, index: int) -> str:
+        """How a student finds column `index` in the CSV: its header name, position and day block."""
+        name = self.header(train=True)[index]
+        day = (index - 1 - len(self.states)) // len(self.signals) + 1
+        where = f"column {index + 1}" + (f", day {day} of {self.days}" if day >= 1 else "")
+        return f"'{name}' ({where})"
 
 
 ML2021 = CovidLayout(
@@ -98,6 +103,8 @@ def match_layout(path: Path, train: bool) -> CovidLayout:
             return layout
 
     def diff(layout: CovidLayout) -> tuple[list[str], list[str]]:
+        import pandas as pd
+
         want, have = pd.Series(layout.header(train)).value_counts(), pd.Series(header).value_counts()
         missing = [c for c, n in want.items() if have.get(c, 0) < n]
         unexpected = [c for c, n in have.items() if want.get(c, 0) < n]
@@ -115,8 +122,10 @@ def match_layout(path: Path, train: bool) -> CovidLayout:
                     f"{len(closest.header(train))} columns; this file has {len(header)}): {problem}")
 
 
-def read_values(path: Path, columns: list[str]) -> np.ndarray:
+def read_values(path: Path, layout: CovidLayout) -> np.ndarray:
     """All values of the CSV as float32, refusing non-numeric, missing and infinite values with a clear message."""
+    import pandas as pd
+
     frame = pd.read_csv(path, header=0)
     if len(frame) == 0:
         raise DataError(f"{path}: the file has a header but no data rows")
@@ -125,15 +134,15 @@ def read_values(path: Path, columns: list[str]) -> np.ndarray:
         bad = values.isna() & frame[column].notna()
         if bad.any():
             row = int(np.argmax(bad.to_numpy()))
-            raise DataError(f"{path}: non-numeric value {frame[column].iloc[row]!r} in column "
-                            f"'{columns[i]}' (line {row + 2})")
+            raise DataError(f"{path}: non-numeric value {frame[column].iloc[row]!r} on line {row + 2}, "
+                            f"column {layout.describe_column(i)}")
         frame[column] = values
     array = frame.to_numpy(dtype=np.float32)
     finite = np.isfinite(array)
     if not finite.all():
         row, col = map(int, np.argwhere(~finite)[0])
         kind = "missing value (NaN)" if np.isnan(array[row, col]) else "infinite value"
-        raise DataError(f"{path}: {kind} in column '{columns[col]}' (line {row + 2})")
+        raise DataError(f"{path}: {kind} on line {row + 2}, column {layout.describe_column(col)}")
     return array
 
 
@@ -153,11 +162,22 @@ class FeatureTransform:
 class CovidDataModule(HomeworkDataModule[CovidFiles]):
     """HW1 data: the whole CSV held in memory as tensors, batched without per-sample overhead.
 
-    `features`: "all", a number k (the k best features by F-score on the training split), or a
-    list of names — a feature (`tested_positive_day4`), a signal for all its days
-    (`tested_positive`), a state code, or `states` for all of them. The `id` column is never one.
-    The default split is the official sample's (20% validation, seed 5201314); `num_folds`
-    and `fold` select k-fold cross-validation instead.
+    The default split is the official sample's (20% validation, seed 5201314), so scores compare
+    with it; `num_folds` and `fold` select k-fold cross-validation instead.
+
+    Args:
+        data_dir: Folder with the Kaggle CSVs (or a folder one level above it). None: data/hw1, else a demo set.
+        features: "all"; a number k (the k best features by F-score on the training split); or a list of
+            names: a feature (tested_positive_day4), a signal for all its days (tested_positive), a state
+            code, or "states". The id column is never a feature.
+        normalize: Standardize each feature with the training split's mean and std.
+        batch_size: Samples per minibatch.
+        val_ratio: Share of the training file held out for validation.
+        seed: Seed of the train/validation split (5201314 is the sample code's).
+        num_folds: k of k-fold cross-validation (with fold); None: the random split.
+        fold: Which fold (0..k-1) validates; "all" trains every fold and reports mean ± std.
+        minibatches_per_step: Minibatches one Lightning step trains on ("epoch": all of them; 1 is needed by
+            gradient clipping, gradient accumulation and several devices).
     """
 
     homework = "hw1"
@@ -173,13 +193,12 @@ class CovidDataModule(HomeworkDataModule[CovidFiles]):
         val_ratio: float = 0.2,
         seed: int = SAMPLE_SEED,
         num_folds: int | None = None,
-        fold: int = 0,
+        fold: int | None = None,
         minibatches_per_step: MinibatchesPerStep = 1,
     ) -> None:
-        """`minibatches_per_step`: how many minibatches one Lightning step trains on ("epoch": all);
-        the CLI hands it to the model too (see `models.base.MinibatchLoopTask`)."""
         super().__init__()
         self.save_hyperparameters()
+        check_folds(num_folds, fold)
         self.minibatches_per_step = minibatches_per_step
         self.data_dir, self.files, self.is_demo = self.resolve_data_dir(data_dir)
         self.layout = self.files.layout
@@ -243,6 +262,8 @@ class CovidDataModule(HomeworkDataModule[CovidFiles]):
     def _fit_transform(self, x: torch.Tensor, y: torch.Tensor) -> FeatureTransform:
         names = self.layout.feature_names
         if isinstance(self.selected, int):
+            from sklearn.feature_selection import f_regression
+
             with np.errstate(divide="ignore", invalid="ignore"):
                 scores, _ = f_regression(x.numpy(), y.numpy())
             scores = np.nan_to_num(scores, nan=-np.inf)
@@ -261,16 +282,22 @@ class CovidDataModule(HomeworkDataModule[CovidFiles]):
     # --- Lightning hooks --------------------------------------------------------------------
     def setup(self, stage: str) -> None:
         if stage == "predict":
-            if self.test_x is None:
-                self.test_x = torch.from_numpy(read_values(self.files.test, self.layout.column_names(False)))[:, 1:]
+            self._read_test_file()
         else:
             self._read_training_file()
+
+    def _read_test_file(self) -> None:
+        if self.test_x is None:
+            self.test_x = torch.from_numpy(read_values(self.files.test, self.layout))[:, 1:]
+
+    def check_test_data(self) -> None:
+        self._read_test_file()
 
     def _read_training_file(self) -> None:
         """Read and split the training CSV, and fit feature selection + scaling on the training split."""
         if self.train_x is not None:
             return
-        values = torch.from_numpy(read_values(self.files.train, self.layout.column_names(True)))
+        values = torch.from_numpy(read_values(self.files.train, self.layout))
         features, target = values[:, 1:-1], values[:, -1]  # column 0 is the id: never a feature
         train_idx, val_idx = split_indices(len(values), self.hparams.val_ratio, self.hparams.seed,
                                            self.hparams.num_folds, self.hparams.fold)
@@ -315,8 +342,10 @@ class CovidDataModule(HomeworkDataModule[CovidFiles]):
     def num_test_samples(self) -> int:
         return len(self.test_x)
 
-    def to_submission(self, predictions: torch.Tensor) -> pd.DataFrame:
+    def to_submission(self, predictions: torch.Tensor) -> "pd.DataFrame":  # noqa: F821 (imported when used)
         """`id,tested_positive` with ids 0..N-1 in test-file order, as the official sample writes it."""
+        import pandas as pd
+
         return pd.DataFrame({"id": np.arange(len(predictions)), TARGET: predictions.float().numpy()})
 
 
@@ -327,6 +356,8 @@ def write_demo_covid(directory: Path, layout: CovidLayout = ML2022, num_train: i
     `tested_positive` follows the level with state offsets and noise, so the task is learnable
     (yesterday's value helps most, as in the real data) but not trivial.
     """
+    import pandas as pd
+
     rng = np.random.default_rng(seed)
     n, n_states, n_signals = num_train + num_test, len(layout.states), len(layout.signals)
     state = rng.integers(n_states, size=n)

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-import pandas as pd
 import torch
 from PIL import Image
 from pytorch_lightning.utilities import rank_zero_info
@@ -212,6 +211,23 @@ class FoodDataModule(HomeworkDataModule[FoodFiles]):
     `cache="disk"` keeps the decoded images in a memory-mapped .npy in `cache_dir` (default: a
     `.cache` folder beside the splits), reused by later runs. `bad_images="skip"` leaves
     undecodable training/validation images out with a warning (a test image gets a blank picture).
+
+    Args:
+        data_dir: Folder with the food-11 splits (or a folder one level above it). None: data/hw3, else a demo set.
+        image_size: Training resolution in pixels; None: 128 on food-11, 32 on the demo digits.
+        batch_size: Images per batch.
+        num_workers: Data loader processes; None: the cores but one (at most 8).
+        crop_scale: Area range of RandomResizedCrop, e.g. [0.5, 1.0]; null: no crop.
+        hflip: Probability of a horizontal flip.
+        auto_augment: Automatic augmentation policy: trivial, auto or rand; null: none.
+        random_erasing: Probability of erasing a random rectangle.
+        mixup_alpha: MixUp strength per batch (0: off).
+        cutmix_alpha: CutMix strength per batch (0: off).
+        tta_views: Predict: augmented views per test image blended with the clean one (0: off).
+        tta_weight: Predict: weight of the clean view's prediction in the blend.
+        cache: Keep the decoded images in memory, or on disk (memory-mapped, reused by later runs).
+        cache_dir: Folder of the disk cache; None: a .cache folder beside the splits.
+        bad_images: An undecodable image stops the run (error) or is left out with a warning (skip).
     """
 
     homework = "hw3"
@@ -396,8 +412,10 @@ class FoodDataModule(HomeworkDataModule[FoodFiles]):
             return probabilities.reshape(len(probabilities), -1)
         return self.tta_weight * probabilities[:, 0] + (1 - self.tta_weight) * probabilities[:, 1:].mean(1)
 
-    def to_submission(self, predictions: torch.Tensor) -> pd.DataFrame:
+    def to_submission(self, predictions: torch.Tensor) -> "pd.DataFrame":  # noqa: F821 (imported when used)
         """`Id,Category` in sorted-name order, Ids as each year's sample writes them (2022: 0001.., 2023: 0000..)."""
+        import pandas as pd
+
         ids = np.arange(len(predictions)) + self.layout.first_id
         return pd.DataFrame({"Id": [str(i).zfill(self.layout.id_digits) for i in ids],
                              "Category": self.blend_views(predictions).argmax(-1).numpy()})

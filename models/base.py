@@ -5,6 +5,7 @@ import math
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torchmetrics import MeanMetric
 
 from datamodules.base import DataError, MinibatchesPerStep
@@ -15,6 +16,10 @@ class BaseTask(pl.LightningModule):
 
     `--model.optimizer torch.optim.SGD --model.optimizer.momentum 0.9` (or Adagrad, RMSprop,
     Adam, AdamW, RAdam, ...) and `--model.lr_scheduler callbacks.WarmupCosineLR` need no code.
+
+    Args:
+        optimizer: Optimizer class and its arguments.
+        lr_scheduler: Learning-rate schedule; null for a constant lr.
     """
 
     monitor: str = "val_loss"
@@ -47,6 +52,44 @@ class BaseTask(pl.LightningModule):
 
     def check_trainer(self, trainer: pl.Trainer) -> None:
         """Raise DataError for trainer settings this model cannot train with (the CLI calls it before `fit`)."""
+
+    def check_optimizer(self) -> None:
+        """Build the optimizer and schedule once on a stand-in parameter, so a bad setting (a negative
+        learning rate, an unknown argument) is one line before training rather than a traceback inside it."""
+        probe = torch.nn.Parameter(torch.zeros(1))
+        try:
+            optimizer = self.optimizer([probe])
+        except (ValueError, TypeError) as err:
+            raise DataError(f"--model.optimizer: {err}") from None
+        if self.lr_scheduler is not None:
+            try:
+                self.lr_scheduler(optimizer)
+            except (ValueError, TypeError) as err:
+                raise DataError(f"--model.lr_scheduler: {err}") from None
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Which homework trained this, so another homework's CLI refuses it in one line."""
+        checkpoint["homework"] = getattr(self.trainer.datamodule, "homework", None)
+
+    def on_train_start(self) -> None:
+        """Resuming to train longer (`fit --ckpt_path last --trainer.max_epochs N`): the per-step schedule
+        restored from the checkpoint still ends where the old run ended (learning rate 0), so it is re-spanned
+        over the new total, as if the run had been planned that long."""
+        if self.trainer.global_step == 0:
+            return
+        for config in self.trainer.lr_scheduler_configs:
+            scheduler = config.scheduler
+            total = self.total_optimizer_steps() if hasattr(scheduler, "set_total_steps") else None
+            if total is not None and scheduler.total_steps != total:
+                old = scheduler.total_steps
+                scheduler.set_total_steps(total)
+                rank_zero_info(f"Resumed at step {self.trainer.global_step}: the learning-rate schedule now spans "
+                               f"{total} steps (it ended at {old}); lr goes on at {scheduler.get_last_lr()[0]:.3g}")
+        lrs = [group["lr"] for optimizer in self.trainer.optimizers for group in optimizer.param_groups]
+        if lrs and max(lrs) == 0:
+            rank_zero_warn("Resumed with learning rate 0 (the schedule restored from the checkpoint has ended), "
+                           "so training will not change the model; use callbacks.WarmupCosineLR, which is "
+                           "re-spanned on resume, or start a new fit")
 
 
 class MinibatchLoopTask(BaseTask):

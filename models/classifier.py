@@ -17,6 +17,14 @@ class ImageClassifier(BaseTask):
     without pretrained weights. Targets may be class indices or, after MixUp/CutMix, class
     probabilities. `predict` returns class probabilities, per view when the batch carries
     test-time-augmented views (B, views, 3, H, W); the DataModule blends them.
+
+    Args:
+        num_classes: Number of classes (filled in from the data).
+        image_size: Input height and width in pixels (filled in from the data).
+        net: "sample" (the official CNN) or a torchvision model name such as resnet18, without pretrained weights.
+        label_smoothing: Label smoothing of the cross-entropy loss (0: none).
+        optimizer: Optimizer class and its arguments, e.g. torch.optim.AdamW with lr and weight_decay.
+        lr_scheduler: Learning-rate schedule, e.g. callbacks.WarmupCosineLR; null for a constant lr.
     """
 
     monitor = "val_acc"
@@ -31,7 +39,6 @@ class ImageClassifier(BaseTask):
         optimizer: OptimizerCallable = torch.optim.Adam,
         lr_scheduler: LRSchedulerCallable | None = None,
     ) -> None:
-        """`num_classes` and `image_size` are filled in from the DataModule."""
         super().__init__(optimizer, lr_scheduler)
         self.save_hyperparameters()
         self.net = build_net(net, num_classes, image_size)

@@ -11,7 +11,17 @@ from models.nets import MLP
 
 
 class CovidRegressor(MinibatchLoopTask):
-    """MLP regressor trained with MSE; `val_mse` drives early stopping and checkpointing."""
+    """MLP regressor trained with MSE; `val_mse` drives early stopping and checkpointing.
+
+    Args:
+        in_features: Number of input features (filled in from the data).
+        hidden_dims: Widths of the hidden layers, e.g. [64, 32].
+        dropout: Dropout probability after each hidden layer (regularization).
+        batch_norm: Batch normalization after each hidden linear layer.
+        optimizer: Optimizer class and its arguments, e.g. torch.optim.SGD with lr and momentum.
+        lr_scheduler: Learning-rate schedule, e.g. callbacks.WarmupCosineLR; null for a constant lr.
+        minibatches_per_step: Filled in from --data.minibatches_per_step.
+    """
 
     monitor = "val_mse"
     mode = "min"
@@ -26,7 +36,6 @@ class CovidRegressor(MinibatchLoopTask):
         lr_scheduler: LRSchedulerCallable | None = None,
         minibatches_per_step: MinibatchesPerStep = 1,
     ) -> None:
-        """`in_features` and `minibatches_per_step` are filled in from the DataModule by the CLI."""
         super().__init__(optimizer, lr_scheduler, minibatches_per_step)
         self.save_hyperparameters()
         self.net = MLP(in_features, hidden_dims, 1, dropout=dropout, batch_norm=batch_norm)

@@ -13,7 +13,7 @@ import yaml
 from callbacks import LearningCurvePlot
 from datamodules.base import SAMPLE_SEED, DataError, split_indices
 from datamodules.covid import LAYOUTS, ML2021, ML2022, ML2023, CovidDataModule, write_demo_covid
-from homework.cli import auto_precision
+from homework.hardware import auto_precision
 from homework.hw1 import main
 from tests.conftest import QUIET, shared_data
 
@@ -55,7 +55,7 @@ def test_fit_validate_predict_round_trip_on_demo_data(caplog):
     (curve,) = [c for c in cli.trainer.callbacks if isinstance(c, LearningCurvePlot)]
     assert float(ckpt.best_model_score) == pytest.approx(min(v for _, v in curve.history["val_mse"]))
     for name in ("train_loss", "val_loss", "val_mse", "val_rmse"):  # each epoch once, with its own values
-        assert [e for e, _ in curve.history[name]] == [1, 2], name
+        assert [e for e, _ in curve.history[name]] == [0, 1], name  # 0-based, as the checkpoint names
     assert curve.history["train_loss"][-1][1] == pytest.approx(cli.trainer.callback_metrics["train_loss"].item())
 
     validated = main(["validate", "--ckpt_path", "best", *QUIET])
@@ -285,18 +285,22 @@ def test_unknown_columns_are_named(capsys, tmp_path):
     assert "missing ['wearing_mask']" in line and "unexpected ['masks']" in line
 
 
+@pytest.mark.parametrize("file", ["covid.train.csv", "covid.test.csv"])
 @pytest.mark.parametrize("value, problem", [("", "missing value (NaN)"), ("inf", "infinite value"),
                                             ("n/a?", "non-numeric value 'n/a?'")])
-def test_bad_values_are_named_with_column_and_line(capsys, tmp_path, value, problem):
+def test_bad_values_are_named_with_column_and_line_before_training(capsys, tmp_path, value, problem, file):
+    """A bad test file fails `fit` before any training, naming the header's own column name and its day."""
     write_demo_covid(tmp_path / "d", ML2022, 30, 10)
-    path = tmp_path / "d" / "covid.train.csv"
+    path = tmp_path / "d" / file
     lines = path.read_text().splitlines()
     cells = lines[5].split(",")
-    cells[41] = value  # column 41 is day 1's 'nohh_cmnty_cli' (after id and 37 states)
+    cells[41] = value  # column 42 is day 1's 'nohh_cmnty_cli' (after id and 37 states)
     lines[5] = ",".join(cells)
     path.write_text("\n".join(lines) + "\n")
-    expect_user_error(capsys, ["fit", "--data.data_dir", str(tmp_path / "d")],
-                      problem, "'nohh_cmnty_cli_day1'", "line 6", str(path))
+    line = expect_user_error(capsys, ["fit", "--data.data_dir", str(tmp_path / "d"), *FAST],
+                             problem, "line 6", "column 'nohh_cmnty_cli' (column 42, day 1 of 5)", str(path))
+    assert "_day1" not in line  # not a name of ours: the CSV header has no such column
+    assert not Path("runs").exists() or not any(Path("runs").rglob("*"))  # nothing trained, nothing left
 
 
 def test_empty_test_file_is_an_error(capsys, tmp_path):

@@ -1,0 +1,92 @@
+"""The command line as a student meets it: `--help` shows the homework's real defaults, a class named
+on the command line starts from its own defaults, and a mistake is one line with a suggestion."""
+
+import difflib
+import inspect
+import re
+from pathlib import Path
+
+import yaml
+from jsonargparse import Namespace
+from jsonargparse.typing import import_object
+
+SECTIONS = ("trainer", "model", "data", "early_stopping", "checkpoint", "submission")
+
+
+def config_defaults(path: Path) -> dict:
+    """The homework's YAML as parser defaults (`{"model.hidden_dims": [64, 32], ...}`): then `--help`
+    and `--print_config` show what really runs, and a user's `--config` file overrides it key by key."""
+    config = yaml.safe_load(path.read_text()) or {}
+    flat = {}
+    for key, value in config.items():
+        if key in SECTIONS and isinstance(value, dict):
+            flat.update({f"{key}.{name}": v for name, v in value.items()})
+        else:
+            flat[key] = value
+    return flat
+
+
+def _class_switches(args: list[str]) -> dict[str, tuple[int, set[str]]]:
+    """`--key CLASS`, `--key=CLASS` or `--key '{"class_path": ...}'` on the command line: for each key, the
+    position of the last such switch and the init args it names itself."""
+    switches: dict[str, tuple[int, set[str]]] = {}
+    for i, token in enumerate(args):
+        if not token.startswith("--"):
+            continue
+        key, sep, value = token[2:].partition("=")
+        if not sep:
+            value = args[i + 1] if i + 1 < len(args) else ""
+        value = value.strip()
+        if value.startswith("{"):
+            try:
+                parsed = yaml.safe_load(value)
+            except yaml.YAMLError:
+                continue
+            if isinstance(parsed, dict) and "class_path" in parsed:
+                switches[key] = (i, set((parsed.get("init_args") or {}).keys()))
+        elif re.fullmatch(r"[A-Za-z_][\w.]*", value) and "." in key and not value.lower() in ("true", "false", "null"):
+            switches[key] = (i, set())
+    return switches
+
+
+def reset_switched_classes(config: Namespace, args: list[str], defaults: dict) -> list[str]:
+    """A class named on the command line that differs from the homework's default starts from its own
+    defaults: `--model.optimizer torch.optim.SGD` must not inherit AdamW's `weight_decay: 0.01`
+    (jsonargparse keeps every init arg the new class also accepts). Returns the keys reset."""
+    reset = []
+    for key, (position, named) in _class_switches(args).items():
+        value = config.get(key)
+        if not isinstance(value, Namespace) or "class_path" not in value or value.get("init_args") is None:
+            continue
+        default = defaults.get(key)
+        if isinstance(default, dict) and default.get("class_path") == value.class_path:
+            continue
+        prefix = f"--{key}."
+        named = named | {t[len(prefix):].partition("=")[0].removeprefix("init_args.")
+                         for t in args[position + 1:] if t.startswith(prefix)}
+        try:
+            parameters = inspect.signature(import_object(value.class_path)).parameters
+        except (ImportError, ValueError, TypeError):
+            continue
+        init_args = value.init_args
+        for name in list(vars(init_args)):
+            parameter = parameters.get(name)
+            if name not in named and parameter is not None and parameter.default is not inspect.Parameter.empty:
+                init_args[name] = parameter.default
+        reset.append(key)
+    return reset
+
+
+def option_strings(parser) -> list[str]:
+    return [s for action in parser._actions for s in action.option_strings if s.startswith("--")]
+
+
+def one_line(message: str, parser) -> str:
+    """jsonargparse's error as one line: an unknown option with the closest valid one."""
+    message = " ".join(message.split())
+    unknown = re.search(r"unrecognized arguments: (\S+)", message, re.IGNORECASE)
+    if unknown:
+        bad = unknown.group(1).partition("=")[0]
+        close = difflib.get_close_matches(bad, option_strings(parser), n=1, cutoff=0.6)
+        return f"unrecognized option {bad}" + (f"; did you mean {close[0]}?" if close else "; see --help")
+    return message[0].lower() + message[1:] if message else "invalid arguments; see --help"
