@@ -1,0 +1,22 @@
+"""HW2: frame-wise phoneme classification (libriphone MFCC frames; ML2021's timit_11 too).
+
+    python homework/hw2.py fit                                   # default recipe: BiLSTM over 21-frame windows
+    python homework/hw2.py fit --config homework/configs/hw2_sample.yaml   # the official sample MLP, 1 frame
+    python homework/hw2.py fit --model.net mlp --data.concat_nframes 31     # a wide-window MLP instead
+    python homework/hw2.py predict --ckpt_path best              # writes prediction.csv for Kaggle
+"""
+from pytorch_lightning.cli import ArgsType
+
+from datamodules.libriphone import LibriPhoneDataModule
+from homework.cli import HomeworkCLI, run
+from models.phoneme import PhonemeClassifier
+
+
+def main(args: ArgsType = None) -> HomeworkCLI:
+    return run(PhonemeClassifier, LibriPhoneDataModule, "hw2.yaml", args=args,
+               links={"data.num_classes": "model.num_classes", "data.feature_dim": "model.feature_dim",
+                      "data.concat_nframes": "model.concat_nframes"})
+
+
+if __name__ == "__main__":
+    main()

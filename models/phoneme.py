@@ -1,0 +1,81 @@
+"""HW2: frame-wise phoneme classification from each frame's window of neighbours."""
+
+from typing import Literal
+
+import torch
+from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
+from torch import nn
+from torchmetrics.classification import MulticlassAccuracy
+
+from models.base import BaseTask
+from models.nets import MLP
+from models.rnn import WindowRNN
+
+
+class PhonemeClassifier(BaseTask):
+    """Cross-entropy classifier of a frame's phoneme from its window; `val_acc` drives early stopping.
+
+    Args:
+        num_classes: Phoneme classes (41 libriphone, 39 timit_11); filled in from the DataModule.
+        feature_dim: Features per frame (39); filled in from the DataModule.
+        concat_nframes: Frames per window; filled in from the DataModule's `concat_nframes`.
+        net: `lstm` / `gru`: a bidirectional RNN over the window's frames; `mlp`: the frames concatenated
+            (39 x concat_nframes inputs) into Linear blocks, as the sample code does.
+        hidden_dim: RNN units per direction, or the width of each MLP block.
+        num_layers: RNN layers, or MLP blocks (the sample's `hidden_layers=1` is 2 blocks: it adds the input one).
+        dropout: Dropout between RNN layers and in the head, or after each MLP block.
+        batch_norm: BatchNorm in the RNN head, or after each MLP block's Linear.
+        label_smoothing: Cross-entropy label smoothing.
+        optimizer: Optimizer class and its arguments.
+        lr_scheduler: Learning-rate schedule (e.g. callbacks.WarmupCosineLR), or none.
+    """
+
+    monitor = "val_acc"
+    mode = "max"
+
+    def __init__(
+        self,
+        num_classes: int = 41,
+        feature_dim: int = 39,
+        concat_nframes: int = 21,
+        net: Literal["lstm", "gru", "mlp"] = "lstm",
+        hidden_dim: int = 256,
+        num_layers: int = 3,
+        dropout: float = 0.0,
+        batch_norm: bool = True,
+        label_smoothing: float = 0.0,
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+        lr_scheduler: LRSchedulerCallable | None = None,
+    ) -> None:
+        super().__init__(optimizer, lr_scheduler)
+        self.save_hyperparameters()
+        if net == "mlp":
+            self.net = MLP(feature_dim * concat_nframes, [hidden_dim] * num_layers, num_classes, dropout, batch_norm)
+        else:
+            self.net = WindowRNN(feature_dim, num_classes, net, hidden_dim, num_layers, dropout, batch_norm)
+        self.loss = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
+
+    def forward(self, windows: torch.Tensor) -> torch.Tensor:
+        """(B, concat_nframes, feature_dim) -> (B, num_classes) logits."""
+        return self.net(windows.flatten(1) if self.hparams.net == "mlp" else windows)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        logits = self(x)
+        loss = self.loss(logits, y)
+        self.train_acc.update(logits, y)
+        self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(y), sync_dist=True)
+        self.log("train_acc", self.train_acc, on_step=False, on_epoch=True)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        logits = self(x)
+        self.val_acc.update(logits, y)
+        self.log("val_loss", self.loss(logits, y), batch_size=len(y), sync_dist=True)
+        self.log("val_acc", self.val_acc, prog_bar=True)
+
+    def predict_step(self, batch, batch_idx):
+        return self(batch[0]).argmax(-1)
