@@ -4,14 +4,11 @@ import logging
 import os
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import BasePredictionWriter
-
-if TYPE_CHECKING:  # pandas is imported by whoever builds the frame; `--help` need not pay for it
-    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +26,7 @@ class SubmissionFormat(Protocol):
 
     def collate_predictions(self, batches: list) -> Any: ...
 
-    def to_submission(self, predictions: Any) -> "pd.DataFrame | list[str]": ...
+    def to_submission(self, predictions: Any) -> "pandas.DataFrame | list[str]": ...
 
     @property
     def num_test_samples(self) -> int: ...
@@ -42,7 +39,7 @@ class SubmissionError(Exception):
     """The predictions do not make a valid Kaggle file; nothing was written."""
 
 
-def validate_submission(frame: "pd.DataFrame | list[str]", columns: list[str] | None, num_rows: int) -> None:
+def validate_submission(frame: "pandas.DataFrame | list[str]", columns: list[str] | None, num_rows: int) -> None:
     """Raise SubmissionError unless `frame` has exactly `columns`, `num_rows` rows and no missing value
     (or, as a list of lines, `num_rows` lines, none with a line break inside)."""
     if isinstance(frame, list):
@@ -64,7 +61,7 @@ def validate_submission(frame: "pd.DataFrame | list[str]", columns: list[str] | 
         raise SubmissionError("infinite values in the predictions")
 
 
-def write_atomically(frame: "pd.DataFrame | list[str]", path: Path) -> None:
+def write_atomically(frame: "pandas.DataFrame | list[str]", path: Path) -> None:
     """Write a CSV (or lines of text) through a temp file + rename, so an interrupted export never
     leaves a truncated file. The file gets the usual permissions (mkstemp's are owner-only)."""
     path.parent.mkdir(parents=True, exist_ok=True)

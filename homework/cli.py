@@ -250,7 +250,8 @@ class HomeworkCLI(LightningCLI):
         if ckpt is None or ckpt.best_model_score is None:
             print(f"No checkpoint was saved. Run directory: {self.run_dir}")
             return
-        if self._warn_if_diverged(ckpt) or not torch.isfinite(ckpt.best_model_score):
+        self._warn_if_diverged(ckpt)
+        if not torch.isfinite(ckpt.best_model_score):
             return
         record = self.record.record
         print(f"Best {ckpt.monitor} = {float(ckpt.best_model_score):.4f} at epoch {record['best_epoch']} "
@@ -260,17 +261,16 @@ class HomeworkCLI(LightningCLI):
                              if v != default.get(k))
         print(f"Next: python homework/{self.datamodule_class.homework}.py predict --ckpt_path best{same_split}")
 
-    def _warn_if_diverged(self, ckpt: ModelCheckpoint) -> bool:
+    def _warn_if_diverged(self, ckpt: ModelCheckpoint) -> None:
         """Early stopping ends a run whose metric turns NaN/inf; say so in words a student acts on."""
         current = self.trainer.callback_metrics.get(ckpt.monitor)
         if current is None or torch.isfinite(current):
-            return False
+            return
         best = ("no epoch had a finite score, so no checkpoint is worth predicting with"
                 if not torch.isfinite(ckpt.best_model_score) else "the best checkpoint is from before that")
         print(f"warning: training diverged: {ckpt.monitor} became {float(current)} after "
               f"{self.trainer.current_epoch} epoch(s) and early stopping ended the run; {best}. "
               f"Try a smaller learning rate (--model.optimizer.lr). Run directory: {self.run_dir}", file=sys.stderr)
-        return True
 
     def after_validate(self) -> None:
         tracking.finish(self.trainer)
