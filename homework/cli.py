@@ -160,10 +160,8 @@ class HomeworkCLI(LightningCLI):
         trainer, data = config.trainer, config.data
         if trainer.precision is None:
             trainer.precision = hardware.auto_precision()
-        if self.subcommand != "fit":  # evaluating saves nothing, so where checkpoints would go does not matter
-            warnings.filterwarnings("ignore", message=".*The dirpath has changed from")
-            if config.checkpoint.dirpath is None:
-                config.checkpoint.dirpath = str(Path(config.ckpt_path).parent)
+        if self.subcommand != "fit" and config.checkpoint.dirpath is None:
+            config.checkpoint.dirpath = str(Path(config.ckpt_path).parent)  # Lightning warns when it moved
         if self.subcommand == "predict":
             trainer.logger = False  # predict writes a file, there is nothing to track
             return
@@ -214,11 +212,14 @@ class HomeworkCLI(LightningCLI):
     # --- 4. run and say what came out ---------------------------------------------------------
     def _run_subcommand(self, subcommand: str) -> None:
         try:
-            super()._run_subcommand(subcommand)
+            with warnings.catch_warnings():
+                if subcommand != "fit":  # evaluating saves nothing, so where checkpoints would go does not matter
+                    warnings.filterwarnings("ignore", message=".*The dirpath has changed from")
+                super()._run_subcommand(subcommand)
         except BaseException:
             tracking.finish(self.trainer, failed=True)
-            if self.record is not None:
-                self.record.finish(self.trainer, "failed")
+            if self.record is not None:  # Ctrl-C: Lightning shuts down gracefully, then exits
+                self.record.finish(self.trainer, "interrupted" if self.trainer.interrupted else "failed")
             runs.discard_if_empty(self.run_dir)  # a run that failed before its first checkpoint leaves nothing
             raise
 
