@@ -180,6 +180,9 @@ class LibriPhoneDataModule(HomeworkDataModule[PhoneFiles]):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        if concat_nframes is not None and (concat_nframes < 1 or concat_nframes % 2 == 0):  # before any demo is written
+            raise DataError(f"--data.concat_nframes must be a positive odd number, so that the window is "
+                            f"centred on its frame (got {concat_nframes})")
         self.data_dir, self.files, self.is_demo = self.resolve_data_dir(data_dir)
         self.layout = self.files.layout
         self.kaggle_competition = self.layout.kaggle_competition
@@ -187,9 +190,6 @@ class LibriPhoneDataModule(HomeworkDataModule[PhoneFiles]):
         if concat_nframes is None:  # the demo's phonemes last 3-10 frames: 11 frames see one and its neighbours
             concat_nframes = DEMO_NFRAMES if self.is_demo else self.layout.default_nframes
         self.concat_nframes = concat_nframes
-        if isinstance(self.concat_nframes, bool) or self.concat_nframes < 1 or self.concat_nframes % 2 == 0:
-            raise DataError(f"--data.concat_nframes must be a positive odd number, so that the window is "
-                            f"centred on its frame (got {self.concat_nframes})")
         if self.layout is ML2021 and self.concat_nframes > TIMIT_FRAMES:
             raise DataError(f"--data.concat_nframes {self.concat_nframes}: ML2021's timit_11 files hold windows of "
                             f"{TIMIT_FRAMES} frames, so at most {TIMIT_FRAMES} can be used")

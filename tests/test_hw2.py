@@ -282,6 +282,9 @@ def test_concat_nframes_must_be_positive_and_odd(value, tmp_path, capsys):
         main(["fit", "--data.data_dir", str(tmp_path), "--data.concat_nframes", value, *TINY])
     assert exit_info.value.code == 2
     assert "--data.concat_nframes must be a positive odd number" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # found before the demo set would be written
+        main(["fit", "--data.concat_nframes", value, *TINY])
+    assert not Path("data").exists()
 
 
 # --- Kaggle export --------------------------------------------------------------------------------
