@@ -274,6 +274,7 @@ class TranslationDataModule(HomeworkDataModule[TranslationFiles]):
     kaggle_competition = None  # graded by BLEU on prediction.txt, not on Kaggle
     expected_files = "train_dev.raw.en + train_dev.raw.zh + test.raw.en (+ test.raw.zh)"
     runtime_args = HomeworkDataModule.runtime_args + ("max_tokens", "cache_dir")
+    split_args = ("val_ratio", "seed", "max_len", "ratio")  # the validation pairs depend on the cleaning too
     #: The demo's vocabulary: its ~40 words and ~20 characters cannot fill 8000 pieces.
     demo_subwords = (200, "bpe")
 
@@ -294,12 +295,13 @@ class TranslationDataModule(HomeworkDataModule[TranslationFiles]):
         self.save_hyperparameters()
         self.data_dir, self.files, self.is_demo = self.resolve_data_dir(data_dir)
         if self.is_demo and (vocab_size, subword_model) != self.demo_subwords:
-            # saved so, in the checkpoint's data settings
-            self.hparams.vocab_size, self.hparams.subword_model = self.demo_subwords
             log.warning("The demo's few words make a %d-piece %s vocabulary (a unigram model splits its English "
                         "into letters): --data.vocab_size %d --data.subword_model %s are not used",
                         *self.demo_subwords, vocab_size, subword_model)
-        if self.hparams.vocab_size < 8:
+            vocab_size, subword_model = self.demo_subwords
+            # what the checkpoint and the logged config say
+            self.save_hyperparameters({**self.hparams, "vocab_size": vocab_size, "subword_model": subword_model})
+        if vocab_size < 8:
             raise DataError(f"--data.vocab_size must be at least 8 (got {vocab_size})")
         self.max_tokens, self.num_workers = max_tokens, num_workers
         self.tokenizer: SubwordTokenizer | None = None
@@ -388,8 +390,16 @@ class TranslationDataModule(HomeworkDataModule[TranslationFiles]):
 
     @property
     def has_test_labels(self) -> bool:
-        """True when test.raw.zh holds references: then `test` reports BLEU on them."""
-        return self.test_references is not None
+        """True when test.raw.zh holds references: then `test` reports BLEU on them. Otherwise a DataError
+        says why `test` cannot score (the CLI asks this before `test`; its generic refusal names Kaggle)."""
+        if self.test_references is not None:
+            return True
+        if self.files.test_tgt is None:
+            raise DataError(f"{self.data_dir} has no {TEST_PREFIX}.{TGT}, so `test` has no references to compute "
+                            f"BLEU against; `validate` scores the validation split, `predict` writes prediction.txt")
+        raise DataError(f"{self.files.test_tgt} holds only the course's '{PLACEHOLDER}' placeholder lines, not "
+                        f"references, so `test` cannot compute BLEU; `validate` scores the validation split, "
+                        f"`predict` writes prediction.txt")
 
     def check_test_data(self) -> None:
         self._read_test_file()

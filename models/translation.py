@@ -1,5 +1,6 @@
 """HW5: English -> Chinese translation with a Transformer (default) or the course's RNN sample."""
 
+from pathlib import Path
 from typing import Literal
 
 import torch
@@ -8,9 +9,14 @@ from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from pytorch_lightning.loggers import WandbLogger
 from torchmetrics import MeanMetric
 
+from datamodules.base import DataError
 from datamodules.translation import BOS_ID, EOS_ID, PAD_ID
 from models.base import BaseTask
 from models.seq2seq import RNNSeq2Seq, TransformerSeq2Seq, beam_search, greedy_search
+
+
+#: Settings chosen when decoding, not when training.
+DECODING = ("beam_size", "len_penalty", "max_len_a", "max_len_b", "average_checkpoints")
 
 
 class Translator(BaseTask):
@@ -18,6 +24,8 @@ class Translator(BaseTask):
 
     `val_bleu` (sacrebleu, Chinese tokenization) on the first `val_bleu_sentences` validation
     sentences drives early stopping and checkpointing; `predict` and `test` decode with beam search.
+    Decoding settings (`beam_size`, `len_penalty`, `max_len_a/b`, `average_checkpoints`) are not saved
+    in the checkpoint: they are chosen when decoding (`predict --model.beam_size 1 --ckpt_path best`).
 
     Args:
         vocab_size: Size of the joint SentencePiece vocabulary (filled in from the DataModule).
@@ -33,6 +41,9 @@ class Translator(BaseTask):
         len_penalty: Beam scores are divided by length ** len_penalty (higher favours longer output).
         max_len_a: Output at most max_len_a * source tokens + max_len_b tokens.
         max_len_b: See max_len_a.
+        average_checkpoints: Predict/test/validate with the average of the weights of this many checkpoints:
+            the one given to --ckpt_path and the ones of the epochs before it in its folder (train with
+            --checkpoint.save_top_k -1 to keep every epoch's). 1: no averaging.
         val_beam_size: Beams when decoding validation sentences for val_bleu (1: greedy, fastest).
         val_bleu_sentences: Validation sentences decoded each epoch for val_bleu (decoding is the slow part).
         optimizer: Optimizer (from the config).
@@ -57,13 +68,21 @@ class Translator(BaseTask):
         len_penalty: float = 1.0,
         max_len_a: float = 1.2,
         max_len_b: int = 10,
+        average_checkpoints: int = 1,
         val_beam_size: int = 1,
         val_bleu_sentences: int = 500,
         optimizer: OptimizerCallable = torch.optim.AdamW,
         lr_scheduler: LRSchedulerCallable | None = None,
     ) -> None:
         super().__init__(optimizer, lr_scheduler)
-        self.save_hyperparameters()
+        # decoding settings stay out of the checkpoint, or LightningCLI would restore them over the command line's
+        self.save_hyperparameters(ignore=list(DECODING))
+        self.beam_size, self.len_penalty, self.max_len_a, self.max_len_b = beam_size, len_penalty, max_len_a, max_len_b
+        if average_checkpoints < 1:
+            raise DataError(f"--model.average_checkpoints must be at least 1 (got {average_checkpoints})")
+        self.average_checkpoints = average_checkpoints
+        if val_bleu_sentences < 1:
+            raise DataError(f"--model.val_bleu_sentences must be at least 1 (got {val_bleu_sentences})")
         if arch == "transformer":
             self.net = TransformerSeq2Seq(vocab_size, embed_dim, hidden_dim, encoder_layers, decoder_layers,
                                           attention_heads, dropout, PAD_ID)
@@ -86,10 +105,16 @@ class Translator(BaseTask):
 
     def translate(self, src: torch.Tensor, beam_size: int | None = None) -> list[list[int]]:
         """Token ids of the translations of `src` (B, S), without specials."""
-        hp, beam = self.hparams, self.hparams.beam_size if beam_size is None else beam_size
+        beam = self.beam_size if beam_size is None else beam_size
         if beam == 1:
-            return greedy_search(self.net, src, BOS_ID, EOS_ID, PAD_ID, hp.max_len_a, hp.max_len_b)
-        return beam_search(self.net, src, BOS_ID, EOS_ID, PAD_ID, beam, hp.len_penalty, hp.max_len_a, hp.max_len_b)
+            return greedy_search(self.net, src, BOS_ID, EOS_ID, PAD_ID, self.max_len_a, self.max_len_b)
+        return beam_search(self.net, src, BOS_ID, EOS_ID, PAD_ID, beam, self.len_penalty, self.max_len_a,
+                           self.max_len_b)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """With `average_checkpoints` k > 1, the weights loaded are the average of k epochs' checkpoints."""
+        if self.average_checkpoints > 1 and self._trainer is not None and self.trainer.ckpt_path:
+            checkpoint["state_dict"] = average_checkpoints(Path(self.trainer.ckpt_path), self.average_checkpoints)
 
     # --- training -----------------------------------------------------------------------------
     def training_step(self, batch, batch_idx):
@@ -157,3 +182,25 @@ def corpus_bleu(hypotheses: list[str], references: list[str]) -> float:
     import sacrebleu  # here, not at import time: `--help` stays fast
 
     return sacrebleu.corpus_bleu(hypotheses, [references], tokenize="zh").score
+
+
+def average_checkpoints(path: Path, k: int) -> dict[str, torch.Tensor]:
+    """The mean of the weights in `path` and in the checkpoints of the k - 1 epochs before it (same folder),
+    as fairseq's average_checkpoints.py does with the last k epochs: often a little better than any one."""
+    chosen_epoch = torch.load(path, map_location="cpu", weights_only=True)["epoch"]
+    by_epoch: dict[int, Path] = {}
+    for candidate in sorted(path.parent.glob("*.ckpt")):
+        epoch = torch.load(candidate, map_location="cpu", weights_only=True)["epoch"]
+        if epoch <= chosen_epoch:
+            by_epoch.setdefault(epoch, candidate)
+    epochs = sorted(by_epoch)[-k:]
+    if len(epochs) < k:
+        raise DataError(f"--model.average_checkpoints {k}: '{path.parent}' holds checkpoints of {len(by_epoch)} "
+                        f"epoch(s) up to epoch {chosen_epoch}; train with --checkpoint.save_top_k -1 to keep every "
+                        f"epoch's, or average fewer")
+    total: dict[str, torch.Tensor] = {}
+    for epoch in epochs:
+        weights = torch.load(by_epoch[epoch], map_location="cpu", weights_only=True)["state_dict"]
+        for name, value in weights.items():
+            total[name] = total.get(name, 0) + value.double() if value.is_floating_point() else value
+    return {name: (value / len(epochs)).float() if value.is_floating_point() else value for name, value in total.items()}

@@ -118,7 +118,8 @@ def test_lines_split_on_newlines_only(tmp_path):
 
 def test_test_labels_only_when_test_zh_holds_references(tmp_path):
     root = corpus(tmp_path / "d")
-    assert not datamodule(root).has_test_labels  # the course's placeholder lines
+    with pytest.raises(DataError, match="holds only the course's '。' placeholder lines.*cannot compute BLEU"):
+        datamodule(root).has_test_labels
     (root / "test.raw.zh").write_text("".join(f"{number_zh(i + 1)}。\n" for i in range(12)))
     dm = datamodule(root)
     assert dm.has_test_labels and dm.test_references[2] == "三。"
@@ -264,17 +265,22 @@ def test_outputs_stop_at_the_course_length_limit():
 # --- through the CLI --------------------------------------------------------------------------------
 def test_fit_predict_test_round_trip(tmp_path, capsys):
     root = corpus(tmp_path / "d", num_train=300, num_test=12)
-    cli = main(["fit", "--data.data_dir", str(root), *TINY])
+    cli = main(["fit", "--data.data_dir", str(root), *TINY, "--trainer.max_epochs", "2", "--checkpoint.save_top_k", "-1"])
     ckpt = Path(cli.trainer.checkpoint_callback.best_model_path)
     assert ckpt.is_file() and "val_bleu" in cli.trainer.callback_metrics
     capsys.readouterr()
 
-    predicted = main(["predict", "--ckpt_path", "best", *QUIET])
+    # decoding settings are chosen when decoding; the last two epochs' weights averaged
+    predicted = main(["predict", "--ckpt_path", "last", "--model.beam_size", "1", "--model.average_checkpoints", "2",
+                      *QUIET])
+    assert predicted.model.beam_size == 1
     path = predicted.trainer.callbacks[[type(c).__name__ for c in predicted.trainer.callbacks].index(
         "KaggleSubmissionWriter")].written_path
     lines = path.read_text(encoding="utf-8").splitlines()
     assert path.name == "prediction.txt" and len(lines) == 12
-    assert "Wrote Predictions" in capsys.readouterr().out
+    assert "wrote predictions" in capsys.readouterr().out.lower()
+    expect_user_error(capsys, ["predict", "--ckpt_path", "last", "--model.average_checkpoints", "3", *QUIET],
+                      "holds checkpoints of 2 epoch(s)", "--checkpoint.save_top_k -1")
 
     # the checkpoint is the model: a folder holding only new text to translate
     new = tmp_path / "new"
@@ -284,10 +290,23 @@ def test_fit_predict_test_round_trip(tmp_path, capsys):
     assert len((new / "prediction.txt").read_text(encoding="utf-8").splitlines()) == 2
 
     # the course's placeholder test.raw.zh cannot be scored; real references can
-    expect_user_error(capsys, ["test", "--ckpt_path", "best", *QUIET], "test")
+    expect_user_error(capsys, ["test", "--ckpt_path", "best", *QUIET], "placeholder lines", "cannot compute BLEU")
     (root / "test.raw.zh").write_text("".join(f"{number_zh(i + 1)}。\n" for i in range(12)))
     tested = main(["test", "--ckpt_path", "best", *QUIET])
     assert "test_bleu" in tested.trainer.callback_metrics
+
+
+def test_averaged_weights_are_the_mean_of_the_epochs(tmp_path):
+    from models.translation import average_checkpoints
+
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    for epoch, value in enumerate([1.0, 2.0, 4.0]):
+        torch.save({"epoch": epoch, "state_dict": {"w": torch.full((2,), value), "n": torch.tensor(epoch)}},
+                   folder / f"best-epoch={epoch:03d}.ckpt")
+    averaged = average_checkpoints(folder / "best-epoch=002.ckpt", 2)
+    assert averaged["w"].tolist() == [3.0, 3.0]
+    assert average_checkpoints(folder / "best-epoch=001.ckpt", 2)["w"].tolist() == [1.5, 1.5]
 
 
 def test_predictions_return_to_file_order(tmp_path):
