@@ -57,7 +57,7 @@ class ClassificationPlots(pl.Callback):
             return
         score = float(score)
         if self.best is None or (score > self.best["score"] if pl_module.mode == "max" else score < self.best["score"]):
-            self.best = {"score": score, "epoch": trainer.current_epoch + 1,
+            self.best = {"score": score, "epoch": trainer.current_epoch,  # from 0, as checkpoint names
                          "confusion": self.confusion.compute().numpy(), "wrong": self.wrong}
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

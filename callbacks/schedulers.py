@@ -31,6 +31,9 @@ class WarmupCosineLR(LambdaLR):
         total_steps: int | None = None,
         min_lr_ratio: float = 0.0,
     ) -> None:
+        if warmup_steps < 0 or (total_steps is not None and total_steps < 1) or not 0 <= min_lr_ratio <= 1:
+            raise ValueError(f"WarmupCosineLR needs warmup_steps >= 0, total_steps >= 1 and 0 <= min_lr_ratio <= 1 "
+                             f"(got {warmup_steps}, {total_steps}, {min_lr_ratio})")
         self.warmup_steps = warmup_steps
         self.total_steps = total_steps
         self.min_lr_ratio = min_lr_ratio

@@ -87,7 +87,7 @@ class HomeworkDataModule(pl.LightningDataModule, Generic[Layout]):
 
     @classmethod
     def download_hint(cls) -> str:
-        return (f"get it from https://www.kaggle.com/competitions/{cls.kaggle_competition}/data or with "
+        return (f"Get it from https://www.kaggle.com/competitions/{cls.kaggle_competition}/data or with "
                 f"`kaggle competitions download -c {cls.kaggle_competition}` and unzip it")
 
     @classmethod

@@ -89,4 +89,20 @@ def one_line(message: str, parser) -> str:
         bad = unknown.group(1).partition("=")[0]
         close = difflib.get_close_matches(bad, option_strings(parser), n=1, cutoff=0.6)
         return f"unrecognized option {bad}" + (f"; did you mean {close[0]}?" if close else "; see --help")
-    return message[0].lower() + message[1:] if message else "invalid arguments; see --help"
+    return _type_error(message) or (message[0].lower() + message[1:] if message else "invalid arguments; see --help")
+
+
+def _type_error(message: str) -> str | None:
+    """jsonargparse's nested type-check report, shortened to what was given for which option and what it takes."""
+    keys = re.findall(r'[Pp]arser key "([^"]+)"', message)
+    if not keys:
+        return None
+    key = ".".join(keys[:1] + [k for k in keys[1:] if not keys[0].endswith(k)])
+    missing = re.search(r"(module '[\w.]+' has no attribute '\w+')", message)
+    if missing:
+        return f"--{key}: no such class ({missing.group(1)})"
+    given = re.search(r"Given value: (.*?)(?:\. Got value:|$)", message) or re.search(r"Got value: (.*)$", message)
+    expected = [{"NoneType": "null"}.get(t, t) for t in re.findall(r"Expected a <class '(?:[\w.]+\.)?(\w+)'>", message)]
+    if given and expected:
+        return f"--{key}: {given.group(1)!r} is not a valid {' or '.join(dict.fromkeys(expected))}"
+    return None

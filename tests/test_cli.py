@@ -219,6 +219,11 @@ def test_another_homeworks_checkpoint_is_one_line(capsys, tmp_path):
 @pytest.mark.parametrize("flags, message", [
     (["--model.optimizer.lr", "-0.001"], "--model.optimizer: Invalid learning rate: -0.001"),
     (["--model.dropout", "1.5"], "dropout probability has to be between 0 and 1"),
+    (["--model.lr_scheduler.warmup_steps", "-3"], "--model.lr_scheduler: WarmupCosineLR needs warmup_steps >= 0"),
+    (["--model.optimizer.lr", "abc"], "error: --model.optimizer.lr: 'abc' is not a valid float"),
+    (["--trainer.max_epochs", "x"], "error: --trainer.max_epochs: 'x' is not a valid int or null"),
+    (["--data.normalize", "maybe"], "error: --data.normalize: 'maybe' is not a valid bool"),
+    (["--model.optimizer", "torch.optim.Foo"], "--model.optimizer: no such class (module 'torch.optim' has no"),
 ])
 def test_bad_values_given_to_classes_are_one_line(capsys, flags, message):
     assert message in user_error(capsys, ["fit", *FAST, *flags])
