@@ -25,7 +25,8 @@ from homework.hw5 import main
 from models.translation import Translator, corpus_bleu
 
 ROOT = Path(__file__).resolve().parents[1]
-RECIPES = {"transformer (hw5.yaml)": [], "rnn sample (hw5_sample.yaml)": ["--config", str(ROOT / "homework/configs/hw5_sample.yaml")]}
+RECIPES = {"transformer (hw5.yaml)": [],
+           "rnn sample (hw5_sample.yaml)": ["--config", str(ROOT / "homework/configs/hw5_sample.yaml")]}
 
 
 class TrainSpeed(pl.Callback):
@@ -63,9 +64,9 @@ def run(name: str, extra: list[str], args: argparse.Namespace, workdir: Path) ->
     print(f"\n=== {name}: training for {args.minutes} min (load average {load()}) ===", flush=True)
     cli_args = ["fit", *extra, "--data.data_dir", str(args.data), "--data.cache_dir", str(workdir / "cache"),
                 "--trainer.default_root_dir", str(workdir / "runs" / name.split()[0]),
-                "--trainer.max_epochs", "1000", "--trainer.max_time", f"00:00:{args.minutes}:00",
+                "--trainer.max_epochs", "1000", "--trainer.max_time", f"00:00:{args.minutes:02d}:00",
                 "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
-                "--torch_num_threads", str(args.threads), *args.extra]
+                "--torch_num_threads", str(args.threads), "--trainer.precision", args.precision, *args.extra]
     start = time.perf_counter()
     cli = main([*cli_args, "--trainer.callbacks+=__main__.TrainSpeed"])
     wall = time.perf_counter() - start
@@ -89,6 +90,8 @@ def main_benchmark() -> None:
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared/data/hw5/tatoeba-cmn")
     parser.add_argument("--minutes", type=int, default=20, help="training budget per recipe (wall clock)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (the CPU is shared: 1 is sensible)")
+    parser.add_argument("--precision", default="bf16-mixed",
+                        help="trainer precision: bf16-mixed trains ~2x faster than 32-true on CPUs with AVX512-BF16")
     parser.add_argument("--beam", type=int, default=5)
     parser.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
     parser.add_argument("extra", nargs="*", help="more CLI flags for both recipes, after --")
@@ -98,7 +101,8 @@ def main_benchmark() -> None:
     os.environ.setdefault("WANDB_MODE", "disabled")
     workdir = Path(tempfile.mkdtemp(prefix="hw5_bench_"))
     print(f"uptime: {subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()}")
-    print(f"torch {torch.__version__}, {args.threads} thread(s), budget {args.minutes} min per recipe, "
+    print(f"torch {torch.__version__}, {args.threads} thread(s), {args.precision}, "
+          f"budget {args.minutes} min per recipe, "
           f"corpus {args.data}, work dir {workdir}")
     try:
         rows = [run(name, RECIPES[name], args, workdir) for name in args.recipes]
@@ -110,9 +114,9 @@ def main_benchmark() -> None:
     for row in rows:
         print("| " + " | ".join(f"{v:.2f}" if isinstance(v, float) else str(v) for v in row.values()) + " |")
     if len(rows) == 2:
-        a, b = rows
+        (a, b), beam = rows, f"test BLEU beam {args.beam}"
         print(f"\nratios {a['recipe']} / {b['recipe']}: train tok/s {a['train tok/s'] / b['train tok/s']:.2f}x, "
-              f"test BLEU (beam {args.beam}) {a[f'test BLEU beam {args.beam}'] / max(b[f'test BLEU beam {args.beam}'], 1e-9):.2f}x, "
+              f"test BLEU (beam {args.beam}) {a[beam] / max(b[beam], 1e-9):.2f}x, "
               f"greedy sent/s {a['sent/s beam 1'] / b['sent/s beam 1']:.2f}x, "
               f"beam sent/s {a[f'sent/s beam {args.beam}'] / b[f'sent/s beam {args.beam}']:.2f}x")
 

@@ -326,7 +326,8 @@ class TranslationDataModule(HomeworkDataModule[TranslationFiles]):
         if not (train_src or train_tgt or test_src):
             return None
         if bool(train_src) != bool(train_tgt):
-            present, absent = (train_src, f"{TRAIN_PREFIX}.{TGT}") if train_src else (train_tgt, f"{TRAIN_PREFIX}.{SRC}")
+            present, absent = ((train_src, f"{TRAIN_PREFIX}.{TGT}") if train_src
+                               else (train_tgt, f"{TRAIN_PREFIX}.{SRC}"))
             raise DataError(f"{directory}: found {present.name} but not {absent}; the two sides come together")
         return TranslationFiles(directory, train_src, train_tgt, test_src, test_tgt)
 

@@ -100,7 +100,8 @@ class TransformerSeq2Seq(nn.Module):
         for i, layer in enumerate(self.decoder.layers):
             # pre-norm TransformerDecoderLayer: x + SA(norm1(x)), + CA(norm2(x), memory), + FF(norm3(x))
             attn = layer.self_attn
-            q, k, v = (self._heads(t) for t in F.linear(layer.norm1(x), attn.in_proj_weight, attn.in_proj_bias).chunk(3, -1))
+            qkv = F.linear(layer.norm1(x), attn.in_proj_weight, attn.in_proj_bias)
+            q, k, v = (self._heads(t) for t in qkv.chunk(3, -1))
             keys = torch.cat([state["self_k"][i], k], 2)
             values = torch.cat([state["self_v"][i], v], 2)
             new["self_k"].append(keys)

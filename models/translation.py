@@ -145,7 +145,8 @@ class Translator(BaseTask):
         references = [datamodule.val_references[i] for i in indices]
         self.log("val_bleu", corpus_bleu(hypotheses, references))
         if isinstance(self.logger, WandbLogger):  # a few translations to read beside the score
-            rows = [[datamodule.val.src[i], ref, hyp] for i, ref, hyp in list(zip(indices, references, hypotheses))[:20]]
+            rows = [[datamodule.val.src[i], ref, hyp]
+                    for i, ref, hyp in list(zip(indices, references, hypotheses))[:20]]
             self.logger.log_table("val_samples", columns=["source", "reference", "translation"], data=rows)
 
     def test_step(self, batch, batch_idx):
@@ -203,4 +204,5 @@ def average_checkpoints(path: Path, k: int) -> dict[str, torch.Tensor]:
         weights = torch.load(by_epoch[epoch], map_location="cpu", weights_only=True)["state_dict"]
         for name, value in weights.items():
             total[name] = total.get(name, 0) + value.double() if value.is_floating_point() else value
-    return {name: (value / len(epochs)).float() if value.is_floating_point() else value for name, value in total.items()}
+    return {name: (value / len(epochs)).float() if value.is_floating_point() else value
+            for name, value in total.items()}

@@ -265,7 +265,8 @@ def test_outputs_stop_at_the_course_length_limit():
 # --- through the CLI --------------------------------------------------------------------------------
 def test_fit_predict_test_round_trip(tmp_path, capsys):
     root = corpus(tmp_path / "d", num_train=300, num_test=12)
-    cli = main(["fit", "--data.data_dir", str(root), *TINY, "--trainer.max_epochs", "2", "--checkpoint.save_top_k", "-1"])
+    cli = main(["fit", "--data.data_dir", str(root), *TINY, "--trainer.max_epochs", "2",
+                "--checkpoint.save_top_k", "-1"])
     ckpt = Path(cli.trainer.checkpoint_callback.best_model_path)
     assert ckpt.is_file() and "val_bleu" in cli.trainer.callback_metrics
     capsys.readouterr()
