@@ -102,8 +102,8 @@ class TransformerSeq2Seq(nn.Module):
             attn = layer.self_attn
             qkv = F.linear(layer.norm1(x), attn.in_proj_weight, attn.in_proj_bias)
             q, k, v = (self._heads(t) for t in qkv.chunk(3, -1))
-            keys = torch.cat([state["self_k"][i], k], 2)
-            values = torch.cat([state["self_v"][i], v], 2)
+            keys = torch.cat([state["self_k"][i].to(k.dtype), k], 2)  # (mixed precision: the first is fp32)
+            values = torch.cat([state["self_v"][i].to(v.dtype), v], 2)
             new["self_k"].append(keys)
             new["self_v"].append(values)
             x = x + attn.out_proj(F.scaled_dot_product_attention(q, keys, values).transpose(1, 2).flatten(2))

@@ -230,6 +230,16 @@ def test_beam_of_one_is_greedy(net):
     assert any(len(g) for g in greedy)
 
 
+@pytest.mark.parametrize("net", nets(), ids=["transformer", "rnn"])
+def test_decoding_runs_under_mixed_precision(net):
+    """As `predict` does with --trainer.precision bf16-mixed (the default on GPUs that support it)."""
+    src = source_batch()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        for out in (greedy_search(net, src, BOS_ID, EOS_ID, PAD_ID, 1.0, 4),
+                    beam_search(net, src, BOS_ID, EOS_ID, PAD_ID, 3, 1.0, 1.0, 4)):
+            assert len(out) == 3 and all(len(tokens) <= 9 for tokens in out)
+
+
 class GardenPath(torch.nn.Module):
     """A decoder whose likeliest first token (A, p=.6) leads nowhere good, while B (p=.4) ends at once."""
 
