@@ -212,10 +212,7 @@ class HomeworkCLI(LightningCLI):
     # --- 4. run and say what came out ---------------------------------------------------------
     def _run_subcommand(self, subcommand: str) -> None:
         try:
-            with warnings.catch_warnings():
-                if subcommand != "fit":  # evaluating saves nothing, so where checkpoints would go does not matter
-                    warnings.filterwarnings("ignore", message=".*The dirpath has changed from")
-                super()._run_subcommand(subcommand)
+            super()._run_subcommand(subcommand)
         except BaseException:
             tracking.finish(self.trainer, failed=True)
             if self.record is not None:  # Ctrl-C: Lightning shuts down gracefully, then exits
@@ -255,6 +252,10 @@ class HomeworkCLI(LightningCLI):
         if not torch.isfinite(ckpt.best_model_score):
             return
         record = self.record.record
+        stopper = trainer.early_stopping_callback
+        if stopper is not None and stopper.stopped_epoch:
+            print(f"Early stopping after epoch {stopper.stopped_epoch}: {stopper.monitor} had not improved for "
+                  f"{stopper.patience} epochs")
         print(f"Best {ckpt.monitor} = {float(ckpt.best_model_score):.4f} at epoch {record['best_epoch']} "
               f"({Path(ckpt.best_model_path).name})\nRun directory: {self.run_dir}")
         data, default = self.config[self.subcommand].data, self._parser(self.subcommand).get_defaults().data

@@ -15,6 +15,9 @@ HARMLESS_WARNINGS = (
     r".*Couldn't infer the batch indices fetched from your dataloader.*",
     # metrics are logged per epoch; a short epoch logs no per-step values, which is intended
     r".*is smaller than the logging interval Trainer\(log_every_n_steps.*",
+    # every command has its own run directory, so a checkpoint from another run is always from "another
+    # dirpath": evaluating saves nothing, and a resumed fit keeps its own best in its new directory
+    r".*The dirpath has changed from .* won't be reloaded.*",
     # raised inside torch/Lightning's own imports, not by anything a student wrote
     r".*torch\.utils\._pytree\._register_pytree_node.*",
     r".*`isinstance\(treespec, LeafSpec\)` is deprecated.*",
