@@ -412,7 +412,8 @@ class TranslationDataModule(HomeworkDataModule[TranslationFiles]):
         if self.hparams.cache_dir is not None:
             return Path(self.hparams.cache_dir).expanduser()
         beside = self.data_dir / ".cache"
-        if os.access(beside if beside.exists() else self.data_dir, os.W_OK):
+        folder = beside if beside.exists() else self.data_dir
+        if os.access(folder, os.W_OK) and folder.stat().st_mode & 0o222:  # (root may write to a read-only folder)
             return beside
         return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "ntu-ml-hw5"
 

@@ -144,6 +144,18 @@ def test_sentencepiece_is_trained_once_and_retrained_when_the_corpus_or_settings
     assert len(list((root / ".cache").glob("spm_*.model"))) == 3
 
 
+def test_a_read_only_data_folder_gets_its_cache_elsewhere(tmp_path, monkeypatch):
+    root = corpus(tmp_path / "d")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "user-cache"))
+    root.chmod(0o555)
+    try:
+        assert datamodule(root).cache_folder() == tmp_path / "user-cache" / "ntu-ml-hw5"
+    finally:
+        root.chmod(0o755)
+    assert datamodule(root).cache_folder() == root / ".cache"
+    assert datamodule(root, cache_dir=str(tmp_path / "c")).cache_folder() == tmp_path / "c"
+
+
 def test_a_vocabulary_too_large_for_the_corpus_is_a_clear_error(tmp_path):
     with pytest.raises(DataError, match="cannot build a 5000-piece vocabulary.*--data.vocab_size"):
         datamodule(corpus(tmp_path / "d"), vocab_size=5000).ensure_tokenizer()
