@@ -14,7 +14,7 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -59,12 +59,16 @@ def load_tensor(path: Path) -> torch.Tensor:
 Check = Callable[[Path, torch.Tensor], torch.Tensor]
 
 
-def require_frames(feature_dim: int) -> Check:
-    """The usual check: a finite float tensor of shape (T, `feature_dim`) with T >= 1."""
+def require_frames(feature_dim: int, lengths: Mapping[Path, int] | None = None,
+                   lengths_source: str = "the metadata") -> Check:
+    """The usual check: a finite float tensor of shape (T, `feature_dim`) with T >= 1; with `lengths`,
+    T must also be the frame count listed for its file there (HW4's `mel_len`, read from `lengths_source`)."""
 
     def check(path: Path, tensor: torch.Tensor) -> torch.Tensor:
         if tensor.dim() != 2 or tensor.shape[1] != feature_dim or tensor.shape[0] == 0:
             raise DataError(f"{path}: tensor of shape {tuple(tensor.shape)}, expected (frames, {feature_dim})")
+        if lengths is not None and tensor.shape[0] != lengths[path]:
+            raise DataError(f"{path}: {tensor.shape[0]} frames, but {lengths_source} says {lengths[path]}")
         if not tensor.is_floating_point():
             raise DataError(f"{path}: {tensor.dtype} tensor, expected floating-point features")
         finite = torch.isfinite(tensor)
