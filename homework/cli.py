@@ -38,7 +38,7 @@ class RunConfigSaver(SaveConfigCallback):
     run) and records the full config on the W&B run."""
 
     def setup(self, trainer: Trainer, pl_module, stage: str) -> None:
-        if stage != "predict":  # predict makes a file, not a run
+        if stage == "fit":  # evaluating makes no run directory
             super().setup(trainer, pl_module, stage)
 
     def save_config(self, trainer: Trainer, pl_module, stage: str) -> None:
@@ -162,8 +162,8 @@ class HomeworkCLI(LightningCLI):
             trainer.precision = hardware.auto_precision()
         if self.subcommand != "fit" and config.checkpoint.dirpath is None:
             config.checkpoint.dirpath = str(Path(config.ckpt_path).parent)  # Lightning warns when it moved
-        if self.subcommand == "predict":
-            trainer.logger = False  # predict writes a file, there is nothing to track
+        if self.subcommand in EVALUATING:
+            trainer.logger = False  # evaluating prints scores or writes a file: no run to track or keep
             return
         demo = self.datamodule_class.will_use_demo(data.data_dir)
         tags = runs.fold_tag(data.get("num_folds"), data.get("fold")) + (["demo"] if demo else [])
@@ -275,9 +275,12 @@ class HomeworkCLI(LightningCLI):
               f"Try a smaller learning rate (--model.optimizer.lr). Run directory: {self.run_dir}", file=sys.stderr)
 
     def after_validate(self) -> None:
-        tracking.finish(self.trainer)
         scores = {k: float(v) for k, v in self.trainer.callback_metrics.items() if k.startswith("val_")}
         print("Validation split: " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(scores.items())))
+
+    def after_test(self) -> None:
+        scores = {k: float(v) for k, v in self.trainer.callback_metrics.items() if k.startswith("test_")}
+        print("Test set: " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(scores.items())))
 
     def after_predict(self) -> None:
         """The file written and what to do with it, printed once the progress bar is gone."""

@@ -73,6 +73,8 @@ def test_best_means_the_best_comparable_run_and_says_which(capsys):
     # `last` stays the newest run's last checkpoint
     last = main(["validate", "--ckpt_path", "last", *QUIET])
     assert last.datamodule.hparams.seed == 1 and Path(last.config.validate.ckpt_path).name == "last.ckpt"
+    assert capsys.readouterr().out.strip().splitlines()[-1].startswith("Validation split: val_loss ")
+    assert len(run_dirs()) == 3  # the three fits: evaluating leaves no run directory of its own
 
 
 def test_best_with_no_comparable_run_says_what_to_pass(capsys):
