@@ -229,6 +229,7 @@ def ours_train(root: Path, recipe: str, steps: int, cache_dir: Path) -> dict:
     import importlib
     from functools import partial
 
+    import torch
     import yaml
     from pytorch_lightning import Trainer, seed_everything
 
@@ -240,6 +241,8 @@ def ours_train(root: Path, recipe: str, steps: int, cache_dir: Path) -> dict:
     optimizer = model_args.pop("optimizer")
     model_args.pop("lr_scheduler", None)  # the schedule does not change the step's cost
     module, name = optimizer["class_path"].rsplit(".", 1)
+    if config.get("torch_num_threads"):
+        torch.set_num_threads(config["torch_num_threads"])
     seed_everything(0, verbose=False)
     data = LibriPhoneDataModule(str(root), cache_dir=str(cache_dir),
                                 **{k: v for k, v in data_args.items() if k in ("concat_nframes", "batch_size")})
@@ -279,6 +282,42 @@ def run_child(directory: Path, kind: str, **options) -> dict:
     return json.loads(lines[-1][len("RESULT "):])
 
 
+def memory(directory: Path, fractions: tuple[float, float]) -> None:
+    """Peak memory of loading the data at 1, 11 and 51 frames per window (a cache made first, if none)."""
+    print(f"\n{'peak memory (MB)':20s} {'sample':>10s} {'here':>8s} {'sample/here':>12s}   sample load")
+    sample, ours = {}, {}
+    for nframes in (1, 11, 51):
+        ours[nframes] = run_child(directory, "ours-load", nframes=nframes)
+        if nframes < 51:
+            sample[nframes] = run_child(directory, "sample-load", nframes=nframes)
+            note = f"{sample[nframes]['load_s']:.0f} s"
+        else:  # ~24 GB: measure two fractions of the utterances, extrapolate the line to all of them
+            low, high = (run_child(directory, "sample-load", nframes=nframes, fraction=f) for f in fractions)
+            slope = (high["peak_rss_mb"] - low["peak_rss_mb"]) / (high["frames"] - low["frames"])
+            frames = ours[nframes]["frames"]
+            sample[nframes] = {"peak_rss_mb": high["peak_rss_mb"] + slope * (frames - high["frames"]),
+                               "load_s": high["load_s"] * frames / high["frames"]}
+            note = (f"~{sample[nframes]['load_s']:.0f} s  EXTRAPOLATED linearly from {low['frames']:,} and "
+                    f"{high['frames']:,} frames ({low['peak_rss_mb']:.0f} / {high['peak_rss_mb']:.0f} MB)")
+        s, o = sample[nframes]["peak_rss_mb"], ours[nframes]["peak_rss_mb"]
+        print(f"concat_nframes {nframes:<5d} {s:10.0f} {o:8.0f} {s / o:11.1f}x   {note}")
+    print(f"peak at 51 / peak at 1: sample {sample[51]['peak_rss_mb'] / sample[1]['peak_rss_mb']:.1f}x, "
+          f"here {ours[51]['peak_rss_mb'] / ours[1]['peak_rss_mb']:.2f}x")
+
+
+def training(directory: Path, steps: int) -> None:
+    """Training frames/s of the sample's plain loop and of both recipes through Lightning."""
+    print(f"\n{'training frames/s (CPU, ' + str(steps) + ' steps)':44s} {'frames/s':>9s}")
+    plain = run_child(directory, "sample-train", steps=steps)
+    print(f"{'sample code: plain loop, MLP, 1 frame':44s} {plain['frames_per_s']:9.0f}")
+    for recipe in ("hw2_sample.yaml", "hw2.yaml"):
+        result = run_child(directory, "ours-train", recipe=recipe, steps=steps)
+        ratio = f"  ({result['frames_per_s'] / plain['frames_per_s']:.2f}x the plain loop)" \
+            if recipe == "hw2_sample.yaml" else ""
+        label = f"{recipe}: {result['net']}, {result['concat_nframes']} frames"
+        print(f"{label:44s} {result['frames_per_s']:9.0f}{ratio}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--scale", type=float, default=1.0, help="share of the full-size set to generate")
@@ -287,6 +326,8 @@ def main() -> None:
                         help="shares of the utterances the sample is measured on at 51 frames")
     parser.add_argument("--dir", help="where to write the set (default: a new folder under /tmp, deleted after)")
     parser.add_argument("--keep", action="store_true", help="keep the generated set")
+    parser.add_argument("--parts", nargs="+", choices=("load", "memory", "train"), default=("load", "memory", "train"),
+                        help="which measurements to run")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--nframes", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--fraction", type=float, default=1.0, help=argparse.SUPPRESS)
@@ -303,40 +344,15 @@ def main() -> None:
               f"({int(TRAIN_UTTERANCES * args.scale)} + {int(TEST_UTTERANCES * args.scale)} utterances) "
               f"in {directory} ({time.perf_counter() - start:.0f} s); load average {os.getloadavg()[0]:.1f}\n")
 
-        first = run_child(directory, "ours-load", nframes=1)
-        cached = run_child(directory, "ours-load", nframes=1)
-        print(f"{'load (train + val + test)':34s} {'first':>9s} {'cached':>9s}")
-        print(f"{'this framework (packs the files)':34s} {first['load_s']:8.1f}s {cached['load_s']:8.1f}s")
-
-        print(f"\n{'peak memory (MB)':20s} {'sample':>10s} {'here':>8s} {'sample/here':>12s}   sample load")
-        sample, ours = {}, {}
-        for nframes in (1, 11, 51):
-            ours[nframes] = run_child(directory, "ours-load", nframes=nframes)
-            if nframes < 51:
-                sample[nframes] = run_child(directory, "sample-load", nframes=nframes)
-                note = f"{sample[nframes]['load_s']:.0f} s"
-            else:  # ~24 GB: measure two fractions of the utterances, extrapolate the line to all of them
-                low, high = (run_child(directory, "sample-load", nframes=nframes, fraction=f) for f in args.fractions)
-                slope = (high["peak_rss_mb"] - low["peak_rss_mb"]) / (high["frames"] - low["frames"])
-                frames = ours[nframes]["frames"]
-                sample[nframes] = {"peak_rss_mb": high["peak_rss_mb"] + slope * (frames - high["frames"]),
-                                   "load_s": high["load_s"] * frames / high["frames"]}
-                note = (f"~{sample[nframes]['load_s']:.0f} s  EXTRAPOLATED linearly from {low['frames']:,} and "
-                        f"{high['frames']:,} frames ({low['peak_rss_mb']:.0f} / {high['peak_rss_mb']:.0f} MB)")
-            s, o = sample[nframes]["peak_rss_mb"], ours[nframes]["peak_rss_mb"]
-            print(f"concat_nframes {nframes:<5d} {s:10.0f} {o:8.0f} {s / o:11.1f}x   {note}")
-        print(f"peak at 51 / peak at 1: sample {sample[51]['peak_rss_mb'] / sample[1]['peak_rss_mb']:.1f}x, "
-              f"here {ours[51]['peak_rss_mb'] / ours[1]['peak_rss_mb']:.2f}x")
-
-        print(f"\n{'training frames/s (CPU, ' + str(args.steps) + ' steps)':44s} {'frames/s':>9s}")
-        plain = run_child(directory, "sample-train", steps=args.steps)
-        print(f"{'sample code: plain loop, MLP, 1 frame':44s} {plain['frames_per_s']:9.0f}")
-        for recipe in ("hw2_sample.yaml", "hw2.yaml"):
-            result = run_child(directory, "ours-train", recipe=recipe, steps=args.steps)
-            ratio = f"  ({result['frames_per_s'] / plain['frames_per_s']:.2f}x the plain loop)" \
-                if recipe == "hw2_sample.yaml" else ""
-            label = f"{recipe}: {result['net']}, {result['concat_nframes']} frames"
-            print(f"{label:44s} {result['frames_per_s']:9.0f}{ratio}")
+        if "load" in args.parts:
+            first = run_child(directory, "ours-load", nframes=1)
+            cached = run_child(directory, "ours-load", nframes=1)
+            print(f"{'load (train + val + test)':34s} {'first':>9s} {'cached':>9s}")
+            print(f"{'this framework (packs the files)':34s} {first['load_s']:8.1f}s {cached['load_s']:8.1f}s")
+        if "memory" in args.parts:
+            memory(directory, args.fractions)
+        if "train" in args.parts:
+            training(directory, args.steps)
         print(f"\nload average at the end: {os.getloadavg()[0]:.1f} (2 cores: above ~1 the timings are slowed by others)")
     finally:
         if not args.keep:
