@@ -330,7 +330,7 @@ class _Subset:
         return (self.index[batch] for batch in self.sampler)
 
 
-def write_demo_voxceleb(root: Path, num_speakers: int = 30, per_speaker: int = 20, num_test: int = 200,
+def write_demo_voxceleb(root: Path, num_speakers: int = 30, per_speaker: int = 16, num_test: int = 200,
                         n_mels: int = 40, seed: int = 0) -> None:
     """A small set in the exact `Dataset/` layout: mapping.json, metadata.json, testdata.json, uttr-*.pt.
 
