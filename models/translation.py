@@ -142,7 +142,8 @@ class Translator(BaseTask):
             return
         datamodule = self.trainer.datamodule
         indices, hypotheses = self._gather_hypotheses()
-        references = [datamodule.val_references[i] for i in indices]
+        all_references = datamodule.val_references
+        references = [all_references[i] for i in indices]
         self.log("val_bleu", corpus_bleu(hypotheses, references))
         if isinstance(self.logger, WandbLogger):  # a few translations to read beside the score
             rows = [[datamodule.val.src[i], ref, hyp]
