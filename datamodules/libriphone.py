@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
@@ -342,8 +341,10 @@ class LibriPhoneDataModule(HomeworkDataModule[PhoneFiles]):
     def num_test_samples(self) -> int:
         return self.num_test_frames
 
-    def to_submission(self, predictions: torch.Tensor) -> pd.DataFrame:
+    def to_submission(self, predictions: torch.Tensor):
         """`Id,Class`: Ids 0..N-1 over all test frames, utterances in `test_split.txt` order, frames in time order."""
+        import pandas as pd
+
         return pd.DataFrame({"Id": np.arange(len(predictions)), "Class": predictions.numpy()})
 
 
