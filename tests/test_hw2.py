@@ -142,6 +142,11 @@ def test_timit_11_rows_are_windows_of_11_frames(tmp_path):
     assert LibriPhoneDataModule(str(tmp_path)).concat_nframes == 11  # all of them by default
     with pytest.raises(DataError, match="timit_11 files hold windows of 11 frames"):
         datamodule(tmp_path, concat_nframes=21)
+    main(["fit", "--data.data_dir", str(tmp_path), *TINY, "--model.net", "mlp", "--data.concat_nframes", "3"])
+    main(["predict", "--ckpt_path", "best", "--data.data_dir", str(tmp_path), *QUIET])
+    frame = pd.read_csv(next(Path("runs/hw2").glob("*/prediction.csv")))
+    validate_submission(frame, ["Id", "Class"], 20)
+    assert frame.Class.between(0, 38).all()
 
 
 # --- windows --------------------------------------------------------------------------------------
