@@ -296,3 +296,14 @@ def test_demo_set_is_the_real_layout_where_speakers_differ_in_more_than_a_level(
     levels = torch.stack([dm.train_packed[k].float().mean() for k in range(len(lengths))])
     by_speaker = torch.stack([levels[dm.labels == s].mean() for s in range(6)])
     assert by_speaker.std() < levels.std()
+
+
+def test_cross_validation_trains_every_fold_and_predicts_from_the_folds(tmp_path):
+    make_dataset(tmp_path / "data")
+    data = ["--data.data_dir", str(tmp_path / "data")]
+    main(["fit", *data, *TINY, "--data.num_folds", "2", "--data.fold", "all"])
+    (cv_dir,) = [d for d in Path("runs/hw4").iterdir() if d.is_dir() and "cv2" in d.name]
+    main(["predict", "--ckpt_path", str(cv_dir), *data, *QUIET])
+    (written,) = Path("runs/hw4").rglob("output.csv")
+    frame = pd.read_csv(written)
+    validate_submission(frame, ["Id", "Category"], len(TEST_LENGTHS))
