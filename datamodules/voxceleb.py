@@ -252,8 +252,15 @@ class VoxCelebDataModule(HomeworkDataModule[SpeakerFiles]):
         files = [self.root / entry[0] for entry in entries]
         lengths = {path: entry[1] for path, entry in zip(files, entries)}
         source = "metadata.json" if name == "train" else "testdata.json"
-        packed = pack_tensors(files, self.cache_dir, name, self.root,
-                              require_frames(self.n_mels, lengths, source))
+        try:
+            packed = pack_tensors(files, self.cache_dir, name, self.root,
+                                  require_frames(self.n_mels, lengths, source))
+        except DataError:
+            missing = [f for f in files if not f.exists()]  # a partly unpacked zip: say how much is missing
+            if len(missing) > 1:
+                raise DataError(f"{missing[0]}: file not found, and {len(missing) - 1} more of the {len(files)} "
+                                f"feature files {source} lists") from None
+            raise
         # the cache is keyed by the feature files; an edited JSON is checked here, all at once
         listed = torch.tensor([entry[1] for entry in entries])
         wrong = (packed.lengths != listed).nonzero()

@@ -213,6 +213,10 @@ def corrupt(root: Path, what: str) -> str:
     if what == "missing feature file":
         (root / "uttr-train-04.pt").unlink()
         return "uttr-train-04.pt: file not found"
+    if what == "many missing feature files":
+        for k in (1, 5, 7):
+            (root / f"uttr-train-{k:02d}.pt").unlink()
+        return "uttr-train-01.pt: file not found, and 2 more of the 12 feature files metadata.json lists"
     if what == "json without keys":
         write_json(root / "metadata.json", {"n_mels": 40, "speaker": metadata["speakers"]})
         return "metadata.json: no 'speakers' key"
@@ -248,7 +252,8 @@ def corrupt(root: Path, what: str) -> str:
     raise ValueError(what)
 
 
-@pytest.mark.parametrize("what", ["missing json", "missing feature file", "json without keys", "not json",
+@pytest.mark.parametrize("what", ["missing json", "missing feature file", "many missing feature files",
+                                  "json without keys", "not json",
                                   "wrong width", "wrong length", "unknown speaker", "nan", "inf",
                                   "empty test list", "n_mels disagree"])
 def test_bad_input_is_one_line_naming_the_problem_and_nothing_is_written(what, tmp_path, capsys):
