@@ -172,7 +172,7 @@ class Utterances(Dataset):
         return (x, padding) if self.labels is None else (x, padding, self.labels[utterances])
 
 
-class VoxCelebDataModule(HomeworkDataModule[SpeakerFiles]):
+class VoxCelebDataModule(HomeworkDataModule[Path]):  # the layout is the Dataset/ folder itself
     """HW4 speakers from the course's `Dataset/` folder (mapping.json, metadata.json, testdata.json, uttr-*.pt).
 
     All years share this format, so the Kaggle competition cannot be told from the files: it defaults to
@@ -218,7 +218,7 @@ class VoxCelebDataModule(HomeworkDataModule[SpeakerFiles]):
                 raise DataError(f"--data.{name} must be a positive number (got {value})")
         if num_workers < 0:
             raise DataError(f"--data.num_workers must be 0 or more (got {num_workers})")
-        self.data_dir, self.root, self.is_demo = self.resolve_data_dir(data_dir)
+        self.data_dir, self.root, self.is_demo = self.resolve_data_dir(data_dir)  # root: the folder of the JSONs
         self.files = read_dataset(self.root)
         self.speakers = self.files.speakers
         self.num_speakers, self.n_mels = len(self.speakers), self.files.n_mels  # linked to the model
@@ -380,6 +380,7 @@ def write_demo_voxceleb(root: Path, num_speakers: int = 30, per_speaker: int = 1
                                                for s in range(num_speakers)}}
     testdata = {"n_mels": n_mels, "utterances": [save(utterance(int(s)))
                                                  for s in rng.integers(0, num_speakers, num_test)]}
-    mapping = {"speaker2id": {n: k for k, n in enumerate(names)}, "id2speaker": {str(k): n for k, n in enumerate(names)}}
+    mapping = {"speaker2id": {n: k for k, n in enumerate(names)},
+               "id2speaker": {str(k): n for k, n in enumerate(names)}}
     for name, value in (("mapping.json", mapping), ("metadata.json", metadata), ("testdata.json", testdata)):
         (root / name).write_text(json.dumps(value))

@@ -1,8 +1,8 @@
 """HW4: speaker identification (600 VoxCeleb speakers) from mel spectrograms with self-attention.
 
-    python homework/hw4.py fit                                   # default recipe: Conformer, attention pooling, AM-Softmax
-    python homework/hw4.py fit --config homework/configs/hw4_sample.yaml   # the official sample Transformer
-    python homework/hw4.py fit --model.head linear --model.pooling mean    # switch parts of the recipe by flag
+    python homework/hw4.py fit                                   # Conformer, attention pooling, AM-Softmax
+    python homework/hw4.py fit --config homework/configs/hw4_sample.yaml   # the official sample
+    python homework/hw4.py fit --model.head linear --model.pooling mean    # parts of the recipe by flag
     python homework/hw4.py predict --ckpt_path best              # writes output.csv for Kaggle
 """
 from pytorch_lightning.cli import ArgsType

@@ -287,7 +287,8 @@ def test_fit_then_predict_writes_a_valid_submission(tmp_path):
     (written,) = Path("runs/hw4").glob("*/output.csv")
     frame = pd.read_csv(written)
     validate_submission(frame, ["Id", "Category"], len(TEST_LENGTHS))
-    assert frame.Id.tolist() == [f"uttr-test-{9 - k}.pt" for k in range(5)] and frame.Category.isin(SPEAKERS).all()
+    assert frame.Id.tolist() == [f"uttr-test-{9 - k}.pt" for k in range(5)]
+    assert frame.Category.isin(SPEAKERS).all()
 
 
 def test_demo_set_is_the_real_layout_where_speakers_differ_in_more_than_a_level(tmp_path):
