@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, random_split
 
-from datamodules.base import DataError, HomeworkDataModule, MinibatchSampler, split_indices
+from datamodules.base import DataError, HomeworkDataModule, MinibatchSampler, check_folds, split_indices
 from datamodules.packed import PackedTensors, pack_tensors, require_frames
 
 log = logging.getLogger(__name__)
@@ -117,6 +117,21 @@ def read_dataset(root: Path) -> SpeakerFiles:
     return SpeakerFiles(root, speakers, n_mels, train, test)
 
 
+def sample_split(num_utterances: int, val_ratio: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The sample's split exactly: after `set_seed(87)` it calls `random_split(dataset, [int(0.9 * n), rest])`
+    on torch's default generator before anything else draws from it, i.e. the first `int((1 - val_ratio) n)`
+    of `randperm(n)` from a generator seeded `seed` train, the rest validate."""
+    if not 0.0 < val_ratio < 1.0:
+        raise DataError(f"--data.val_ratio must be between 0 and 1 (got {val_ratio})")
+    num_train = int((1 - val_ratio) * num_utterances)
+    if not 0 < num_train < num_utterances:
+        raise DataError(f"--data.val_ratio {val_ratio} leaves no utterance for training or validation "
+                        f"({num_utterances} utterances)")
+    train, val = random_split(range(num_utterances), [num_train, num_utterances - num_train],
+                              generator=torch.Generator().manual_seed(seed))
+    return np.asarray(train.indices), np.asarray(val.indices)
+
+
 def pad_crops(data: torch.Tensor, offsets: torch.Tensor, utterances: torch.Tensor, segment_len: int | None,
               generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(B, T, F) float32 frames of `utterances` from packed `data`, and the (B, T) padding mask (True = pad).
@@ -185,7 +200,7 @@ class VoxCelebDataModule(HomeworkDataModule[Path]):  # the layout is the Dataset
         max_frames: Cap on a validation/prediction batch's padded frames (utterances x longest), so long
             utterances make smaller batches.
         val_ratio: Share of the training utterances held out for validation (the sample's 0.1).
-        seed: Seed of the train/validation split.
+        seed: Seed of the train/validation split (87 with `val_ratio` 0.1: exactly the sample's split).
         num_folds: Split into this many folds for cross-validation (None: the `val_ratio` split).
         fold: Which fold is validated on (0..num_folds-1), or `all` on the command line to train each.
         num_workers: DataLoader worker processes for training batches (0: the main process; batches are one
@@ -275,7 +290,11 @@ class VoxCelebDataModule(HomeworkDataModule[Path]):  # the layout is the Dataset
         if stage in ("fit", "validate") and self.train_packed is None:
             self.train_packed = self._pack("train", self.files.train)
             self.labels = torch.tensor([entry[2] for entry in self.files.train])
-            train, val = split_indices(len(self.labels), self.val_ratio, self.seed, self.num_folds, self.fold)
+            check_folds(self.num_folds, self.fold)
+            if self.num_folds is None:
+                train, val = sample_split(len(self.labels), self.val_ratio, self.seed)
+            else:
+                train, val = split_indices(len(self.labels), self.val_ratio, self.seed, self.num_folds, self.fold)
             self.train_index, self.val_index = torch.as_tensor(train), torch.as_tensor(val)
         if stage == "predict" and self.test_packed is None:
             self.check_test_data()

@@ -84,6 +84,22 @@ def test_dataset_is_found_from_its_folder_or_the_parent_and_speakers_come_from_m
     assert not torch.equal(other.val_index, dm.val_index)
 
 
+def test_the_split_is_the_sample_codes(tmp_path):
+    make_dataset(tmp_path)
+    dm = VoxCelebDataModule(str(tmp_path))  # the defaults: val_ratio 0.1, seed 87
+    dm.setup("fit")
+    # the sample: set_seed(87); dataset = myDataset(...); random_split(dataset, [int(0.9 * len), rest])
+    torch.manual_seed(87)
+    entries = list(range(len(TRAIN_LENGTHS)))
+    trainlen = int(0.9 * len(entries))
+    trainset, validset = torch.utils.data.random_split(entries, [trainlen, len(entries) - trainlen])
+    assert dm.train_index.tolist() == trainset.indices and dm.val_index.tolist() == validset.indices
+    with pytest.raises(DataError, match="--data.fold 1 needs --data.num_folds"):
+        datamodule(tmp_path, fold=1).setup("fit")
+    with pytest.raises(DataError, match="val_ratio must be between 0 and 1"):
+        datamodule(tmp_path, val_ratio=1.0).setup("fit")
+
+
 def test_the_model_gets_the_number_of_speakers_from_the_data(tmp_path):
     make_dataset(tmp_path)
     cli = main(["fit", "--data.data_dir", str(tmp_path), *TINY, "--trainer.fast_dev_run", "1"])
