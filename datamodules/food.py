@@ -5,7 +5,6 @@ cache (RAM, or a memory-mapped .npy for sets larger than RAM); augmentation then
 tensors. The sample code re-decodes every full-size JPEG with PIL in every epoch.
 """
 
-import hashlib
 import json
 import logging
 import os
@@ -22,6 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
 from datamodules.base import DataError, HomeworkDataModule, available_cpus
+from datamodules.packed import source_key
 
 log = logging.getLogger(__name__)
 
@@ -316,9 +316,7 @@ class FoodDataModule(HomeworkDataModule[FoodFiles]):
         """Decode `files` once (in parallel) into a uint8 array: returns it and the (index, error) failures."""
         shape = (len(files), 3, self.image_size, self.image_size)
         if self.cache == "disk":
-            stats = [(p.relative_to(self.files.root).as_posix(), p.stat().st_size, p.stat().st_mtime_ns)
-                     for p in files]
-            key = hashlib.sha1(json.dumps([self.image_size, stats]).encode()).hexdigest()[:12]
+            key = source_key(files, self.files.root, self.image_size)
             path = self.cache_dir / f"{self.layout.name}_{name}_{self.image_size}px_{key}.npy"
             failures_path = path.with_suffix(".failures.json")
             if path.exists() and failures_path.exists():

@@ -345,7 +345,7 @@ class LibriPhoneDataModule(HomeworkDataModule[PhoneFiles]):
         """`Id,Class`: Ids 0..N-1 over all test frames, utterances in `test_split.txt` order, frames in time order."""
         import pandas as pd
 
-        return pd.DataFrame({"Id": np.arange(len(predictions)), "Class": predictions.numpy()})
+        return pd.DataFrame({"Id": np.arange(len(predictions)), "Class": predictions.argmax(-1).numpy()})
 
 
 def write_demo_libriphone(root: Path, num_train: int = 240, num_test: int = 60, seed: int = 0) -> None:

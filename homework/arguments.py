@@ -103,6 +103,8 @@ def _type_error(message: str) -> str | None:
         return f"--{key}: no such class ({missing.group(1)})"
     given = re.search(r"Given value: (.*?)(?:\. Got value:|$)", message) or re.search(r"Got value: (.*)$", message)
     expected = [{"NoneType": "null"}.get(t, t) for t in re.findall(r"Expected a <class '(?:[\w.]+\.)?(\w+)'>", message)]
+    expected = [f"a valid {' or '.join(dict.fromkeys(expected))}"] if expected else []
+    expected += [f"one of {c.replace(chr(39), '')}" for c in re.findall(r"Expected a typing\.Literal\[(.*?)\]", message)]
     if given and expected:
-        return f"--{key}: {given.group(1)!r} is not a valid {' or '.join(dict.fromkeys(expected))}"
+        return f"--{key}: {given.group(1)!r} is not {' or '.join(expected)}"
     return None

@@ -78,4 +78,5 @@ class PhonemeClassifier(BaseTask):
         self.log("val_acc", self.val_acc, prog_bar=True)
 
     def predict_step(self, batch, batch_idx):
-        return self(batch[0]).argmax(-1)
+        """Class probabilities per frame: the folds of a cross-validation can be averaged."""
+        return self(batch[0]).softmax(-1)

@@ -225,6 +225,7 @@ def test_another_homeworks_checkpoint_is_one_line(capsys, tmp_path):
     (["--model.optimizer.lr", "abc"], "error: --model.optimizer.lr: 'abc' is not a valid float"),
     (["--trainer.max_epochs", "x"], "error: --trainer.max_epochs: 'x' is not a valid int or null"),
     (["--data.normalize", "maybe"], "error: --data.normalize: 'maybe' is not a valid bool"),
+    (["--data.minibatches_per_step", "all"], "error: --data.minibatches_per_step: 'all' is not"),
     (["--model.optimizer", "torch.optim.Foo"], "--model.optimizer: no such class (module 'torch.optim' has no"),
 ])
 def test_bad_values_given_to_classes_are_one_line(capsys, flags, message):

@@ -300,8 +300,10 @@ def test_test_frames_follow_test_split_order_and_ids_count_frames(tmp_path):
     centres = torch.cat([dm.gather(b)[0][:, 1, 0] for b in dm.predict_dataloader()])
     expected = [100 * k + t for k, length in enumerate(TEST_LENGTHS) for t in range(length)]
     assert centres.tolist() == expected  # utterances in test_split.txt order, frames in time order
-    frame = dm.to_submission(torch.arange(dm.num_test_samples) % 41)
+    labels = torch.arange(dm.num_test_samples) % 41
+    frame = dm.to_submission(torch.nn.functional.one_hot(labels, 41).float())  # predict returns probabilities
     validate_submission(frame, ["Id", "Class"], sum(TEST_LENGTHS))
+    assert frame.Class.tolist() == labels.tolist()
     assert frame.Id.tolist() == list(range(sum(TEST_LENGTHS))) and dm.submission_filename == "prediction.csv"
 
 
