@@ -6,7 +6,9 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
+from torch import nn
 from torchmetrics import MeanMetric
+from torchmetrics.classification import MulticlassAccuracy
 
 from datamodules.base import DataError, MinibatchesPerStep
 
@@ -183,3 +185,50 @@ class MinibatchLoopTask(BaseTask):
             raise TypeError("minibatches_per_step > 1 needs a training loader built by datamodules.base.batch_loader")
         total = per_epoch * trainer.max_epochs if trainer.max_epochs not in (None, -1) else math.inf
         return int(min(total, trainer.max_steps if trainer.max_steps != -1 else math.inf))
+
+
+class ClassificationTask(BaseTask):
+    """Cross-entropy classification: `train_acc`/`val_acc` per epoch (`val_acc` drives early stopping and
+    checkpointing), and `predict` returns class probabilities, so a cross-validation's folds can be averaged.
+
+    Subclasses build the network in `forward`. A batch holds the model's `num_inputs` inputs, then (for
+    training and validation) the labels: HW2's is (windows, labels), HW4's (mels, padding, labels).
+    """
+
+    monitor = "val_acc"
+    mode = "max"
+    num_inputs: int = 1
+
+    def __init__(
+        self,
+        num_classes: int,
+        optimizer: OptimizerCallable = torch.optim.Adam,
+        lr_scheduler: LRSchedulerCallable | None = None,
+        label_smoothing: float = 0.0,
+    ) -> None:
+        super().__init__(optimizer, lr_scheduler)
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return self.criterion(logits, labels)
+
+    def training_step(self, batch, batch_idx):
+        inputs, labels = batch[:self.num_inputs], batch[self.num_inputs]
+        logits = self(*inputs)
+        loss = self.loss(logits, labels)
+        self.train_acc.update(logits, labels)
+        self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(labels), sync_dist=True)
+        self.log("train_acc", self.train_acc, on_step=False, on_epoch=True)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        inputs, labels = batch[:self.num_inputs], batch[self.num_inputs]
+        logits = self(*inputs)
+        self.val_acc.update(logits, labels)
+        self.log("val_loss", self.loss(logits, labels), batch_size=len(labels), sync_dist=True)
+        self.log("val_acc", self.val_acc, prog_bar=True)
+
+    def predict_step(self, batch, batch_idx):
+        return self(*batch[:self.num_inputs]).softmax(-1)

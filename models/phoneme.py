@@ -4,15 +4,13 @@ from typing import Literal
 
 import torch
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
-from torch import nn
-from torchmetrics.classification import MulticlassAccuracy
 
-from models.base import BaseTask
+from models.base import ClassificationTask
 from models.nets import MLP
 from models.rnn import WindowRNN
 
 
-class PhonemeClassifier(BaseTask):
+class PhonemeClassifier(ClassificationTask):
     """Cross-entropy classifier of a frame's phoneme from its window; `val_acc` drives early stopping.
 
     Args:
@@ -30,9 +28,6 @@ class PhonemeClassifier(BaseTask):
         lr_scheduler: Learning-rate schedule (e.g. callbacks.WarmupCosineLR), or none.
     """
 
-    monitor = "val_acc"
-    mode = "max"
-
     def __init__(
         self,
         num_classes: int = 41,
@@ -47,36 +42,13 @@ class PhonemeClassifier(BaseTask):
         optimizer: OptimizerCallable = torch.optim.AdamW,
         lr_scheduler: LRSchedulerCallable | None = None,
     ) -> None:
-        super().__init__(optimizer, lr_scheduler)
+        super().__init__(num_classes, optimizer, lr_scheduler, label_smoothing)
         self.save_hyperparameters()
         if net == "mlp":
             self.net = MLP(feature_dim * concat_nframes, [hidden_dim] * num_layers, num_classes, dropout, batch_norm)
         else:
             self.net = WindowRNN(feature_dim, num_classes, net, hidden_dim, num_layers, dropout, batch_norm)
-        self.loss = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
-        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
-        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
 
     def forward(self, windows: torch.Tensor) -> torch.Tensor:
         """(B, concat_nframes, feature_dim) -> (B, num_classes) logits."""
         return self.net(windows.flatten(1) if self.hparams.net == "mlp" else windows)
-
-    def training_step(self, batch, batch_idx):
-        x, y = batch
-        logits = self(x)
-        loss = self.loss(logits, y)
-        self.train_acc.update(logits, y)
-        self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(y), sync_dist=True)
-        self.log("train_acc", self.train_acc, on_step=False, on_epoch=True)
-        return loss
-
-    def validation_step(self, batch, batch_idx):
-        x, y = batch
-        logits = self(x)
-        self.val_acc.update(logits, y)
-        self.log("val_loss", self.loss(logits, y), batch_size=len(y), sync_dist=True)
-        self.log("val_acc", self.val_acc, prog_bar=True)
-
-    def predict_step(self, batch, batch_idx):
-        """Class probabilities per frame: the folds of a cross-validation can be averaged."""
-        return self(batch[0]).softmax(-1)

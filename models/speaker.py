@@ -10,9 +10,8 @@ import torch
 import torch.nn.functional as F
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
-from torchmetrics.classification import MulticlassAccuracy
 
-from models.base import BaseTask
+from models.base import ClassificationTask
 
 
 # torchaudio.models.Conformer would be the well-kept choice, but torchaudio's wheels are built for one exact
@@ -157,7 +156,7 @@ class SpeakerNet(nn.Module):
         return self.head(self.embedding(x))
 
 
-class SpeakerClassifier(BaseTask):
+class SpeakerClassifier(ClassificationTask):
     """Speaker identification from mel frames; `val_acc` drives early stopping and checkpointing.
 
     `predict` returns class probabilities (folds of a cross-validation can be averaged).
@@ -181,8 +180,7 @@ class SpeakerClassifier(BaseTask):
         lr_scheduler: Learning-rate schedule (e.g. callbacks.WarmupCosineLR), or none.
     """
 
-    monitor = "val_acc"
-    mode = "max"
+    num_inputs = 2  # batches are (mels, padding mask, labels)
 
     def __init__(
         self,
@@ -202,14 +200,12 @@ class SpeakerClassifier(BaseTask):
         optimizer: OptimizerCallable = torch.optim.AdamW,
         lr_scheduler: LRSchedulerCallable | None = None,
     ) -> None:
-        super().__init__(optimizer, lr_scheduler)
+        super().__init__(num_speakers, optimizer, lr_scheduler)
         self.save_hyperparameters()
         if d_model % nhead:
             raise ValueError(f"d_model {d_model} must be a multiple of nhead {nhead}")
         self.net = SpeakerNet(n_mels, num_speakers, net, d_model, nhead, num_layers, dim_feedforward,
                               conv_kernel_size, dropout, pooling, head, margin, scale)
-        self.train_acc = MulticlassAccuracy(num_speakers, average="micro")
-        self.val_acc = MulticlassAccuracy(num_speakers, average="micro")
 
     def forward(self, mels: torch.Tensor, padding: torch.Tensor | None = None) -> torch.Tensor:
         return self.net(mels, padding)
@@ -217,24 +213,4 @@ class SpeakerClassifier(BaseTask):
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         if isinstance(self.net.head, AMSoftmax):
             logits = self.net.head.margin_logits(logits, labels)
-        return F.cross_entropy(logits, labels)
-
-    def training_step(self, batch, batch_idx):
-        x, padding, y = batch
-        logits = self(x, padding)
-        loss = self.loss(logits, y)
-        self.train_acc.update(logits, y)
-        self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(y), sync_dist=True)
-        self.log("train_acc", self.train_acc, on_step=False, on_epoch=True)
-        return loss
-
-    def validation_step(self, batch, batch_idx):
-        x, padding, y = batch
-        logits = self(x, padding)
-        self.val_acc.update(logits, y)
-        self.log("val_loss", self.loss(logits, y), batch_size=len(y), sync_dist=True)
-        self.log("val_acc", self.val_acc, prog_bar=True)
-
-    def predict_step(self, batch, batch_idx):
-        x, padding = batch[:2]
-        return self(x, padding).softmax(-1)
+        return super().loss(logits, labels)

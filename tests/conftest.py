@@ -2,6 +2,7 @@
 from pathlib import Path
 
 import pytest
+import torch
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
@@ -16,6 +17,16 @@ def isolated(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "disabled")
     monkeypatch.setenv("WANDB_SILENT", "true")
     return tmp_path
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread per op: the tests' tiny batches run fastest so, and a busy shared CPU cannot stall
+    them (two threads spin-waiting on each other made an LSTM step ~8x slower on a loaded 2-core machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def shared_data(*parts: str) -> Path:

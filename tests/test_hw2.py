@@ -25,13 +25,6 @@ TINY = ["--model.hidden_dim", "8", "--model.num_layers", "1", "--data.batch_size
         "--trainer.max_epochs", "1", "--torch_num_threads", "1", *QUIET]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny batches run fastest so, and a busy shared CPU cannot stall them
-    yield
-    torch.set_num_threads(threads)
-
 
 def make_libriphone(parent: Path, train_lengths=TRAIN_LENGTHS, test_lengths=TEST_LENGTHS, seed: int = 0) -> Path:
     """A libriphone set in the ML2022 layout under `parent/libriphone`; test ids listed out of name order.

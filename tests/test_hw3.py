@@ -26,14 +26,10 @@ UNZIPPED = {"ml2021": "food-11", "ml2022": "food11", "ml2023": "."}
 
 @pytest.fixture(autouse=True)
 def isolated(tmp_path, monkeypatch):
-    """Fresh cwd (its own data/ and runs/) and W&B off, whatever conftest does; one torch thread,
-    as tiny batches run fastest that way and a busy shared CPU cannot stall them."""
+    """Fresh cwd (its own data/ and runs/) and W&B off, whatever conftest does."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("WANDB_MODE", "disabled")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield tmp_path
-    torch.set_num_threads(threads)
+    return tmp_path
 
 
 def jpeg(path: Path, value: int, size: tuple[int, int] = (32, 24)) -> None:

@@ -24,13 +24,6 @@ TINY = ["--model.d_model", "8", "--model.nhead", "2", "--model.num_layers", "1",
         "--trainer.max_epochs", "1", "--torch_num_threads", "1", *QUIET]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def make_dataset(parent: Path, n_mels: int = 40, seed: int = 0) -> Path:
     """A `Dataset/` folder as the course ships it. Training utterance k is `uttr-train-k.pt`; test utterance k
