@@ -25,15 +25,6 @@ TINY = ["--data.vocab_size", "100", "--data.val_ratio", "0.1", "--data.max_token
         *TINY_MODEL, *QUIET]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread, and a busy shared CPU cannot stall them."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def corpus(directory: Path, num_train: int = 300, num_test: int = 12) -> Path:
     write_demo_translation(directory, num_train=num_train, num_test=num_test)
     return directory
