@@ -47,9 +47,6 @@ class HomeworkDataModule(pl.LightningDataModule, Generic[Layout]):
     #: The data settings that decide which samples are validated on: runs that share them (and the data
     #: directory) have comparable validation scores, which is what `--ckpt_path best` picks among.
     split_args: ClassVar[tuple[str, ...]] = ("val_ratio", "seed", "num_folds", "fold")
-    #: Whether the test files carry labels. Kaggle's do not, so by default `test` is refused
-    #: (it would only re-score the validation split); a homework whose test set can be scored says True.
-    has_test_labels: ClassVar[bool] = False
 
     @classmethod
     def find_layout(cls, directory: Path) -> Layout | None:
@@ -71,6 +68,13 @@ class HomeworkDataModule(pl.LightningDataModule, Generic[Layout]):
             if layout is not None:
                 return layout
         return None
+
+    def check_test_labels(self) -> None:
+        """Raise DataError saying why `test` cannot score (the CLI calls it before `test`). Kaggle keeps the
+        test labels, so by default there is nothing to score: `test` would only re-score the validation split.
+        A homework whose test files can carry labels (HW5's references) overrides this."""
+        raise DataError(f"{self.homework}'s test set has no labels (Kaggle keeps them), so `test` has nothing to "
+                        f"score; `validate` scores the validation split")
 
     def check_test_data(self) -> None:
         """Raise DataError for a test file `predict` could not use. The CLI calls it when `fit` starts,

@@ -389,12 +389,10 @@ class TranslationDataModule(HomeworkDataModule[TranslationFiles]):
         """The validation split's Chinese sentences as text, to score translations against."""
         return [detokenize_zh(s) for s in self.val.tgt]
 
-    @property
-    def has_test_labels(self) -> bool:
-        """True when test.raw.zh holds references: then `test` reports BLEU on them. Otherwise a DataError
-        says why `test` cannot score (the CLI asks this before `test`; its generic refusal names Kaggle)."""
+    def check_test_labels(self) -> None:
+        """`test` reports BLEU when test.raw.zh holds references; otherwise a DataError says why it cannot."""
         if self.test_references is not None:
-            return True
+            return
         if self.files.test_tgt is None:
             raise DataError(f"{self.data_dir} has no {TEST_PREFIX}.{TGT}, so `test` has no references to compute "
                             f"BLEU against; `validate` scores the validation split, `predict` writes prediction.txt")

@@ -224,9 +224,7 @@ class HomeworkCLI(LightningCLI):
         self.datamodule.check_test_data()  # a broken test file is found now, not after hours of training
 
     def before_test(self) -> None:
-        if not self.datamodule.has_test_labels:
-            raise DataError(f"{self.datamodule_class.homework}'s test set has no labels (Kaggle keeps them), so "
-                            f"`test` has nothing to score; `validate` scores the validation split")
+        self.datamodule.check_test_labels()  # refused, saying why, where the test set has nothing to score
 
     def predict(self, model, datamodule, ckpt_path: str | None = None, **kwargs) -> None:
         if self.fold_checkpoints:

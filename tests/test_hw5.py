@@ -110,10 +110,11 @@ def test_lines_split_on_newlines_only(tmp_path):
 def test_test_labels_only_when_test_zh_holds_references(tmp_path):
     root = corpus(tmp_path / "d")
     with pytest.raises(DataError, match="holds only the course's '。' placeholder lines.*cannot compute BLEU"):
-        datamodule(root).has_test_labels
+        datamodule(root).check_test_labels()
     (root / "test.raw.zh").write_text("".join(f"{number_zh(i + 1)}。\n" for i in range(12)))
     dm = datamodule(root)
-    assert dm.has_test_labels and dm.test_references[2] == "三。"
+    dm.check_test_labels()  # references: no error
+    assert dm.test_references[2] == "三。"
 
 
 # --- subwords ---------------------------------------------------------------------------------------
@@ -342,4 +343,5 @@ def test_shared_tatoeba_corpus_is_read_whole():
     dm = TranslationDataModule(str(root), cache_dir=None)
     dm.setup("fit")
     assert len(dm.train.src) + len(dm.val.src) > 27000
-    assert dm.has_test_labels and len(dm.test_references) == 1000
+    dm.check_test_labels()
+    assert len(dm.test_references) == 1000
