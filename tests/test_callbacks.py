@@ -1,6 +1,5 @@
 """Shared callbacks: the Kaggle file validator and atomic writer, the LR schedule, the learning curve."""
 import math
-from pathlib import Path
 
 import pandas as pd
 import pytest

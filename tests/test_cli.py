@@ -63,7 +63,7 @@ def test_best_means_the_best_comparable_run_and_says_which(capsys):
     assert chosen == Path(good.trainer.checkpoint_callback.best_model_path).resolve()
     said = capsys.readouterr().err
     good_run = Path(good.trainer.default_root_dir).name
-    assert f"the best of 2 comparable run(s)" in said and good_run in said and f"{good_score:.4f}" in said
+    assert "the best of 2 comparable run(s)" in said and good_run in said and f"{good_score:.4f}" in said
     record = json.loads((Path(good.trainer.default_root_dir) / "run.json").read_text())
     assert f"epoch={record['best_epoch']:03d}" in chosen.name  # one epoch convention everywhere (from 0)
 
