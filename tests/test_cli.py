@@ -15,7 +15,7 @@ import yaml
 from callbacks import write_atomically
 from datamodules.covid import ML2022, CovidDataModule, write_demo_covid
 from homework.hw1 import main
-from tests.conftest import QUIET
+from tests.conftest import QUIET, user_error
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["--trainer.max_epochs", "2", *QUIET]
@@ -25,17 +25,6 @@ def fit(*args: str):
     return main(["fit", *FAST, *args])
 
 
-def user_error(capsys, args: list[str]) -> str:
-    """Run a command that must fail as a user mistake: exit 2, the error the last line on stderr."""
-    with pytest.raises(SystemExit) as exit_info:
-        main(args)
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert err and err[-1].startswith("error: "), err
-    assert len([line for line in err if line.startswith("error:")]) == 1
-    return err[-1]
-
-
 def run_dirs() -> list[Path]:
     return sorted(p for p in Path("runs/hw1").glob("*") if p.is_dir()) if Path("runs/hw1").is_dir() else []
 
@@ -43,7 +32,7 @@ def run_dirs() -> list[Path]:
 # --- 1. predicting without a trained model ----------------------------------------------------------
 @pytest.mark.parametrize("command", ["predict", "validate"])
 def test_evaluating_without_a_checkpoint_is_an_error(capsys, command):
-    line = user_error(capsys, [command, *QUIET])
+    line = user_error(capsys, main, [command, *QUIET])
     assert f"`{command}` needs a trained model" in line and "--ckpt_path best" in line
     assert not list(Path(".").rglob("*.csv")) or not list(Path("runs").rglob("pred.csv"))
 
@@ -79,7 +68,7 @@ def test_best_means_the_best_comparable_run_and_says_which(capsys):
 
 def test_best_with_no_comparable_run_says_what_to_pass(capsys):
     fit("--data.seed", "7")
-    line = user_error(capsys, ["predict", "--ckpt_path", "best", "--data.seed", "8", *QUIET])
+    line = user_error(capsys, main, ["predict", "--ckpt_path", "best", "--data.seed", "8", *QUIET])
     assert "no run under 'runs/hw1' was trained" in line and "--data.seed 7" in line
 
 
@@ -119,7 +108,7 @@ def test_switching_optimizer_does_not_inherit_the_old_ones_arguments(capsys):
 # --- 5. `test` where Kaggle keeps the labels ---------------------------------------------------------
 def test_test_is_refused_where_the_test_set_has_no_labels(capsys):
     fit()
-    line = user_error(capsys, ["test", "--ckpt_path", "best", *QUIET])
+    line = user_error(capsys, main, ["test", "--ckpt_path", "best", *QUIET])
     assert "test set has no labels" in line and "`validate`" in line
 
 
@@ -150,8 +139,8 @@ def test_a_saved_config_reruns_as_a_new_run():
 
 # --- 9. k-fold cross-validation ---------------------------------------------------------------------
 def test_a_lone_fold_is_an_error(capsys):
-    assert "--data.num_folds K" in user_error(capsys, ["fit", "--data.fold", "2", *FAST])
-    assert "--data.fold 0..4" in user_error(capsys, ["fit", "--data.num_folds", "5", *FAST])
+    assert "--data.num_folds K" in user_error(capsys, main, ["fit", "--data.fold", "2", *FAST])
+    assert "--data.fold 0..4" in user_error(capsys, main, ["fit", "--data.num_folds", "5", *FAST])
     assert not run_dirs()
 
 
@@ -204,7 +193,7 @@ def test_a_piped_fit_and_predict_print_a_line_per_epoch_and_end_with_the_result(
 
 # --- 11-13. errors are one line, and a failed run leaves nothing behind ----------------------------------
 def test_a_misspelt_option_is_one_line_with_the_closest_valid_one(capsys):
-    line = user_error(capsys, ["fit", "--model.hiden_dims", "[8]"])
+    line = user_error(capsys, main, ["fit", "--model.hiden_dims", "[8]"])
     assert line == "error: unrecognized option --model.hiden_dims; did you mean --model.hidden_dims?"
 
 
@@ -214,7 +203,7 @@ def test_another_homeworks_checkpoint_is_one_line(capsys, tmp_path):
     foreign = torch.load(ckpt, weights_only=True)
     foreign["homework"] = "hw3"
     torch.save(foreign, tmp_path / "hw3.ckpt")
-    line = user_error(capsys, ["predict", "--ckpt_path", str(tmp_path / "hw3.ckpt"), *QUIET])
+    line = user_error(capsys, main, ["predict", "--ckpt_path", str(tmp_path / "hw3.ckpt"), *QUIET])
     assert "this checkpoint was trained by hw3, not hw1" in line
 
 
@@ -229,7 +218,7 @@ def test_another_homeworks_checkpoint_is_one_line(capsys, tmp_path):
     (["--model.optimizer", "torch.optim.Foo"], "--model.optimizer: no such class (module 'torch.optim' has no"),
 ])
 def test_bad_values_given_to_classes_are_one_line(capsys, flags, message):
-    assert message in user_error(capsys, ["fit", *FAST, *flags])
+    assert message in user_error(capsys, main, ["fit", *FAST, *flags])
     assert not run_dirs()
 
 
@@ -241,7 +230,7 @@ def test_a_run_that_fails_after_wandb_started_leaves_nothing_and_ends_with_the_e
     def broken(self):
         raise DataError("covid.train.csv: the disk went away")
     monkeypatch.setattr(CovidDataModule, "val_dataloader", broken)
-    line = user_error(capsys, ["fit", *FAST])
+    line = user_error(capsys, main, ["fit", *FAST])
     assert line == "error: covid.train.csv: the disk went away"
     assert not run_dirs()
 

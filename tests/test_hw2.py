@@ -17,7 +17,8 @@ from datamodules.libriphone import (ML2021, ML2022, ML2023, LibriPhoneDataModule
                                     write_demo_libriphone)
 from datamodules.packed import PackedTensors, frame_windows, pack_tensors, require_frames
 from homework.hw2 import main
-from tests.conftest import QUIET
+from benchmarks.hw2_memory import concat_feat  # the course sample's own code, verbatim
+from tests.conftest import QUIET, user_error
 
 TRAIN_LENGTHS = (5, 1, 12, 3, 8, 2, 9, 4, 7, 6)  # some shorter than the windows tested
 TEST_LENGTHS = (3, 1, 6, 2)
@@ -66,33 +67,7 @@ def datamodule(data_dir: Path, **kwargs) -> LibriPhoneDataModule:
     return LibriPhoneDataModule(str(data_dir), **{"batch_size": 16, **kwargs})
 
 
-# --- the sample code's windows, verbatim (ML2022 HW2), as the reference -------------------------------
-def shift(x, n):
-    if n < 0:
-        left = x[0].repeat(-n, 1)
-        right = x[:n]
-    elif n > 0:
-        right = x[-1].repeat(n, 1)
-        left = x[n:]
-    else:
-        return x
-    return torch.cat((left, right), dim=0)
-
-
-def concat_feat(x, concat_n):
-    assert concat_n % 2 == 1  # n must be odd
-    if concat_n < 2:
-        return x
-    seq_len, feature_dim = x.size(0), x.size(1)
-    x = x.repeat(1, concat_n)
-    x = x.view(seq_len, concat_n, feature_dim).permute(1, 0, 2)  # concat_n, seq_len, feature_dim
-    mid = (concat_n // 2)
-    for r_idx in range(1, mid + 1):
-        x[mid + r_idx, :] = shift(x[mid + r_idx], r_idx)
-        x[mid - r_idx, :] = shift(x[mid - r_idx], -r_idx)
-    return x.permute(1, 0, 2).view(seq_len, concat_n * feature_dim)
-
-
+# --- the sample code's windows (ML2022 HW2, in benchmarks/hw2_memory.py) are the reference ------------
 def edge_repeat(x, concat_n):
     """What `shift` means for an utterance shorter than half a window (where the sample code itself
     fails): every position past an edge repeats the edge frame."""
@@ -265,12 +240,8 @@ def corrupt(root: Path, what: str) -> str:
 def test_bad_input_is_one_line_naming_the_problem_and_nothing_is_written(what, tmp_path, capsys):
     root = make_libriphone(tmp_path / "data")
     expected = corrupt(root, what)
-    with pytest.raises(SystemExit) as exit_info:
-        main(["fit", "--data.data_dir", str(tmp_path / "data"), *TINY])
-    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
-    assert exit_info.value.code == 2 and len(err) == 1
-    assert re.search(expected, err[0]), err[0]
-    assert not [p for p in Path("runs").rglob("*") if p.is_file()]  # no config, checkpoint or W&B files
+    line = user_error(capsys, main, ["fit", "--data.data_dir", str(tmp_path / "data"), *TINY])
+    assert re.search(expected, line), line
 
 
 @pytest.mark.parametrize("value", ["4", "0", "-3"])

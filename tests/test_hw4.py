@@ -14,7 +14,7 @@ from datamodules.base import DataError
 from datamodules.voxceleb import PAD_VALUE, VoxCelebDataModule, length_batches, pad_crops, write_demo_voxceleb
 from homework.hw4 import main
 from models.speaker import SpeakerClassifier
-from tests.conftest import QUIET
+from tests.conftest import QUIET, user_error
 
 SPEAKERS = ("id10300", "id10001", "id10200")  # class order differs from name order
 TRAIN_LENGTHS = (5, 30, 12, 3, 40, 8, 20, 9, 14, 6, 25, 11)  # 4 per speaker, some shorter than the crops
@@ -268,12 +268,8 @@ def corrupt(root: Path, what: str) -> str:
 def test_bad_input_is_one_line_naming_the_problem_and_nothing_is_written(what, tmp_path, capsys):
     root = make_dataset(tmp_path / "data")
     expected = corrupt(root, what)
-    with pytest.raises(SystemExit) as exit_info:
-        main(["fit", "--data.data_dir", str(tmp_path / "data"), *TINY])
-    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
-    assert exit_info.value.code == 2 and len(err) == 1
-    assert re.search(expected, err[0]), err[0]
-    assert not [p for p in Path("runs").rglob("*") if p.is_file()]  # no config, checkpoint or W&B files
+    line = user_error(capsys, main, ["fit", "--data.data_dir", str(tmp_path / "data"), *TINY])
+    assert re.search(expected, line), line
 
 
 # --- the whole workflow ---------------------------------------------------------------------------
