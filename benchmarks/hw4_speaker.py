@@ -209,7 +209,7 @@ def stage_train(root: Path, queue, config: str, steps: int) -> None:
 
 
 def stage_infer(root: Path, queue, config: str, count: int) -> None:
-    from datamodules.voxceleb import length_batches, pad_crops
+    from datamodules.voxceleb import pad_crops
     from models.speaker import SpeakerClassifier
 
     dm = datamodule(root)
@@ -222,7 +222,7 @@ def stage_infer(root: Path, queue, config: str, count: int) -> None:
     with torch.no_grad():
         start = time.perf_counter()
         probs = []
-        for batch in length_batches(lengths, dm.batch_size, dm.max_frames):
+        for batch in dm.sorted_batches(lengths):
             probs.append(model(*pad_crops(packed.data, packed.offsets, batch, None)).softmax(-1))
         ours = count / (time.perf_counter() - start)
         start = time.perf_counter()  # the sample's way: each file loaded and run alone

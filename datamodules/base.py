@@ -190,6 +190,25 @@ def split_indices(
     return np.asarray(train.indices), np.asarray(val.indices)
 
 
+def length_batches(lengths, max_padded: int, max_items: int | None = None, order=None) -> list[np.ndarray]:
+    """Indices in `order` (default: sorted by length) cut into consecutive batches whose padded size
+    (items x longest) stays within `max_padded`, and at most `max_items` long; an item longer than
+    `max_padded` gets a batch of its own. Little of each batch is padding: HW4's whole utterances,
+    HW5's token-capped sentence batches (fairseq's `--max-tokens`)."""
+    lengths = np.asarray(lengths)
+    order = np.argsort(lengths, kind="stable") if order is None else np.asarray(order)
+    batches, start, longest = [], 0, 0
+    for i, index in enumerate(order):
+        longest_with, count = max(longest, int(lengths[index])), i - start + 1
+        if i > start and (count * longest_with > max_padded or (max_items is not None and count > max_items)):
+            batches.append(order[start:i])
+            start, longest_with = i, int(lengths[index])
+        longest = longest_with
+    if start < len(order):
+        batches.append(order[start:])
+    return batches
+
+
 class TensorBatchDataset(Dataset):
     """In-memory tensors indexed by a whole batch of indices at once.
 

@@ -20,7 +20,7 @@ import torch
 from pytorch_lightning.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from datamodules.base import SAMPLE_SEED, DataError, HomeworkDataModule, split_indices
+from datamodules.base import SAMPLE_SEED, DataError, HomeworkDataModule, length_batches, split_indices
 
 log = logging.getLogger(__name__)
 
@@ -149,21 +149,6 @@ class SubwordTokenizer:
 
 
 # --- batches capped by tokens ------------------------------------------------------------------------
-def token_batches(lengths: np.ndarray, order: np.ndarray, max_tokens: int) -> list[np.ndarray]:
-    """Cut `order` (sentences sorted by length) into consecutive batches whose padded size
-    (sentences x longest) stays within `max_tokens`; a sentence longer than that gets a batch of its own."""
-    batches, start, longest = [], 0, 0
-    for i, index in enumerate(order):
-        longest_with = max(longest, lengths[index])
-        if i > start and (i - start + 1) * longest_with > max_tokens:
-            batches.append(order[start:i])
-            start, longest_with = i, lengths[index]
-        longest = longest_with
-    if start < len(order):
-        batches.append(order[start:])
-    return batches
-
-
 class TokenBatchSampler(Sampler):
     """Length-bucketed batches of at most `max_tokens` padded tokens (fairseq's `--max-tokens`).
 
@@ -178,7 +163,7 @@ class TokenBatchSampler(Sampler):
             raise DataError(f"--data.max_tokens must be positive (got {max_tokens})")
         self.lengths, self.max_tokens, self.shuffle, self.seed = np.asarray(lengths), max_tokens, shuffle, seed
         self.epoch = 0
-        self.num_batches = len(token_batches(self.lengths, np.argsort(self.lengths, kind="stable"), max_tokens))
+        self.num_batches = len(length_batches(self.lengths, max_tokens))
 
     def __len__(self) -> int:
         return self.num_batches
@@ -190,7 +175,7 @@ class TokenBatchSampler(Sampler):
     def __iter__(self):
         rng = np.random.default_rng([self.seed, self.epoch])
         ties = rng.random(len(self.lengths)) if self.shuffle else np.arange(len(self.lengths))
-        batches = token_batches(self.lengths, np.lexsort((ties, self.lengths)), self.max_tokens)
+        batches = length_batches(self.lengths, self.max_tokens, order=np.lexsort((ties, self.lengths)))
         if self.shuffle:
             batches = [batches[i] for i in rng.permutation(len(batches))]
         yield from (b.tolist() for b in batches)

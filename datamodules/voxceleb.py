@@ -17,7 +17,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, random_split
 
-from datamodules.base import DataError, HomeworkDataModule, MinibatchSampler, check_folds, split_indices
+from datamodules.base import (DataError, HomeworkDataModule, MinibatchSampler, check_folds, length_batches,
+                              split_indices)
 from datamodules.packed import PackedTensors, pack_tensors, require_frames
 
 log = logging.getLogger(__name__)
@@ -150,23 +151,6 @@ def pad_crops(data: torch.Tensor, offsets: torch.Tensor, utterances: torch.Tenso
     index = (starts[:, None] + positions).masked_fill_(padding, 0)
     x = data[index].float().masked_fill_(padding[..., None], PAD_VALUE)
     return x, padding
-
-
-def length_batches(lengths: torch.Tensor, batch_size: int, max_frames: int) -> list[torch.Tensor]:
-    """Indices sorted by length, cut into batches of at most `batch_size` utterances and `max_frames`
-    padded frames (batch size x longest), so little is padding and long utterances do not blow memory."""
-    order = torch.argsort(lengths, stable=True).tolist()
-    batches, current, longest = [], [], 0
-    for i in order:
-        length = int(lengths[i])
-        if current and (len(current) == batch_size or (len(current) + 1) * max(longest, length) > max_frames):
-            batches.append(torch.tensor(current))
-            current, longest = [], 0
-        current.append(i)
-        longest = max(longest, length)
-    if current:
-        batches.append(torch.tensor(current))
-    return batches
 
 
 class Utterances(Dataset):
@@ -311,13 +295,17 @@ class VoxCelebDataModule(HomeworkDataModule[Path]):  # the layout is the Dataset
 
     def val_dataloader(self) -> DataLoader:
         lengths = self.train_packed.lengths[self.val_index]
-        batches = [self.val_index[b] for b in length_batches(lengths, self.batch_size, self.max_frames)]
+        batches = [self.val_index[b] for b in self.sorted_batches(lengths)]
         return DataLoader(Utterances(self.train_packed, self.labels, None), sampler=batches, batch_size=None)
 
     def predict_dataloader(self) -> DataLoader:
-        batches = length_batches(self.test_packed.lengths, self.batch_size, self.max_frames)
+        batches = self.sorted_batches(self.test_packed.lengths)
         self.predict_order = torch.cat(batches)
         return DataLoader(Utterances(self.test_packed, None, None), sampler=batches, batch_size=None)
+
+    def sorted_batches(self, lengths: torch.Tensor) -> list[torch.Tensor]:
+        """Utterances sorted by length, at most `batch_size` and `max_frames` padded frames per batch."""
+        return [torch.from_numpy(b) for b in length_batches(lengths.numpy(), self.max_frames, self.batch_size)]
 
     def collate_predictions(self, batches: list) -> torch.Tensor:
         """Class probabilities in `testdata.json` order (batches come sorted by length)."""
