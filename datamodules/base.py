@@ -90,6 +90,20 @@ class HomeworkDataModule(pl.LightningDataModule, Generic[Layout]):
         raise NotImplementedError
 
     @classmethod
+    def ensure_demo(cls, directory: Path) -> None:
+        """Write the demo set to `directory` unless it holds one: once, atomically (a run started at the same
+        moment waits for it, and none reads a half-written set; see datamodules.atomic)."""
+        from datamodules.atomic import build_once
+
+        def holds_demo(path: Path) -> bool:
+            try:
+                return cls.locate(path) is not None
+            except DataError:  # a set left half-written by an older version: written again
+                return False
+
+        build_once(directory, cls.write_demo, holds_demo, directory=True, what="writing the demo set")
+
+    @classmethod
     def download_hint(cls) -> str:
         return (f"Get it from https://www.kaggle.com/competitions/{cls.kaggle_competition}/data or with "
                 f"`kaggle competitions download -c {cls.kaggle_competition}` and unzip it")
@@ -135,11 +149,9 @@ class HomeworkDataModule(pl.LightningDataModule, Generic[Layout]):
         if layout is not None:
             return default, layout, False
         demo = self.demo_dir()
+        self.ensure_demo(demo)
         layout = self.locate(demo)
-        if layout is None:
-            self.write_demo(demo)
-            layout = self.locate(demo)
-            assert layout is not None, f"demo data written to {demo} was not recognised"
+        assert layout is not None, f"demo data written to {demo} was not recognised"
         log.warning(
             "\n%s\n  DEMO DATA: no %s data in '%s', so this run uses the generated demo set in '%s'.\n"
             "  Its scores mean nothing on Kaggle. For the real data: %s into '%s'\n"

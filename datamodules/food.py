@@ -7,7 +7,6 @@ tensors. The sample code re-decodes every full-size JPEG with PIL in every epoch
 
 import json
 import logging
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from pytorch_lightning.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
+from datamodules.atomic import build_once, write_atomically
 from datamodules.base import DataError, HomeworkDataModule, available_cpus
 from datamodules.packed import source_key
 
@@ -313,25 +313,35 @@ class FoodDataModule(HomeworkDataModule[FoodFiles]):
         return Split(files, images, labels, keep)
 
     def _decode(self, name: str, files: list[Path]) -> tuple[Images, list[tuple[int, str]]]:
-        """Decode `files` once (in parallel) into a uint8 array: returns it and the (index, error) failures."""
+        """Decode `files` once (in parallel) into a uint8 array: returns it and the (index, error) failures.
+        The disk cache is built once (two runs started at once: the second waits and reuses it), its
+        failures file written before the array is renamed into place, so a cache that exists is complete."""
         shape = (len(files), 3, self.image_size, self.image_size)
-        if self.cache == "disk":
-            key = source_key(files, self.files.root, self.image_size)
-            path = self.cache_dir / f"{self.layout.name}_{name}_{self.image_size}px_{key}.npy"
-            failures_path = path.with_suffix(".failures.json")
-            if path.exists() and failures_path.exists():
-                rank_zero_info(f"Using the decoded {name} images in {path}")
-                return MappedImages(path), [tuple(f) for f in json.loads(failures_path.read_text())]
-            try:
-                self.cache_dir.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_suffix(".tmp.npy")
-                array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
-            except OSError as err:
-                raise DataError(f"cannot write the image cache in '{self.cache_dir}' ({err}); "
-                                f"pass --data.cache_dir DIR or --data.cache memory") from None
-            target = torch.from_numpy(array)
-        else:
+        if self.cache == "memory":
             target = torch.zeros(shape, dtype=torch.uint8)
+            return target, self._decode_into(target, name, files)
+        key = source_key(files, self.files.root, self.image_size)
+        path = self.cache_dir / f"{self.layout.name}_{name}_{self.image_size}px_{key}.npy"
+        failures_path = path.with_suffix(".failures.json")
+
+        def decode(tmp: Path) -> None:
+            array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
+            failures = self._decode_into(torch.from_numpy(array), name, files)
+            array.flush()
+            del array
+            write_atomically(failures_path, json.dumps(failures))
+
+        try:
+            built = build_once(path, decode, ready=lambda p: p.exists() and failures_path.exists(),
+                               what=f"decoding the {name} images")
+        except OSError as err:
+            raise DataError(f"cannot write the image cache in '{self.cache_dir}' ({err}); "
+                            f"pass --data.cache_dir DIR or --data.cache memory") from None
+        if not built:
+            rank_zero_info(f"Using the decoded {name} images in {path}")
+        return MappedImages(path), [tuple(f) for f in json.loads(failures_path.read_text())]
+
+    def _decode_into(self, target: torch.Tensor, name: str, files: list[Path]) -> list[tuple[int, str]]:
         rank_zero_info(f"Decoding {len(files)} {name} images once, at {self.image_size} px, "
                        f"into a {self.cache} cache")
         start = time.perf_counter()
@@ -345,13 +355,7 @@ class FoodDataModule(HomeworkDataModule[FoodFiles]):
                 else:
                     failures.append((i, error))
         rank_zero_info(f"  done in {time.perf_counter() - start:.1f}s ({target.numel() / 2**20:.0f} MiB)")
-        if self.cache == "disk":
-            array.flush()
-            del array, target
-            os.replace(tmp, path)
-            failures_path.write_text(json.dumps(failures))
-            return MappedImages(path), failures
-        return target, failures
+        return failures
 
     # --- Lightning hooks --------------------------------------------------------------------
     def setup(self, stage: str) -> None:

@@ -12,7 +12,6 @@ start in seconds; a changed set of files (names, sizes or mtimes) is packed agai
 import hashlib
 import json
 import logging
-import os
 import shutil
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -21,6 +20,7 @@ import numpy as np
 import torch
 from pytorch_lightning.utilities import rank_zero_info
 
+from datamodules.atomic import build_once
 from datamodules.base import DataError
 
 log = logging.getLogger(__name__)
@@ -136,23 +136,17 @@ def pack_tensors(
     naming the file) before anything is kept, with a tqdm progress bar. The cache is written to a
     temporary folder and renamed when complete, so an interrupted run never leaves a half cache;
     older caches of the same `name` are then removed. `key` hashes the files' names, sizes and
-    mtimes (relative to `root`) and `dtype`, so a changed set is packed again.
+    mtimes (relative to `root`) and `dtype`, so a changed set is packed again. Two runs started at once
+    pack it once: the second waits for the first's lock and reuses its cache (datamodules.atomic).
     """
     from tqdm import tqdm
 
     dtype = np.dtype(dtype)
     target = cache_dir / f"{name}-{source_key(files, root, FORMAT_VERSION, dtype.str)}"
-    if (target / "meta.json").exists():
-        rank_zero_info(f"Using the packed {name} features in {target}")
-        return PackedTensors(target)
-    try:
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = Path(cache_dir / f".{target.name}.tmp-{os.getpid()}")
-        tmp.mkdir(exist_ok=True)
-    except OSError as err:
-        raise DataError(f"cannot write the feature cache in '{cache_dir}' ({err.strerror}); "
-                        f"pass --data.cache_dir DIR with a writable folder") from None
-    try:
+    rows = 0
+
+    def pack(tmp: Path) -> None:
+        nonlocal rows
         offsets, width = [0], None
         limit = np.finfo(dtype).max if dtype.kind == "f" else None
         with open(tmp / "data.bin", "wb") as out:
@@ -170,18 +164,22 @@ def pack_tensors(
         np.save(tmp / "offsets.npy", np.asarray(offsets, dtype=np.int64))
         (tmp / "meta.json").write_text(json.dumps({"shape": [offsets[-1], width or 0], "dtype": dtype.str,
                                                    "files": len(files)}))
-        try:
-            os.replace(tmp, target)
-        except OSError:  # another process finished the same cache first: use theirs
-            shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        rows = offsets[-1]
+
+    try:  # meta.json is written last: a folder that has it is complete
+        built = build_once(target, pack, ready=lambda folder: (folder / "meta.json").exists(), directory=True,
+                           what=f"packing the {name} features")
+    except OSError as err:
+        raise DataError(f"cannot write the feature cache in '{cache_dir}' ({err.strerror or err}); "
+                        f"pass --data.cache_dir DIR with a writable folder") from None
+    if not built:
+        rank_zero_info(f"Using the packed {name} features in {target}")
+        return PackedTensors(target)
     for old in cache_dir.glob(f"{name}-*"):
         if old != target and old.is_dir():
             shutil.rmtree(old, ignore_errors=True)
     size = (target / "data.bin").stat().st_size
-    rank_zero_info(f"Packed {len(files)} {name} files ({offsets[-1]:,} rows, {size / 2**20:.0f} MiB) into {target}")
+    rank_zero_info(f"Packed {len(files)} {name} files ({rows:,} rows, {size / 2**20:.0f} MiB) into {target}")
     return PackedTensors(target)
 
 

@@ -20,6 +20,7 @@ import torch
 from pytorch_lightning.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from datamodules.atomic import build_once
 from datamodules.base import SAMPLE_SEED, DataError, HomeworkDataModule, length_batches, split_indices
 
 log = logging.getLogger(__name__)
@@ -411,22 +412,30 @@ class TranslationDataModule(HomeworkDataModule[TranslationFiles]):
             digest.update(line.encode())
             digest.update(b"\n")
         path = self.cache_folder() / f"spm_{hp.subword_model}{hp.vocab_size}_{digest.hexdigest()[:16]}.model"
-        if path.is_file():
-            rank_zero_info(f"Using the SentencePiece model {path}")
-            return SubwordTokenizer(path.read_bytes())
-        rank_zero_info(f"Training a {hp.vocab_size}-piece {hp.subword_model} SentencePiece model on "
-                       f"{len(self.train.src)} training pairs (once; cached in {path.parent})")
-        tokenizer = SubwordTokenizer.train(lines, hp.vocab_size, hp.subword_model)
-        if len(tokenizer) != hp.vocab_size:
-            raise DataError(f"SentencePiece made {len(tokenizer)} pieces, not --data.vocab_size {hp.vocab_size}")
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tokenizer = None
+
+        def train() -> SubwordTokenizer:
+            rank_zero_info(f"Training a {hp.vocab_size}-piece {hp.subword_model} SentencePiece model on "
+                           f"{len(self.train.src)} training pairs (once; cached in {path.parent})")
+            trained = SubwordTokenizer.train(lines, hp.vocab_size, hp.subword_model)
+            if len(trained) != hp.vocab_size:
+                raise DataError(f"SentencePiece made {len(trained)} pieces, not --data.vocab_size {hp.vocab_size}")
+            return trained
+
+        def train_into(tmp: Path) -> None:
+            nonlocal tokenizer
+            tokenizer = train()
             tmp.write_bytes(tokenizer.model)
-            os.replace(tmp, path)
+
+        try:  # two runs started at once train it once: the second waits and loads the first's model
+            build_once(path, train_into, ready=Path.is_file, what="training the SentencePiece model")
         except OSError as err:
             log.warning("Could not cache the SentencePiece model in %s (%s): it will be trained again next time",
                         path.parent, err)
+            tokenizer = tokenizer or train()
+        if tokenizer is None:
+            rank_zero_info(f"Using the SentencePiece model {path}")
+            tokenizer = SubwordTokenizer(path.read_bytes())
         return tokenizer
 
     def ensure_tokenizer(self) -> SubwordTokenizer:

@@ -1,21 +1,34 @@
 """Weights & Biases for every run: online when logged in, offline (with the sync command) otherwise,
 one W&B run per command, closed quietly so the command's own result stays the last thing printed.
 
+Tracking never stops training: when W&B cannot start (no network, a bad key, a server that does not answer
+within `INIT_TIMEOUT`) or fails while writing, the run goes on logging to Lightning's CSVLogger in the run
+directory (`<run>/metrics.csv`) and says so in one line. Offline runs never touch the network.
+
 `wandb` is imported only when a run uses it: it costs half a second, which `--help` need not pay.
 """
 
 import netrc
 import os
+import sys
+import warnings
+import weakref
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlparse
 
+import torch
 from jsonargparse import Namespace
 from pytorch_lightning import Trainer
+from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.loggers import WandbLogger as LightningWandbLogger
+from pytorch_lightning.utilities import rank_zero_only
 
 WANDB_LOGGER = "homework.tracking.WandbLogger"
 WANDB_LOGGERS = (WANDB_LOGGER, "pytorch_lightning.loggers.WandbLogger", "pytorch_lightning.loggers.wandb.WandbLogger")
+#: Seconds `wandb.init` may take before the run falls back to the CSV log (W&B's own default is 90; set
+#: WANDB_INIT_TIMEOUT to change it). A healthy start online takes a few seconds; offline, well under one.
+INIT_TIMEOUT = 20.0
 
 
 class WandbLogger(LightningWandbLogger):
@@ -36,6 +49,10 @@ class WandbLogger(LightningWandbLogger):
             when W&B is not logged in.
         log_model: Upload checkpoints as W&B artifacts: true at the end of training, "all" as they are saved.
         save_dir: Where W&B writes its files; None: the run directory.
+        id: W&B run id to continue, e.g. after a crash; None: a new run.
+
+    When W&B fails (to start, or later to write), this logger hands over to a `CSVLogger` writing
+    `<save_dir>/metrics.csv`, says so in one line, and training goes on (see `fall_back`).
     """
 
     def __init__(
@@ -49,9 +66,104 @@ class WandbLogger(LightningWandbLogger):
         offline: bool = False,
         log_model: bool | Literal["all"] = False,
         save_dir: str | None = None,
+        id: str | None = None,  # noqa: A002 (W&B's and Lightning's name)
     ) -> None:
+        # Lightning passes resume="allow" to wandb.init: an `id` that exists is continued, else created
         super().__init__(name=name, save_dir=save_dir, offline=offline, project=project, log_model=log_model,
-                         group=group, tags=tags, notes=notes, entity=entity)
+                         group=group, tags=tags, notes=notes, entity=entity, id=id)
+        self.fallback: CSVLogger | None = None
+        self._trainer: weakref.ref | None = None  # set by `prepare`: whose loggers a failed start swaps
+
+    # --- falling back to a CSV log ------------------------------------------------------------------
+    def fall_back(self, problem: str, error: BaseException) -> CSVLogger:
+        """From now on log to `<save_dir>/metrics.csv` (Lightning's CSVLogger); say so once, in one line."""
+        if self.fallback is None:
+            csv = CSVLogger(self.save_dir or ".", name="", version="")
+            with warnings.catch_warnings():  # the run directory is not empty (config, W&B's files): expected
+                warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
+                _ = csv.experiment
+            self.fallback = csv
+            print(f"W&B {problem} ({one_line(error)}): logging to {shown(Path(csv.log_dir) / 'metrics.csv')} "
+                  f"instead", file=sys.stderr, flush=True)
+        return self.fallback
+
+    @property
+    def experiment(self) -> Any:
+        """The W&B run, started on first use (Lightning does so before `setup`). When it cannot start, the
+        trainer's loggers get the CSV logger in this one's place, so callbacks that look for W&B skip it."""
+        if self.fallback is not None:
+            return self._experiment if self._experiment is not None else self.fallback.experiment
+        try:
+            return super().experiment
+        except Exception as err:  # no network, a bad key, W&B's service not starting, a timeout, ...
+            csv = self.fall_back("could not start", err)
+            trainer = self._trainer() if self._trainer is not None else None
+            if trainer is not None:
+                trainer.loggers = [csv if logger is self else logger for logger in trainer.loggers]
+            return csv.experiment
+
+    # A write that fails hands over to the CSV logger for the rest of the run. This logger stays in the
+    # trainer (callbacks may hold it), forwarding numbers; W&B-only values (images, tables) are dropped:
+    # their files are in the run directory anyway.
+    @rank_zero_only
+    def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
+        if self.fallback is None:
+            try:
+                return super().log_metrics(metrics, step)
+            except Exception as err:
+                self.fall_back("stopped logging", err)
+        numbers = {k: v for k, v in metrics.items()
+                   if isinstance(v, (int, float)) or (isinstance(v, torch.Tensor) and v.numel() == 1)}
+        if numbers:
+            self.fallback.log_metrics(numbers, step)
+
+    @rank_zero_only
+    def log_hyperparams(self, params: Any) -> None:
+        if self.fallback is None:
+            try:
+                return super().log_hyperparams(params)
+            except Exception as err:
+                self.fall_back("stopped logging", err)
+        self.fallback.log_hyperparams(params)
+
+    @rank_zero_only
+    def after_save_checkpoint(self, checkpoint_callback) -> None:
+        if self.fallback is None:
+            try:
+                super().after_save_checkpoint(checkpoint_callback)
+            except Exception as err:
+                self.fall_back("stopped logging", err)
+
+    @rank_zero_only
+    def save(self) -> None:
+        super().save()
+        if self.fallback is not None:
+            self.fallback.save()
+
+    @rank_zero_only
+    def finalize(self, status: str) -> None:
+        if self.fallback is None:
+            try:
+                super().finalize(status)
+            except Exception as err:
+                self.fall_back("stopped logging", err)
+        if self.fallback is not None:
+            self.fallback.finalize(status)
+
+
+def one_line(error: BaseException, limit: int = 160) -> str:
+    """`Type: first line of the message`, cut to `limit` characters."""
+    text = str(error).strip().splitlines()
+    text = f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def shown(path: Path) -> str:
+    """`path` relative to the working directory when it is inside it (as the CLI prints run directories)."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def logged_in() -> bool:
@@ -86,29 +198,53 @@ def configure(trainer: Namespace, run_dir: Path, tags: list[str]) -> None:
 
 
 def offline_dir(trainer: Namespace) -> str | None:
-    """Where an offline W&B run is written, None when the run is online or not tracked."""
+    """Where an offline W&B run was written, None when the run is online, not tracked, or W&B did not start."""
     logger = trainer.logger
     if isinstance(logger, Namespace) and logger.get("class_path") in WANDB_LOGGERS and logger.init_args.get("offline"):
-        return f"{logger.init_args.save_dir}/wandb"
+        directory = f"{logger.init_args.save_dir}/wandb"
+        return directory if any(Path(directory).glob("offline-run-*")) else None
     return None
 
 
 def prepare(trainer: Trainer) -> None:
-    """Before W&B starts: no footer (the command prints its own result and sync hint last), and no
-    `anonymous` setting, which Lightning passes and W&B now only warns about (there is no public way)."""
+    """Before W&B starts: no footer (the command prints its own result and sync hint last), no `anonymous`
+    setting, which Lightning passes and W&B now only warns about (there is no public way), a start that
+    gives up after `INIT_TIMEOUT` seconds, and our logger told whose loggers to swap if W&B cannot start."""
     for logger in trainer.loggers:
         if isinstance(logger, LightningWandbLogger):
             Path(logger.save_dir).mkdir(parents=True, exist_ok=True)  # W&B warns when its root does not exist
             logger._wandb_init.pop("anonymous", None)
-            if logger._wandb_init.get("settings") is None:
-                logger._wandb_init["settings"] = {"silent": True}
+            settings = logger._wandb_init.get("settings")
+            if settings is None or isinstance(settings, dict):
+                settings = dict(settings or {})
+                settings.setdefault("silent", True)
+                if "WANDB_INIT_TIMEOUT" not in os.environ:  # init settings override W&B's environment
+                    settings.setdefault("init_timeout", INIT_TIMEOUT)
+                logger._wandb_init["settings"] = settings
+        if isinstance(logger, WandbLogger):
+            logger._trainer = weakref.ref(trainer)
+
+
+def run_id(trainer: Trainer | None) -> str | None:
+    """The id of the W&B run this trainer logs to (to continue it later with `WandbLogger(id=...)`);
+    None when it does not track with W&B, or W&B has not started or could not start."""
+    for logger in trainer.loggers if trainer is not None else []:
+        if isinstance(logger, LightningWandbLogger) and logger._experiment is not None:
+            return getattr(logger._experiment, "id", None)
+    return None
 
 
 def finish(trainer: Trainer | None, failed: bool = False) -> None:
-    """Close this command's W&B run: else a second command in the same process logs into it."""
+    """Close this command's W&B run: else a second command in the same process logs into it. A run that
+    cannot close (W&B's service gone, say) is said in one line; its files stay in the run directory."""
     if trainer is None or not any(isinstance(lg, LightningWandbLogger) for lg in trainer.loggers):
         return
     import wandb
 
     if wandb.run is not None:
-        wandb.finish(exit_code=1 if failed else 0)
+        files = Path(wandb.run.dir).parent
+        try:
+            wandb.finish(exit_code=1 if failed else 0)
+        except Exception as err:
+            print(f"W&B could not close the run ({one_line(err)}): its files are in {shown(files)}",
+                  file=sys.stderr, flush=True)

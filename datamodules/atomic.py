@@ -1,0 +1,111 @@
+"""Files that two runs started at once may both write: demo data sets, feature caches, tokenizer models.
+
+Each is built once. The first run takes a lock beside it (`filelock`, which torch already depends on),
+builds into a hidden temporary sibling and renames that into place (`os.replace`: atomic on one file
+system). A run started at the same moment waits for the lock, then finds the finished result and reuses
+it instead of doing the same minutes of work. Readers take no lock: they see nothing or the whole result,
+never a half-written one, and a run killed mid-build leaves no partial result (the lock is released by the
+OS when its process dies, so the next run builds it).
+"""
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from pytorch_lightning.utilities import rank_zero_info
+
+#: Every temporary sibling's name ends with this (before the target's own suffix): easy to spot and clean.
+TMP_MARK = ".tmp"
+
+
+def lock_path(target: Path) -> Path:
+    """The (hidden, empty) lock file beside `target`. It stays after use: deleting a lock file that another
+    process may be waiting on would let a third one in."""
+    return target.with_name(f".{target.name}.lock")
+
+
+@contextmanager
+def locked(target: Path, what: str) -> Iterator[None]:
+    """Hold `target`'s lock; when another process holds it, say once what we wait for, then wait."""
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(lock_path(target))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        rank_zero_info(f"Waiting for another run to finish {what} ({target})")
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _usual_permissions(path: Path, directory: bool) -> None:
+    """mkstemp/mkdtemp make owner-only files; the result should read like any other file (umask applies)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, (0o777 if directory else 0o666) & ~umask)
+
+
+def temporary_sibling(target: Path, directory: bool = False) -> Path:
+    """A new, hidden, uniquely named file (or folder) beside `target`, keeping its suffix (np.save, say,
+    would otherwise add one): `.<stem>.<random>.tmp<suffix>`."""
+    if directory:
+        tmp = tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=TMP_MARK)
+    else:
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.stem}.", suffix=TMP_MARK + target.suffix)
+        os.close(fd)
+    _usual_permissions(Path(tmp), directory)
+    return Path(tmp)
+
+
+def remove(path: Path) -> None:
+    """Delete a file or folder tree if it is there."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def write_atomically(path: Path, data: str | bytes) -> None:
+    """Replace `path` with `data` in one step (temp file + rename): a reader sees the old or the new file."""
+    tmp = temporary_sibling(path)
+    try:
+        tmp.write_bytes(data.encode() if isinstance(data, str) else data)
+        os.replace(tmp, path)
+    except BaseException:
+        remove(tmp)
+        raise
+
+
+def build_once(target: Path, build: Callable[[Path], None], ready: Callable[[Path], bool] = Path.exists,
+               directory: bool = False, what: str = "writing") -> bool:
+    """Make `target` (a file, or a folder with `directory=True`) unless `ready(target)` says it is there.
+
+    `build(tmp)` writes the result to `tmp`, a temporary sibling (a folder already created, or an empty
+    file), under `target`'s lock; it is then renamed to `target`. Another process doing the same waits for
+    the lock and finds `target` ready. A target that exists but is not ready (left by an older version, say)
+    is replaced. Returns True when this call built it; raises what `build` raised, leaving nothing behind.
+    """
+    if ready(target):
+        return False
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with locked(target, what):
+        if ready(target):  # another process built it while we waited
+            return False
+        tmp = temporary_sibling(target, directory)
+        try:
+            build(tmp)
+            if directory and target.exists():  # os.replace cannot replace a non-empty folder
+                stale = temporary_sibling(target, directory=True)
+                os.replace(target, stale)
+                remove(stale)
+            os.replace(tmp, target)
+        except BaseException:
+            remove(tmp)
+            raise
+    return True
