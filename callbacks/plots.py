@@ -1,13 +1,15 @@
 """Pictures people would rather look at than read: the learning curve of every fit."""
 
 import logging
+import math
 from collections import defaultdict
 from pathlib import Path
 
-import numpy as np
 import pytorch_lightning as pl
 
 log = logging.getLogger(__name__)
+
+BEST_COLOR, STOP_COLOR = "tab:green", "tab:red"
 
 
 def pyplot():
@@ -21,26 +23,54 @@ def pyplot():
 
 
 class LearningCurvePlot(pl.Callback):
-    """Saves `learning_curve.png` (train vs validation loss, plus other validation metrics) in the run dir.
+    """Saves `learning_curve.png` in the run directory at the end of every fit, and logs it to W&B.
 
-    Train and validation loss side by side is the course's tool for telling model bias,
-    optimization trouble and overfitting apart, so every fit draws it. Logged to W&B too.
+    Three panels over the epochs (counted from 0, as the checkpoint names): training vs validation loss,
+    the model's main metric (its `monitor`: val_mse, val_acc, val_bleu, ...), and the learning rate as it
+    changed step by step. The best epoch (the best checkpoint's) and the early-stopping point are marked
+    on all three. Train and validation loss side by side is the course's tool for telling model bias,
+    optimization trouble and overfitting apart; the learning rate beside them shows what the schedule did.
+    The history is kept in checkpoints, so a resumed run draws the whole curve.
     """
 
     def __init__(self, filename: str = "learning_curve.png") -> None:
         self.filename = filename
-        self.history: dict[str, list[tuple[int, float]]] = defaultdict(list)
+        self.history: dict[str, list[tuple[int, float]]] = defaultdict(list)  # metric -> (epoch, value)
+        self.lr_history: list[tuple[float, float]] = []  # (epoch + fraction of it done, learning rate)
+        self.best_epoch: int | None = None
+        self.stopped_epoch: int | None = None  # where early stopping ended the run; None: it ran to the end
+        self.stop_reason: str | None = None
         self.recorded_epochs = 0
+        self._best_path: str | None = None
+
+    # --- recording ------------------------------------------------------------------------------
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch, batch_idx: int) -> None:
+        """The learning rate this batch trains with (before its step), at x = epoch + fraction done."""
+        if not trainer.optimizers:
+            return
+        per_epoch = trainer.num_training_batches
+        fraction = batch_idx / per_epoch if isinstance(per_epoch, int) and per_epoch > 0 else 0.0
+        lr = float(trainer.optimizers[0].param_groups[0]["lr"])
+        x = trainer.current_epoch + fraction
+        if self.lr_history and self.lr_history[-1][0] >= x:  # a resumed epoch served again from its start
+            self.lr_history = [p for p in self.lr_history if p[0] < x]
+        self.lr_history.append((x, lr))
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._record(trainer)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._record(trainer)
+        stopper = trainer.early_stopping_callback
+        if stopper is not None and stopper.stopped_epoch:
+            self.stopped_epoch = int(stopper.stopped_epoch)
+            reason = getattr(getattr(stopper, "stopping_reason", None), "name", "")
+            self.stop_reason = (f"no better {stopper.monitor} for {stopper.patience} epochs"
+                                if reason == "PATIENCE_EXHAUSTED" else reason.lower().replace("_", " ") or None)
 
     def _record(self, trainer: pl.Trainer) -> None:
-        """Note the epoch that just ended: only now are both its train and validation metrics final.
-        Epochs count from 0, as in Lightning's progress bar and the checkpoint names."""
+        """Note the epoch that just ended: only now are both its train and validation metrics final, and
+        the checkpoint callback has decided whether it is the best so far."""
         completed = trainer.current_epoch
         if completed <= self.recorded_epochs:
             return
@@ -48,50 +78,125 @@ class LearningCurvePlot(pl.Callback):
         for name, value in trainer.callback_metrics.items():
             if value.numel() == 1 and (name.startswith("train_") or name.startswith("val_")) and not name.endswith("_step"):
                 self.history[name.removesuffix("_epoch")].append((completed - 1, float(value)))
+        ckpt = trainer.checkpoint_callback
+        best = getattr(ckpt, "best_model_path", None) if getattr(ckpt, "monitor", None) else None
+        if best and best != self._best_path:
+            self._best_path, self.best_epoch = best, completed - 1
 
+    def state_dict(self) -> dict:
+        return {"history": {k: [list(p) for p in v] for k, v in self.history.items()},
+                "lr_history": [list(p) for p in self.lr_history], "best_epoch": self.best_epoch,
+                "best_path": self._best_path, "recorded_epochs": self.recorded_epochs}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.history = defaultdict(list, {k: [(int(e), float(v)) for e, v in points]
+                                          for k, points in state.get("history", {}).items()})
+        self.lr_history = [(float(x), float(lr)) for x, lr in state.get("lr_history", [])]
+        self.best_epoch, self._best_path = state.get("best_epoch"), state.get("best_path")
+        self.recorded_epochs = state.get("recorded_epochs", 0)
+
+    # --- drawing --------------------------------------------------------------------------------
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.is_global_zero or not self.history:
             return
         path = Path(trainer.default_root_dir) / self.filename
         self.plot(path, getattr(pl_module, "monitor", None), getattr(pl_module, "mode", "min"))
         log.info("Learning curve: %s", path)
-        logger = trainer.logger
-        if logger is not None and hasattr(logger, "log_image"):
-            logger.log_image(key="learning_curve", images=[str(path)])
+        for logger in trainer.loggers:
+            if hasattr(logger, "log_image"):  # W&B
+                logger.log_image(key="learning_curve", images=[str(path)])
+
+    def best(self, monitor: str | None, mode: str = "min") -> tuple[int, float] | None:
+        """(epoch, value) of the best epoch: the best checkpoint's, else the monitor's best value."""
+        points = dict(self.history.get(monitor, []))
+        if self.best_epoch is not None and self.best_epoch in points:
+            return self.best_epoch, points[self.best_epoch]
+        finite = [(e, v) for e, v in points.items() if math.isfinite(v)]
+        if not finite:
+            return None
+        return (min if mode == "min" else max)(finite, key=lambda p: p[1])
 
     def plot(self, path: Path, monitor: str | None = None, mode: str = "min") -> None:
-        from matplotlib.ticker import MaxNLocator
+        fig = self.figure(monitor, mode)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=110, bbox_inches="tight")
+        pyplot().close(fig)
+
+    def figure(self, monitor: str | None = None, mode: str = "min"):
+        """The figure `plot` saves: loss panel, main-metric panel (when the monitor is not the loss
+        itself), learning-rate panel (when recorded), sharing the epoch axis."""
+        from matplotlib.ticker import FuncFormatter, MaxNLocator
 
         plt = pyplot()
-
-        losses = sorted(k for k in self.history if k.endswith("loss"))
-        others = sorted(k for k in self.history if k.startswith("val_") and k not in losses)
-        panels = [losses] + ([others] if others else [])
-        fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.4), squeeze=False)
-        for ax, names in zip(axes[0], panels):
-            for name in names:
-                epochs, values = zip(*self.history[name])
-                line, = ax.plot(epochs, values, label=name, linewidth=1.8 if name == monitor else 1.1)
-                if name == monitor:
-                    lower_is_better = mode == "min"
-                    best = int(np.argmin(values) if lower_is_better else np.argmax(values))
-                    ax.plot(epochs[best], values[best], "o", color=line.get_color())
-                    ax.annotate(f"best {values[best]:.4g} @ epoch {epochs[best]}", (epochs[best], values[best]),
-                                xytext=(0, 8 if lower_is_better else -16), textcoords="offset points", fontsize=9,
-                                ha="right" if epochs[best] > (epochs[0] + epochs[-1]) / 2 else "left")
-            values = [v for n in names for _, v in self.history[n]]
-            if min(values) > 0 and max(values) / min(values) > 20:  # early epochs would flatten the rest
-                ax.set_yscale("log")
-            ax.set_xlabel("epoch")
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        losses = [name for name in ("train_loss", "val_loss") if name in self.history]
+        losses += sorted(k for k in self.history if k.endswith("_loss") and k not in losses)
+        self.alias = {}  # HW1's val_mse is its val_loss: one curve, one name for both
+        if monitor in self.history and monitor not in losses and self.history[monitor] == self.history.get("val_loss"):
+            self.alias = {"val_loss": monitor}
+        metric = monitor if monitor in self.history and monitor not in losses and not self.alias else None
+        panels = [("loss", losses)] + ([("metric", [f"train_{metric[4:]}", metric])] if metric else [])
+        panels += [("lr", [])] if self.lr_history else []
+        heights = {"loss": 3.2, "metric": 2.6, "lr": 1.5}
+        fig, axes = plt.subplots(len(panels), 1, sharex=True, figsize=(8, sum(heights[p] for p, _ in panels)),
+                                 gridspec_kw={"height_ratios": [heights[p] for p, _ in panels]}, squeeze=False)
+        axes = axes[:, 0]
+        best = self.best(monitor, mode) if monitor else None
+        for ax, (kind, names) in zip(axes, panels):
+            if kind == "lr":
+                xs, lrs = zip(*self.lr_history)
+                ax.plot(xs, lrs, color="tab:purple", linewidth=1.3, label="learning rate")
+                ax.set_ylabel("learning rate")
+                ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
+                ax.set_ylim(bottom=0)
+            else:
+                self._draw_series(ax, [n for n in names if n in self.history], monitor, mode, best)
+                ax.set_ylabel("loss" if kind == "loss" else metric[4:])
+            self._mark_epochs(ax, best, monitor)
             ax.grid(alpha=0.3, which="both")
-            ax.legend()
-        axes[0][0].set_title("loss: train vs validation")
-        if others:
-            axes[0][1].set_title("validation metrics")
-        fig.text(0.5, 0.005, "both high: model bias or optimization trouble · train low, validation high: overfitting",
-                 ha="center", va="bottom", fontsize=8.5, color="dimgray")
-        fig.tight_layout(rect=(0, 0.04, 1, 1))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
+        shown = " (= " + self.alias["val_loss"] + ", the monitored metric)" if self.alias else ""
+        axes[0].set_title(f"loss{shown}: train vs validation" + (", log scale" if axes[0].get_yscale() == "log" else ""))
+        if metric:
+            axes[1].set_title(f"{metric[4:]}: train vs validation ({'higher' if mode == 'max' else 'lower'} is better; "
+                              f"{metric} picks the best epoch)")
+        axes[-1].set_xlabel("epoch (from 0)")
+        axes[-1].xaxis.set_major_locator(MaxNLocator(integer=True))
+        fig.text(0.5, 0.0, "both losses high: model bias or optimization trouble · train low, validation high or "
+                           "rising: overfitting\n(early stopping keeps the best epoch's weights)",
+                 ha="center", va="top", fontsize=8.5, color="dimgray")
+        fig.tight_layout()
+        legend = {}  # one legend above the panels, where it hides no curve: series, then the marked epochs
+        for ax in axes:
+            for handle, label in zip(*ax.get_legend_handles_labels()):
+                legend.setdefault(label, handle)
+        fig.legend(legend.values(), legend.keys(), loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3,
+                   fontsize=9, frameon=False)
+        return fig
+
+    def _draw_series(self, ax, names: list[str], monitor: str | None, mode: str, best) -> None:
+        for name in names:
+            epochs, values = zip(*self.history[name])
+            main = monitor in (name, self.alias.get(name))
+            split = "train" if name.startswith("train_") else "validation"  # the panel's title names the quantity
+            ax.plot(epochs, values, label=split,
+                    linewidth=1.9 if main else 1.2, color="tab:blue" if name.startswith("train_") else "tab:orange",
+                    marker="." if len(epochs) < 30 else None)
+            if main and best is not None:
+                epoch, value = best
+                ax.plot(epoch, value, "o", color=BEST_COLOR, markersize=7, zorder=5)
+                right = epoch > (epochs[0] + epochs[-1]) / 2
+                ax.annotate(f"best {value:.4g}", (epoch, value), xytext=(-6 if right else 6, 8 if mode == "min" else -14),
+                            textcoords="offset points", fontsize=9, color=BEST_COLOR, ha="right" if right else "left")
+        values = [v for n in names for _, v in self.history[n] if math.isfinite(v)]
+        if values and min(values) > 0 and max(values) / min(values) > 20:  # early epochs would flatten the rest
+            ax.set_yscale("log")
+
+    def _mark_epochs(self, ax, best, monitor: str | None) -> None:
+        """Vertical lines at the best epoch and where early stopping ended the run, labelled in the legend."""
+        if best is not None:
+            ax.axvline(best[0], color=BEST_COLOR, linestyle="--", linewidth=1.1,
+                       label=f"best epoch {best[0]} ({monitor})")
+        if self.stopped_epoch is not None:
+            reason = f": {self.stop_reason}" if self.stop_reason else ""
+            ax.axvline(self.stopped_epoch, color=STOP_COLOR, linestyle=":", linewidth=1.4,
+                       label=f"early stop, epoch {self.stopped_epoch}{reason}")
+

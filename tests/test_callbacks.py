@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 import torch
 
-from callbacks import LearningCurvePlot, SubmissionError, WarmupCosineLR, validate_submission, write_atomically
+from callbacks import SubmissionError, WarmupCosineLR, validate_submission, write_atomically
 
 
 def submission(rows: int = 3) -> pd.DataFrame:
@@ -55,14 +55,3 @@ def test_warmup_cosine_shape():
     assert lrs[10] == pytest.approx(1.0)
     assert lrs[60] == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.5)))
     assert lrs[-1] == pytest.approx(0.1, abs=0.01) and all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
-
-
-def test_learning_curve_png_is_written(tmp_path):
-    plot = LearningCurvePlot()
-    for epoch in range(1, 30):
-        plot.history["train_loss"].append((epoch, 10 / epoch))
-        plot.history["val_loss"].append((epoch, 12 / epoch + 0.5))
-        plot.history["val_mse"].append((epoch, 12 / epoch + 0.5))
-    plot.plot(tmp_path / "curve.png", monitor="val_mse")
-    data = (tmp_path / "curve.png").read_bytes()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
