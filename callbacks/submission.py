@@ -8,7 +8,11 @@ from typing import Any, Protocol
 
 import numpy as np
 import pytorch_lightning as pl
+import torch
+from lightning_fabric.utilities.distributed import DistributedSamplerWrapper
 from pytorch_lightning.callbacks import BasePredictionWriter
+from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler, UnrepeatedDistributedSamplerWrapper
+from torch.utils.data import DistributedSampler
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +85,64 @@ def write_atomically(frame: "pandas.DataFrame | list[str]", path: Path) -> None:
         raise
 
 
+def _rows(output: Any, n: int) -> list:
+    """A batch's prediction split into `n` one-row predictions of the same kind (a tensor, a dict of them, a list)."""
+    if isinstance(output, torch.Tensor) and len(output) == n:
+        return list(output.split(1))
+    if isinstance(output, list) and len(output) == n:
+        return [[item] for item in output]
+    if isinstance(output, dict):
+        columns = {key: _rows(value, n) for key, value in output.items()}
+        return [{key: rows[i] for key, rows in columns.items()} for i in range(n)]
+    raise SubmissionError(f"cannot split a {type(output).__name__} prediction of a {n}-sample batch by sample to "
+                          f"put several processes' predictions in order")
+
+
+def _batch_positions(trainer: pl.Trainer, num_batches: int) -> list[int]:
+    """Where this process's predict batches stand in the sequence one process predicts: a loader that yields
+    whole batches (`batch_size=None`) has its batches dealt out round-robin by Lightning's distributed sampler."""
+    loaders = trainer.predict_dataloaders
+    loader = loaders[0] if isinstance(loaders, (list, tuple)) else loaders
+    sampler = getattr(loader, "sampler", None)
+    if isinstance(sampler, UnrepeatedDistributedSamplerWrapper):
+        positions = list(UnrepeatedDistributedSampler.__iter__(sampler))
+    elif isinstance(sampler, (DistributedSamplerWrapper, DistributedSampler)):  # padded: repeats dropped later
+        positions = list(DistributedSampler.__iter__(sampler))
+    else:
+        raise SubmissionError(f"cannot tell which samples this process predicted (a {type(sampler).__name__} "
+                              f"sampler), so the processes' predictions cannot be put in order")
+    if len(positions) != num_batches:
+        raise SubmissionError(f"this process predicted {num_batches} batches, but its sampler dealt it "
+                              f"{len(positions)}; the processes' predictions cannot be put in order")
+    return positions
+
+
+def gather_predictions(trainer: pl.Trainer, predictions: list, batch_indices: list) -> list:
+    """Every process's predict outputs, in the order one process makes them: what `collate_predictions` expects.
+
+    Under DDP each process predicts its share: Lightning's sampler deals the loader's items out round-robin
+    (`UnrepeatedDistributedSamplerWrapper`). Where the items are whole batches (`batch_size=None`: HW1, HW2,
+    HW4, HW5), each batch is put back at its position, so `collate_predictions` sees the very batches one
+    process would. Where the loader batches samples itself (HW3), batches mix samples from all over the set,
+    so each row goes back to its dataset index (Lightning's `batch_indices`). Repeats (a padding sampler)
+    are dropped. With one process this returns `predictions` as they are.
+    """
+    if trainer.world_size == 1:
+        return predictions
+    indices = batch_indices[0] if batch_indices else []  # (one predict loader: Lightning's list per loader)
+    if indices and len(indices) == len(predictions):
+        keyed = [(index, row) for batch, rows in zip(predictions, indices)
+                 for index, row in zip(rows, _rows(batch, len(rows)))]
+    else:
+        keyed = list(zip(_batch_positions(trainer, len(predictions)), predictions))
+    gathered: list = [None] * trainer.world_size
+    torch.distributed.all_gather_object(gathered, keyed)
+    ordered: dict[int, Any] = {}
+    for key, item in sorted((pair for part in gathered for pair in part), key=lambda pair: pair[0]):
+        ordered.setdefault(key, item)
+    return list(ordered.values())
+
+
 class KaggleSubmissionWriter(BasePredictionWriter):
     """Writes the homework's Kaggle file at the end of `predict`, validated and atomically.
 
@@ -99,6 +161,8 @@ class KaggleSubmissionWriter(BasePredictionWriter):
         self.written_path: Path | None = None
         self.summary: str | None = None
         self.replaced = False
+        self.hold = False  # keep the predictions in `held` instead of writing them (k-fold averaging)
+        self.held: Any = None
 
     def output_path(self, trainer: pl.Trainer, datamodule: SubmissionFormat) -> Path:
         if self.output_dir is not None:
@@ -115,8 +179,13 @@ class KaggleSubmissionWriter(BasePredictionWriter):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, predictions: Any, batch_indices: Any
     ) -> None:
         datamodule = trainer.datamodule
-        if datamodule is not None and hasattr(datamodule, "to_submission"):
-            self.write(trainer, datamodule, datamodule.collate_predictions(predictions))
+        if datamodule is None or not hasattr(datamodule, "to_submission"):
+            return
+        batches = gather_predictions(trainer, predictions, batch_indices)  # (a collective: every process calls it)
+        if self.hold:  # (in every process, so all of them agree on what comes next)
+            self.held = datamodule.collate_predictions(batches)
+        elif trainer.is_global_zero:
+            self.write(trainer, datamodule, datamodule.collate_predictions(batches))
 
     def write(self, trainer: pl.Trainer, datamodule: SubmissionFormat, predictions: Any) -> None:
         """Validate and write the file for `predictions` (as `collate_predictions` returns them)."""

@@ -81,22 +81,36 @@ def fold_checkpoints(cv_dir: Path) -> list[Path]:
 
 
 def predict_averaged(trainer: pl.Trainer, model: pl.LightningModule, datamodule, ckpts: list[Path]) -> None:
-    """Predict with each fold's checkpoint (its weights and its data preprocessing), average, write once."""
+    """Predict with each fold's checkpoint (its weights and its data preprocessing), average, write once.
+
+    The submission writer collects each fold's predictions (from every process, in order, under DDP) instead of
+    writing them; process 0 writes the mean."""
     from callbacks import KaggleSubmissionWriter
 
     writers = [c for c in trainer.callbacks if isinstance(c, KaggleSubmissionWriter)]
-    trainer.callbacks = [c for c in trainer.callbacks if c not in writers]
+    collector = writers[0] if writers else KaggleSubmissionWriter()  # it gathers every process's predictions
+    holding = writers or [collector]
+    trainer.callbacks += [] if writers else [collector]
     outputs = []
-    for ckpt in ckpts:
-        print(f"Predicting with {ckpt}", file=sys.stderr)
-        batches = trainer.predict(model, datamodule=datamodule, ckpt_path=str(ckpt), return_predictions=True)
-        prediction = datamodule.collate_predictions(batches)
-        if not isinstance(prediction, torch.Tensor) or not prediction.is_floating_point():
-            raise DataError(f"{datamodule.homework}'s predictions cannot be averaged over folds; "
-                            f"predict with one fold's checkpoint instead")
-        outputs.append(prediction.float())
-    trainer.callbacks += writers
+    try:
+        for writer in holding:
+            writer.hold = True
+        for ckpt in ckpts:
+            if trainer.is_global_zero:
+                print(f"Predicting with {ckpt}", file=sys.stderr)
+            trainer.predict(model, datamodule=datamodule, ckpt_path=str(ckpt), return_predictions=False)
+            prediction = collector.held
+            if not isinstance(prediction, torch.Tensor) or not prediction.is_floating_point():
+                raise DataError(f"{datamodule.homework}'s predictions cannot be averaged over folds; "
+                                f"predict with one fold's checkpoint instead")
+            outputs.append(prediction.float())
+    finally:
+        for writer in holding:
+            writer.hold, writer.held = False, None
+        if not writers:
+            trainer.callbacks.remove(collector)
     for writer in writers:
         if writer.output_dir is None:
             writer.output_dir = str(ckpts[0].parents[2])  # <cv dir>/<fold run>/checkpoints/x.ckpt -> <cv dir>
-        writer.write(trainer, datamodule, torch.stack(outputs).mean(0))
+        if trainer.is_global_zero:
+            writer.write(trainer, datamodule, torch.stack(outputs).mean(0))
