@@ -332,6 +332,12 @@ class CovidDataModule(HomeworkDataModule[CovidFiles]):
 
     def load_state_dict(self, state: dict) -> None:
         if state:
+            unknown = [n for n in state["features"] if n not in self.layout.feature_names]
+            if unknown:  # trained on another year's layout: its features are not in these files
+                ckpt = getattr(self.trainer, "ckpt_path", None) or "the checkpoint"
+                raise DataError(f"{self.files.train.parent}: the model in {ckpt} was trained on features these "
+                                f"{self.layout.name.upper()} files do not have ({', '.join(unknown[:3])}"
+                                f"{', ...' if len(unknown) > 3 else ''}); use it with files of the year it was trained on")
             self.transform = FeatureTransform(list(state["features"]), state["mean"], state["std"])
 
     # --- Kaggle export ----------------------------------------------------------------------

@@ -307,6 +307,20 @@ class VoxCelebDataModule(HomeworkDataModule[Path]):  # the layout is the Dataset
         """Utterances sorted by length, at most `batch_size` and `max_frames` padded frames per batch."""
         return [torch.from_numpy(b) for b in length_batches(lengths.numpy(), self.max_frames, self.batch_size)]
 
+    def state_dict(self) -> dict:
+        """The speakers in class order, in checkpoints: class k means the same person when predicting."""
+        return {"speakers": list(self.speakers)}
+
+    def load_state_dict(self, state: dict) -> None:
+        trained = state.get("speakers")
+        if trained is not None and list(trained) != list(self.speakers):
+            k = next((k for k, (a, b) in enumerate(zip(trained, self.speakers)) if a != b), len(self.speakers))
+            here = repr(self.speakers[k]) if k < len(self.speakers) else "none"
+            ckpt = getattr(self.trainer, "ckpt_path", None) or "the checkpoint"
+            raise DataError(f"{self.root / 'mapping.json'}: other speakers than the model in {ckpt} was trained on "
+                            f"(class {k} was {trained[k]!r}, here {here}), so its predictions would name the wrong "
+                            f"people; use the mapping.json it was trained with")
+
     def collate_predictions(self, batches: list) -> torch.Tensor:
         """Class probabilities in `testdata.json` order (batches come sorted by length)."""
         sorted_probs = torch.cat([b.detach().cpu() for b in batches])

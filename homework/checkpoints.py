@@ -1,5 +1,6 @@
 """A checkpoint given to `--ckpt_path`: readable, trained by this homework, and the data settings
-that come back from it (so `predict` preprocesses exactly as the model was trained)."""
+that come back from it (so `predict` preprocesses exactly as the model was trained); and, once the
+data is read, a model that fits it (`check_data`)."""
 
 from pathlib import Path
 
@@ -8,12 +9,24 @@ from jsonargparse import Namespace
 
 from datamodules.base import DataError
 
+#: What Lightning writes in every checkpoint: a file without it was not saved by `fit`.
+LIGHTNING_KEYS = ("state_dict", "pytorch-lightning_version")
+
 
 def load(path: Path) -> dict:
+    """The checkpoint's contents, or one line saying why `path` is not a checkpoint `fit` wrote."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # a truncated download, a file that is no checkpoint, ...
         raise DataError(f"--ckpt_path {path}: not a readable checkpoint ({type(err).__name__})") from None
+    if not isinstance(checkpoint, dict):
+        raise DataError(f"--ckpt_path {path}: holds a {type(checkpoint).__name__}, not a checkpoint; pass a .ckpt "
+                        f"file from a run's checkpoints/ folder (or best / last)")
+    if not all(key in checkpoint for key in LIGHTNING_KEYS):
+        raise DataError(f"--ckpt_path {path}: not a checkpoint of this project (no {LIGHTNING_KEYS[1]}: a bare "
+                        f"state_dict, as the course's sample code saves, has no settings to rebuild the model); "
+                        f"train with `fit` and pass a .ckpt file from the run's checkpoints/ folder")
+    return checkpoint
 
 
 def class_path(cls: type) -> str:
@@ -40,3 +53,31 @@ def restore_data_settings(checkpoint: dict, data: Namespace, runtime_args: tuple
             continue
         if key not in runtime_args or data[key] is None:
             data[key] = value
+
+
+def _plain(value):
+    """A hyperparameter as comparable data (tuples and lists alike); None for what is not plain data."""
+    if isinstance(value, (bool, int, float, str)) or value is None:
+        return value
+    if isinstance(value, (list, tuple)) and all(isinstance(v, (bool, int, float, str)) for v in value):
+        return list(value)
+    return None
+
+
+def check_data(checkpoint: dict, model, data_dir, path: str | Path | None = None) -> None:
+    """Raise DataError when the data now read gives the model other settings than it was trained with.
+
+    The CLI restores every model setting from the checkpoint, then the data sets those it decides (its
+    links: number of features, classes, speakers, vocabulary size, ...). So a saved setting that differs
+    from the model's now was changed by the data: the weights cannot fit it (or would mean other things).
+    Called when a checkpoint is loaded, before its weights are (`models.base.BaseTask.on_load_checkpoint`).
+    """
+    saved = checkpoint.get("hyper_parameters", {})
+    changed = [(key, saved[key], value) for key, value in model.hparams.items()
+               if not key.startswith("_") and key in saved and _plain(value) is not None
+               and _plain(saved[key]) is not None and _plain(value) != _plain(saved[key])]
+    if changed:
+        was = ", ".join(f"{key} {before}" for key, before, _ in changed)
+        now = ", ".join(f"{key} {after}" for key, _, after in changed)
+        raise DataError(f"{path or 'the checkpoint'}: this model was trained on data with {was}, but the data in "
+                        f"'{data_dir}' gives {now}; use it with data like its training data, or train a model on this")

@@ -73,6 +73,15 @@ class BaseTask(pl.LightningModule):
         """Which homework trained this, so another homework's CLI refuses it in one line."""
         checkpoint["homework"] = getattr(self.trainer.datamodule, "homework", None)
 
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """A checkpoint whose model does not fit the data now read (other features, classes, speakers, ...)
+        is one line, before its weights are loaded (or fail to, in a size-mismatch traceback)."""
+        from homework.checkpoints import check_data  # (imported here: models do not need the CLI otherwise)
+
+        trainer = self._trainer
+        datamodule = getattr(trainer, "datamodule", None)
+        check_data(checkpoint, self, getattr(datamodule, "data_dir", None), getattr(trainer, "ckpt_path", None))
+
     def on_train_start(self) -> None:
         """Resuming to train longer (`fit --ckpt_path last --trainer.max_epochs N`): the per-step schedule
         restored from the checkpoint still ends where the old run ended (learning rate 0), so it is re-spanned

@@ -113,6 +113,7 @@ class Translator(BaseTask):
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         """With `average_checkpoints` k > 1, the weights loaded are the average of k epochs' checkpoints."""
+        super().on_load_checkpoint(checkpoint)
         if self.average_checkpoints > 1 and self._trainer is not None and self.trainer.ckpt_path:
             checkpoint["state_dict"] = average_checkpoints(Path(self.trainer.ckpt_path), self.average_checkpoints)
 

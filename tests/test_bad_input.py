@@ -1,0 +1,436 @@
+"""Bad input, every homework, one table: each fault a user can make with the data, the options or a checkpoint
+must end in ONE `error:` line naming the file and the problem, exit code 2, no traceback and nothing written.
+
+Each homework's demo set (`write_demo`, the real file layout) is written once per module and copied into the
+test's folder before a fault is made in it; one tiny checkpoint per homework is trained once, on first use.
+Faults the homework test files already check on their own tiny data are listed in COVERED, not repeated here.
+"""
+import json
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+
+from datamodules.base import HomeworkDataModule
+from datamodules.covid import ML2023, CovidDataModule, write_demo_covid
+from datamodules.food import FoodDataModule
+from datamodules.libriphone import LibriPhoneDataModule
+from datamodules.translation import TranslationDataModule
+from datamodules.voxceleb import VoxCelebDataModule
+from homework import hw1, hw2, hw3, hw4, hw5
+from tests.conftest import QUIET, user_error
+
+LIMITS = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1",
+          "--torch_num_threads", "1", *QUIET]
+
+
+@dataclass(frozen=True)
+class Homework:
+    name: str
+    main: Callable
+    datamodule: type[HomeworkDataModule]
+    layout: str  # the folder of the demo set that holds the files
+    tiny: tuple[str, ...]  # a model small enough to train a step in milliseconds
+
+
+HOMEWORKS = {hw.name: hw for hw in (
+    Homework("hw1", hw1.main, CovidDataModule, ".", ()),
+    Homework("hw2", hw2.main, LibriPhoneDataModule, "libriphone",
+             ("--model.hidden_dim", "8", "--model.num_layers", "1", "--data.batch_size", "64",
+              "--data.concat_nframes", "11")),
+    Homework("hw3", hw3.main, FoodDataModule, "food11",
+             ("--model.net", "sample", "--data.image_size", "32", "--data.num_workers", "0", "--data.batch_size", "8")),
+    Homework("hw4", hw4.main, VoxCelebDataModule, "Dataset",
+             ("--model.d_model", "8", "--model.nhead", "2", "--model.num_layers", "1", "--model.dim_feedforward", "16",
+              "--model.conv_kernel_size", "3", "--data.batch_size", "4", "--data.segment_len", "16")),
+    Homework("hw5", hw5.main, TranslationDataModule, ".",
+             ("--data.vocab_size", "100", "--data.max_tokens", "512", "--model.embed_dim", "16", "--model.hidden_dim",
+              "32", "--model.encoder_layers", "1", "--model.decoder_layers", "1", "--model.attention_heads", "2",
+              "--model.beam_size", "1", "--model.val_bleu_sentences", "4", "--model.max_len_b", "3")),
+)}
+
+
+class Prepared:
+    """Each homework's pristine demo set and tiny trained checkpoint, made once per module on first use."""
+
+    def __init__(self, root: Path) -> None:
+        self.root, self._data, self._ckpt = root, {}, {}
+
+    def data(self, hw: str) -> Path:
+        if hw not in self._data:
+            HOMEWORKS[hw].datamodule.write_demo(self.root / hw / "data")
+            self._data[hw] = self.root / hw / "data"
+        return self._data[hw]
+
+    def checkpoint(self, hw: str) -> Path:
+        if hw not in self._ckpt:
+            runs = self.root / hw / "runs"
+            cli = HOMEWORKS[hw].main(["fit", "--data.data_dir", str(self.data(hw)), *HOMEWORKS[hw].tiny, *LIMITS,
+                                      "--trainer.default_root_dir", str(runs)])
+            self._ckpt[hw] = Path(cli.trainer.checkpoint_callback.best_model_path)
+        return self._ckpt[hw]
+
+    def files(self) -> set[Path]:
+        return {p for p in self.root.rglob("*") if p.is_file() and "runs" in p.parts}
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory) -> Prepared:
+    return Prepared(tmp_path_factory.mktemp("prepared"))
+
+
+@dataclass
+class Case:
+    """What a fault gets: the homework, the test's folder and the prepared sets."""
+
+    hw: Homework
+    tmp: Path
+    prepared: Prepared
+
+    def copy(self) -> Path:
+        """A fresh copy of the demo set (with its caches), to break; returns the folder holding its files."""
+        shutil.copytree(self.prepared.data(self.hw.name), self.tmp / "data")
+        return self.tmp / "data" / self.hw.layout
+
+    def fit(self, data: Path, *flags: str) -> list[str]:
+        return ["fit", "--data.data_dir", str(data), *self.hw.tiny, *LIMITS, *flags]
+
+    def ckpt(self, hw: str | None = None) -> Path:
+        return self.prepared.checkpoint(hw or self.hw.name)
+
+
+def write_json(path: Path, value) -> None:
+    path.write_text(json.dumps(value))
+
+
+def truncate(path: Path, keep: float = 0.5) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[:int(len(data) * keep)])
+
+
+# --- the faults ------------------------------------------------------------------------------------------
+# Each takes a Case, breaks something, and returns (command line, fragments the error line must hold).
+Fault = Callable[[Case], tuple[list[str], tuple[str, ...]]]
+
+
+def missing_directory(c: Case):
+    where = c.tmp / "nowhere"
+    return c.fit(where), (f"{c.hw.name.upper()} data not found: '{where}' does not exist",)
+
+
+def directory_without_the_files(c: Case):
+    (c.tmp / "empty").mkdir()
+    (c.tmp / "empty" / "notes.txt").write_text("my data is elsewhere\n")
+    return c.fit(c.tmp / "empty"), (f"'{c.tmp / 'empty'}' holds none of the expected files",)
+
+
+def misspelt_option(c: Case):
+    return ["fit", "--data.data_dri", "x"], ("unrecognized option --data.data_dri; did you mean --data.data_dir?",)
+
+
+def misspelt_config_key(c: Case):
+    config = c.tmp / "mine.yaml"
+    config.write_text("trainer:\n  max_epochs: 1\ndata:\n  data_dri: x\n")
+    return ["fit", "--config", str(config)], ("does not accept option 'data.data_dri'",)
+
+
+def another_homeworks_checkpoint(c: Case):
+    other = "hw2" if c.hw.name == "hw1" else "hw1"
+    return ["predict", "--ckpt_path", str(c.ckpt(other)), *QUIET], (f"trained by {other}, not {c.hw.name}",
+                                                                     f"python homework/{other}.py")
+
+
+def text_file_as_checkpoint(c: Case):
+    (c.tmp / "model.ckpt").write_text("the weights are on my other laptop\n")
+    return ["predict", "--ckpt_path", str(c.tmp / "model.ckpt"), *QUIET], (f"{c.tmp / 'model.ckpt'}",
+                                                                           "not a readable checkpoint")
+
+
+def truncated_checkpoint(c: Case):
+    shutil.copy(c.ckpt(), c.tmp / "cut.ckpt")
+    truncate(c.tmp / "cut.ckpt")
+    return ["predict", "--ckpt_path", str(c.tmp / "cut.ckpt"), *QUIET], (f"{c.tmp / 'cut.ckpt'}",
+                                                                         "not a readable checkpoint")
+
+
+def weights_only_file_as_checkpoint(c: Case):
+    """What the course's sample code saves (`torch.save(model.state_dict(), path)`), or any saved tensor."""
+    torch.save({"layers.0.weight": torch.zeros(2, 2)}, c.tmp / "model.ckpt")
+    return ["validate", "--ckpt_path", str(c.tmp / "model.ckpt"), *QUIET], (f"{c.tmp / 'model.ckpt'}",
+                                                                            "not a checkpoint of this project")
+
+
+def tensor_file_as_checkpoint(c: Case):
+    torch.save(torch.zeros(3, 40), c.tmp / "uttr-0.pt")
+    return ["predict", "--ckpt_path", str(c.tmp / "uttr-0.pt"), *QUIET], (f"{c.tmp / 'uttr-0.pt'}",
+                                                                          "holds a Tensor, not a checkpoint")
+
+
+def missing_checkpoint(c: Case):
+    return ["predict", "--ckpt_path", str(c.tmp / "best.ckpt"), *QUIET], (f"checkpoint '{c.tmp / 'best.ckpt'}' "
+                                                                          f"does not exist",)
+
+
+# --- one homework's files --------------------------------------------------------------------------------
+def hw1_empty_training_file(c: Case):
+    train = c.copy() / "covid.train.csv"
+    train.write_text(train.read_text().splitlines()[0] + "\n")
+    return c.fit(train.parent), (f"{train}: the file has a header but no data rows",)
+
+
+def hw1_other_layout(c: Case, command: str):
+    """The model was trained on ML2022's 116 features; this folder holds ML2023's files."""
+    write_demo_covid(c.tmp / "ml2023", ML2023, num_train=50, num_test=20)
+    return [command, "--ckpt_path", str(c.ckpt()), "--data.data_dir", str(c.tmp / "ml2023"), *QUIET], (
+        str(c.ckpt()), "in_features 116", f"'{c.tmp / 'ml2023'}'", "gives in_features 87")
+
+
+def hw1_selected_features_of_another_layout(c: Case):
+    """As many features as the model takes (the 5 best), but chosen among ML2022's: ML2023 has no day 4 or 5."""
+    cli = c.hw.main(c.fit(c.prepared.data("hw1"), "--data.features", "5", "--trainer.default_root_dir",
+                          str(c.tmp / "five")))
+    ckpt = cli.trainer.checkpoint_callback.best_model_path
+    assert any(name.endswith(("_day4", "_day5")) for name in cli.datamodule.transform.names)
+    write_demo_covid(c.tmp / "ml2023", ML2023, num_train=50, num_test=20)
+    return ["predict", "--ckpt_path", ckpt, "--data.data_dir", str(c.tmp / "ml2023"), *QUIET], (
+        f"{c.tmp / 'ml2023'}: the model in {ckpt} was trained on features these ML2023 files do not have",)
+
+
+def hw2_missing_feature_file(c: Case):
+    root = c.copy()
+    first = (root / "test_split.txt").read_text().split()[0]
+    (root / "feat" / "test" / f"{first}.pt").unlink()
+    return c.fit(root.parent), (f"{first}.pt: not found, but test_split.txt lists utterance {first}",)
+
+
+def hw2_empty_split(c: Case):
+    root = c.copy()
+    (root / "train_split.txt").write_text("\n")
+    return c.fit(root.parent), (f"{root / 'train_split.txt'}: no utterance ids in this file",)
+
+
+def hw2_truncated_tensor(c: Case):
+    root = c.copy()
+    first = (root / "train_split.txt").read_text().split()[0]
+    truncate(root / "feat" / "train" / f"{first}.pt")
+    return c.fit(root.parent), (f"{first}.pt: cannot be read as a saved tensor",)
+
+
+def hw2_inf_in_features(c: Case):
+    root = c.copy()
+    first = (root / "train_split.txt").read_text().split()[0]
+    path = root / "feat" / "train" / f"{first}.pt"
+    features = torch.load(path)
+    features[2, 5] = float("inf")
+    torch.save(features, path)
+    return c.fit(root.parent), (f"{path}: infinite value in frame 2",)
+
+
+def hw2_other_classes(c: Case, command: str):
+    """Trained on libriphone's 41 phonemes; this folder holds ML2021's timit_11 (39 phonemes)."""
+    import numpy as np
+
+    root = c.tmp / "timit_11"
+    root.mkdir()
+    rng = np.random.default_rng(0)
+    np.save(root / "train_11.npy", rng.normal(size=(40, 429)).astype(np.float32))
+    np.save(root / "train_label_11.npy", rng.integers(0, 39, 40).astype(str))
+    np.save(root / "test_11.npy", rng.normal(size=(20, 429)).astype(np.float32))
+    return [command, "--ckpt_path", str(c.ckpt()), "--data.data_dir", str(root), *QUIET], (
+        str(c.ckpt()), "num_classes 41", f"'{root}'", "gives num_classes 39")
+
+
+def hw3_missing_split_folder(c: Case):
+    root = c.copy()
+    shutil.rmtree(root / "validation")
+    return c.fit(root), ("ML2022 food-11 layout", "validation/ is missing")
+
+
+def hw3_empty_split(c: Case):
+    root = c.copy()
+    for image in (root / "validation").iterdir():
+        image.unlink()
+    return c.fit(root), (f"{root / 'validation'}: no images",)
+
+
+def hw3_corrupt_image(c: Case):
+    root = c.copy()
+    image = sorted((root / "validation").iterdir())[3]
+    truncate(image, 0.3)
+    return c.fit(root), (f"{image}: cannot decode this image", "--data.bad_images skip")
+
+
+def hw3_corrupt_test_image(c: Case):
+    root = c.copy()
+    image = sorted((root / "test").iterdir())[0]
+    image.write_bytes(b"GIF89a not really")
+    return ["predict", "--ckpt_path", str(c.ckpt()), "--data.data_dir", str(root), *QUIET], (
+        f"{image}: cannot decode this image",)
+
+
+def hw4_missing_json(c: Case):
+    root = c.copy()
+    (root / "mapping.json").unlink()
+    return c.fit(root), (f"{root / 'mapping.json'}: file not found",)
+
+
+def hw4_truncated_tensor(c: Case):
+    root = c.copy()
+    first = json.loads((root / "testdata.json").read_text())["utterances"][0]["feature_path"]
+    truncate(root / first)
+    return c.fit(root), (f"{root / first}: cannot be read as a saved tensor",)
+
+
+def hw4_empty_split(c: Case):
+    root = c.copy()
+    metadata = json.loads((root / "metadata.json").read_text())
+    write_json(root / "metadata.json", {**metadata, "speakers": {}})
+    return c.fit(root), (f"{root / 'metadata.json'}: no training utterances",)
+
+
+def hw4_other_speakers(c: Case, command: str):
+    """Trained on the demo's 30 speakers; this folder's mapping.json has 3."""
+    root = c.copy()
+    metadata = json.loads((root / "metadata.json").read_text())
+    speakers = dict(list(metadata["speakers"].items())[:3])
+    write_json(root / "metadata.json", {**metadata, "speakers": speakers})
+    write_json(root / "mapping.json", {"speaker2id": {s: k for k, s in enumerate(speakers)},
+                                       "id2speaker": {str(k): s for k, s in enumerate(speakers)}})
+    return [command, "--ckpt_path", str(c.ckpt()), "--data.data_dir", str(root), *QUIET], (
+        str(c.ckpt()), "num_speakers 30", f"'{root}'", "gives num_speakers 3")
+
+
+def hw4_renamed_speakers(c: Case, command: str):
+    """As many speakers as in training, but other ones: the class numbers would name the wrong people."""
+    root = c.copy()
+    mapping = json.loads((root / "mapping.json").read_text())
+    rename = {name: f"id9{name[3:]}" for name in mapping["speaker2id"]}
+    write_json(root / "mapping.json", {"speaker2id": {rename[s]: k for s, k in mapping["speaker2id"].items()},
+                                       "id2speaker": {k: rename[s] for k, s in mapping["id2speaker"].items()}})
+    metadata = json.loads((root / "metadata.json").read_text())
+    write_json(root / "metadata.json", {**metadata, "speakers": {rename[s]: u for s, u in metadata["speakers"].items()}})
+    return [command, "--ckpt_path", str(c.ckpt()), "--data.data_dir", str(root), *QUIET], (
+        f"{root / 'mapping.json'}: other speakers than the model in {c.ckpt()}", "class 0 was 'id10000', here 'id90000'")
+
+
+def hw5_missing_test_file(c: Case):
+    root = c.copy()
+    (root / "test.raw.en").unlink()
+    return c.fit(root), (f"{root}: test.raw.en not found",)
+
+
+def hw5_empty_split(c: Case):
+    root = c.copy()
+    for name in ("train_dev.raw.en", "train_dev.raw.zh"):
+        (root / name).write_text("")
+    return c.fit(root), (f"{root / 'train_dev.raw.en'}: the file is empty",)
+
+
+def hw5_line_counts(c: Case):
+    root = c.copy()
+    (root / "test.raw.zh").write_text("。\n" * 3)
+    return c.fit(root), (f"{root / 'test.raw.en'} has 500 lines but test.raw.zh has 3",)
+
+
+COMMON: dict[str, Fault] = {
+    "missing directory": missing_directory,
+    "directory without the files": directory_without_the_files,
+    "misspelt option": misspelt_option,
+    "misspelt config key": misspelt_config_key,
+    "another homework's checkpoint": another_homeworks_checkpoint,
+    "text file as checkpoint": text_file_as_checkpoint,
+    "truncated checkpoint": truncated_checkpoint,
+    "weights-only file as checkpoint": weights_only_file_as_checkpoint,
+    "tensor file as checkpoint": tensor_file_as_checkpoint,
+    "missing checkpoint": missing_checkpoint,
+}
+SPECIFIC: dict[str, dict[str, Fault]] = {
+    "hw1": {"empty split (training file)": hw1_empty_training_file,
+            "checkpoint from another layout (predict)": lambda c: hw1_other_layout(c, "predict"),
+            "checkpoint from another layout (validate)": lambda c: hw1_other_layout(c, "validate"),
+            "checkpoint with features of another layout": hw1_selected_features_of_another_layout},
+    "hw2": {"missing feature file": hw2_missing_feature_file,
+            "empty split": hw2_empty_split,
+            "truncated tensor file": hw2_truncated_tensor,
+            "inf in features": hw2_inf_in_features,
+            "checkpoint with other classes (predict)": lambda c: hw2_other_classes(c, "predict"),
+            "checkpoint with other classes (validate)": lambda c: hw2_other_classes(c, "validate")},
+    "hw3": {"missing split folder": hw3_missing_split_folder,
+            "empty split": hw3_empty_split,
+            "corrupt image": hw3_corrupt_image,
+            "corrupt test image (predict)": hw3_corrupt_test_image},
+    "hw4": {"missing mapping.json": hw4_missing_json,
+            "truncated tensor file": hw4_truncated_tensor,
+            "empty split": hw4_empty_split,
+            "checkpoint with other speakers (predict)": lambda c: hw4_other_speakers(c, "predict"),
+            "checkpoint with other speakers (validate)": lambda c: hw4_other_speakers(c, "validate"),
+            "checkpoint with renamed speakers (predict)": lambda c: hw4_renamed_speakers(c, "predict")},
+    "hw5": {"missing test file": hw5_missing_test_file,
+            "empty split": hw5_empty_split,
+            "mismatched line counts (test)": hw5_line_counts},
+}
+#: Faults the homework's own test file already checks through the CLI (one test each, not repeated here).
+COVERED = {
+    ("hw1", "directory without the files"): "test_hw1.py::test_named_data_dir_without_files_is_an_error_not_a_demo",
+    ("hw1", "misspelt option"): "test_cli.py::test_a_misspelt_option_is_one_line_with_the_closest_valid_one",
+    ("hw1", "another homework's checkpoint"): "test_cli.py::test_another_homeworks_checkpoint_is_one_line",
+    ("hw1", "text file as checkpoint"): "test_hw1.py::test_a_broken_checkpoint_file_is_a_clear_error",
+    ("hw5", "missing directory"): "test_hw5.py::test_half_a_training_pair_or_no_files_is_a_clear_error",
+}
+TABLE = [(hw, name) for hw in HOMEWORKS for name in {**COMMON, **SPECIFIC[hw]} if (hw, name) not in COVERED]
+
+
+@pytest.mark.parametrize("hw, fault", TABLE, ids=[f"{hw}-{fault}" for hw, fault in TABLE])
+def test_bad_input_is_one_line_naming_the_problem(hw, fault, tmp_path, prepared, capsys):
+    case = Case(HOMEWORKS[hw], tmp_path, prepared)
+    args, fragments = {**COMMON, **SPECIFIC[hw]}[fault](case)
+    capsys.readouterr()  # what preparing the demo set and checkpoint printed
+    before = prepared.files()
+    line = user_error(capsys, case.hw.main, args)
+    for fragment in fragments:
+        assert fragment in line, line
+    assert prepared.files() == before  # no prediction or checkpoint written beside the checkpoint used
+
+
+# --- a training loss that turns NaN/inf ---------------------------------------------------------------------
+#: Epoch 0 trains as usual (and saves its checkpoints); from epoch 1 the learning rate is 1e30 times larger.
+EXPLODE_AFTER_EPOCH_0 = ["--trainer.max_epochs", "3", "--model.lr_scheduler", "torch.optim.lr_scheduler.StepLR",
+                         "--model.lr_scheduler.step_size", "1", "--model.lr_scheduler.gamma", "1e30"]
+WATCH = ["--trainer.callbacks", "callbacks.StopOnNonFiniteLoss"]  # until the CLI adds it to every fit
+
+
+@pytest.mark.parametrize("hw, flags, when", [
+    ("hw1", [], "in epoch 1 (by optimizer step"),  # the default whole-epoch manual steps
+    ("hw1", ["--data.minibatches_per_step", "1"], "at step"),  # automatic optimization: the exact step
+    ("hw2", [], "at step"),
+    ("hw5", [], "at step"),
+])
+def test_a_nan_loss_stops_the_run_keeping_its_earlier_checkpoints(hw, flags, when, tmp_path, prepared, capsys):
+    case = Case(HOMEWORKS[hw], tmp_path, prepared)
+    args = case.fit(prepared.data(hw), *flags, *WATCH, *EXPLODE_AFTER_EPOCH_0)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        case.hw.main(args)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2 and len([e for e in err if e.startswith("error:")]) == 1
+    assert err[-1].startswith("error: training stopped: the training loss (train_loss) became "), err[-1]
+    assert when in err[-1] and "--trainer.gradient_clip_val" in err[-1] and "smaller learning rate" in err[-1]
+    (run,) = Path("runs", hw).iterdir()
+    assert f"the checkpoints saved before it are kept in {(run / 'checkpoints').resolve()}" in err[-1]
+    assert {torch.load(p, weights_only=True)["epoch"] for p in run.glob("checkpoints/*.ckpt")} == {0}  # none after
+    record = json.loads((run / "run.json").read_text())
+    assert record["status"] not in ("running", "finished") and record["best_epoch"] == 0
+
+
+def test_a_nan_loss_before_any_checkpoint_leaves_no_run(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        hw1.main(["fit", *LIMITS, *WATCH, "--data.minibatches_per_step", "1", "--model.lr_scheduler", "null",
+                  "--model.optimizer", "torch.optim.SGD", "--model.optimizer.lr", "1e30"])
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert exit_info.value.code == 2
+    assert line.startswith("error: training stopped: the training loss (train_loss) became ") and "at step 2 (epoch 0, batch 1)" in line
+    assert "no checkpoint had been saved yet" in line
+    assert not any(Path("runs").rglob("*.ckpt")) and not [p for p in Path("runs/hw1").iterdir() if p.is_dir()]
