@@ -1,9 +1,12 @@
 """Callbacks and schedules shared by every homework (Lightning built-ins are used directly where they exist)."""
+from callbacks.checkpointing import AtomicCheckpointIO, HomeworkCheckpoint
 from callbacks.classification_plots import ClassificationPlots
 from callbacks.finite import NonFiniteLoss, StopOnNonFiniteLoss
 from callbacks.plots import LearningCurvePlot
+from callbacks.reproducibility import ReproducibleEpochs
 from callbacks.schedulers import InverseSqrtLR, WarmupCosineLR
 from callbacks.submission import KaggleSubmissionWriter, SubmissionError, validate_submission, write_atomically
 
-__all__ = ["ClassificationPlots", "InverseSqrtLR", "KaggleSubmissionWriter", "LearningCurvePlot", "NonFiniteLoss",
-           "StopOnNonFiniteLoss", "SubmissionError", "WarmupCosineLR", "validate_submission", "write_atomically"]
+__all__ = ["AtomicCheckpointIO", "ClassificationPlots", "HomeworkCheckpoint", "InverseSqrtLR", "KaggleSubmissionWriter",
+           "LearningCurvePlot", "NonFiniteLoss", "ReproducibleEpochs", "StopOnNonFiniteLoss", "SubmissionError",
+           "WarmupCosineLR", "validate_submission", "write_atomically"]

@@ -10,7 +10,7 @@ from typing import ClassVar, Generic, Literal, TypeVar
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler, random_split
+from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler, SequentialSampler, random_split
 
 log = logging.getLogger(__name__)
 
@@ -221,6 +221,130 @@ def length_batches(lengths, max_padded: int, max_items: int | None = None, order
     return batches
 
 
+def stream_seed(*keys: int) -> int:
+    """A 63-bit seed from integers such as (seed, epoch, position): the same in every process and run."""
+    return hash(tuple(int(k) for k in keys)) & (2**63 - 1)  # ints hash to themselves: no per-process salt
+
+
+class _Positioned(Sampler):
+    """The wrapped sampler's items tagged with a seed from (run seed, epoch, position in the epoch), for
+    `_Reseeded`. `set_epoch` reaches the wrapped sampler too (HW5's batches are drawn per epoch)."""
+
+    def __init__(self, sampler) -> None:
+        self.sampler, self.seed, self.epoch = sampler, SAMPLE_SEED, 0
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __getattr__(self, name: str):  # the wrapped sampler's attributes (e.g. `minibatches_per_epoch`)
+        if name == "sampler":  # (not set yet, while unpickling in a worker)
+            raise AttributeError(name)
+        return getattr(self.sampler, name)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        if hasattr(self.sampler, "set_epoch"):
+            self.sampler.set_epoch(epoch)
+
+    def __iter__(self):
+        seed, epoch = self.seed, self.epoch
+        # Runs inside EpochLoader's RNG swap: the wrapped sampler shuffles from (seed, epoch), however many
+        # draws the DataLoader made before (a new iterator and a persistent workers' reset make different ones)
+        torch.random.default_generator.manual_seed(stream_seed(seed, epoch))
+        for position, item in enumerate(self.sampler):
+            yield stream_seed(seed, epoch, position), item
+
+    @staticmethod
+    def within(sampler) -> "_Positioned | None":
+        """The `_Positioned` sampler of a loader: its own, or inside Lightning's DistributedSamplerWrapper."""
+        for candidate in (sampler, getattr(getattr(sampler, "dataset", None), "_sampler", None)):
+            if isinstance(candidate, _Positioned):
+                return candidate
+        return None
+
+
+class _Reseeded(Dataset):
+    """Seeds torch's RNG from its tag before each item, so random augmentation (HW3's transforms, HW4's
+    crops) depends on where the item falls in the epoch: not on which worker loads it, on how many workers
+    there are, or on what the process did before (a resumed run draws the same)."""
+
+    def __init__(self, dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, tagged):
+        seed, item = tagged
+        torch.random.default_generator.manual_seed(seed)
+        return self.dataset[item]
+
+
+class EpochLoader(DataLoader):
+    """The training DataLoader of every homework: what epoch `e` serves is a function of (seed, e) alone,
+    and a run resumed from a mid-epoch checkpoint serves the rest of that epoch exactly.
+
+    - order: the sampler's draws (shuffling) come from torch's RNG seeded (seed, epoch), swapped in around
+      each fetch, so they neither depend on nor disturb the model's RNG (dropout);
+    - augmentation: each item is drawn with torch's RNG seeded (seed, epoch, position), in any worker;
+    - resuming: `state_dict()` (epoch, batches served) goes into each checkpoint and comes back through
+      `load_state_dict` when a run resumes mid-epoch (callbacks.ReproducibleEpochs sees to both); the
+      batches already trained on are then fetched again and dropped (not skipped by index: that is what
+      keeps every later batch, and which worker loads it, identical).
+    The seed is the run's (`--seed_everything`; the sample's when unset); `set_epoch` is called at each
+    epoch's start (callbacks.ReproducibleEpochs). Why not torchdata's StatefulDataLoader: it restores the
+    sampler's and workers' RNG states as saved, so a run is reproducible from where it was saved, not as a
+    function of (seed, epoch), and augmentation still depends on the number of workers.
+    """
+
+    def __init__(self, dataset, *args, sampler=None, shuffle: bool | None = None, **kwargs) -> None:
+        if not isinstance(dataset, _Reseeded):  # Lightning rebuilds loaders (e.g. under DDP) from their attributes
+            dataset = _Reseeded(dataset)
+        if sampler is None:
+            sampler = RandomSampler(dataset) if shuffle else SequentialSampler(dataset)
+        if _Positioned.within(sampler) is None:
+            sampler = _Positioned(sampler)
+        super().__init__(dataset, *args, sampler=sampler, **kwargs)
+        self.epoch, self.served, self._resume_at = 0, 0, None
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "served": self.served}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch, self._resume_at = state["epoch"], (state["epoch"], state["served"])
+
+    def __iter__(self):
+        return self._serve()  # a generator: nothing is drawn before the first batch is asked for
+
+    def _serve(self):
+        epoch, seed = self.epoch, int(os.environ.get("PL_GLOBAL_SEED", SAMPLE_SEED))  # set by seed_everything
+        positioned = _Positioned.within(self.sampler)
+        positioned.seed = seed
+        positioned.set_epoch(epoch)
+        skip = self._resume_at[1] if self._resume_at and self._resume_at[0] == epoch else 0
+        self._resume_at, self.served = None, 0
+        own = torch.Generator().manual_seed(stream_seed(seed, epoch)).get_state()
+        batches = None
+        while True:
+            theirs = torch.get_rng_state()
+            torch.set_rng_state(own)
+            try:
+                if batches is None:
+                    batches = super().__iter__()
+                batch = next(batches)
+            except StopIteration:
+                return
+            finally:
+                own = torch.get_rng_state()
+                torch.set_rng_state(theirs)
+            self.served += 1
+            if self.served > skip:
+                yield batch
+
+
 class TensorBatchDataset(Dataset):
     """In-memory tensors indexed by a whole batch of indices at once.
 
@@ -282,4 +406,5 @@ def batch_loader(*tensors: torch.Tensor, batch_size: int, shuffle: bool,
                  minibatches_per_step: MinibatchesPerStep = 1) -> DataLoader:
     """A DataLoader over in-memory tensors that yields whole batches (or lists of them) without per-sample work."""
     sampler = MinibatchSampler(len(tensors[0]), batch_size, shuffle, minibatches_per_step)
-    return DataLoader(TensorBatchDataset(*tensors), sampler=sampler, batch_size=None)
+    loader = EpochLoader if shuffle else DataLoader  # (training loaders shuffle)
+    return loader(TensorBatchDataset(*tensors), sampler=sampler, batch_size=None)

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
 from datamodules.atomic import build_once, write_atomically
-from datamodules.base import DataError, HomeworkDataModule, available_cpus
+from datamodules.base import DataError, EpochLoader, HomeworkDataModule, available_cpus
 from datamodules.packed import source_key
 
 log = logging.getLogger(__name__)
@@ -368,7 +368,8 @@ class FoodDataModule(HomeworkDataModule[FoodFiles]):
 
     def _loader(self, dataset: FoodImages, shuffle: bool = False) -> DataLoader:
         workers = self.num_workers if dataset.transform is not None else 0  # plain indexing needs no worker
-        return DataLoader(dataset, batch_size=self.batch_size, shuffle=shuffle, drop_last=shuffle and
+        loader = EpochLoader if shuffle else DataLoader  # (training loaders shuffle)
+        return loader(dataset, batch_size=self.batch_size, shuffle=shuffle, drop_last=shuffle and
                           len(dataset) > self.batch_size,  # a batch of one breaks BatchNorm
                           num_workers=workers, persistent_workers=workers > 0,
                           pin_memory=torch.cuda.is_available())

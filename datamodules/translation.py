@@ -21,7 +21,8 @@ from pytorch_lightning.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from datamodules.atomic import build_once
-from datamodules.base import SAMPLE_SEED, DataError, HomeworkDataModule, length_batches, split_indices
+from datamodules.base import (SAMPLE_SEED, DataError, EpochLoader, HomeworkDataModule, length_batches,
+                              split_indices)
 
 log = logging.getLogger(__name__)
 
@@ -481,7 +482,8 @@ class TranslationDataModule(HomeworkDataModule[TranslationFiles]):
 
     def _loader(self, pairs: SentencePairs, shuffle: bool) -> DataLoader:
         sampler = TokenBatchSampler(pairs.lengths(), self.max_tokens, shuffle, self.hparams.seed)
-        return DataLoader(pairs, sampler=sampler, batch_size=None, num_workers=self.num_workers,
+        loader = EpochLoader if shuffle else DataLoader  # (training loaders shuffle)
+        return loader(pairs, sampler=sampler, batch_size=None, num_workers=self.num_workers,
                           persistent_workers=self.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:

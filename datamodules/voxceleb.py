@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, random_split
 
-from datamodules.base import (DataError, HomeworkDataModule, MinibatchSampler, check_folds, length_batches,
-                              split_indices)
+from datamodules.base import (DataError, EpochLoader, HomeworkDataModule, MinibatchSampler, check_folds,
+                              length_batches, split_indices)
 from datamodules.packed import PackedTensors, pack_tensors, require_frames
 
 log = logging.getLogger(__name__)
@@ -289,7 +289,7 @@ class VoxCelebDataModule(HomeworkDataModule[Path]):  # the layout is the Dataset
 
     def train_dataloader(self) -> DataLoader:
         sampler = MinibatchSampler(len(self.train_index), self.batch_size, shuffle=True)
-        return DataLoader(Utterances(self.train_packed, self.labels, self.segment_len),
+        return EpochLoader(Utterances(self.train_packed, self.labels, self.segment_len),
                           sampler=_Subset(sampler, self.train_index), batch_size=None,
                           num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
 

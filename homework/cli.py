@@ -13,6 +13,7 @@ fold of a k-fold split, and `predict --ckpt_path <cross-validation dir>` average
 """
 
 import copy
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -21,15 +22,18 @@ import torch
 from jsonargparse import ArgumentError
 from pytorch_lightning import LightningDataModule, Trainer
 from pytorch_lightning.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
+from pytorch_lightning.plugins.io import CheckpointIO
 from pytorch_lightning.cli import ArgsType, LightningArgumentParser, LightningCLI, SaveConfigCallback
 
-from callbacks import KaggleSubmissionWriter, LearningCurvePlot, SubmissionError
+from callbacks import (AtomicCheckpointIO, HomeworkCheckpoint, KaggleSubmissionWriter, LearningCurvePlot,
+                       ReproducibleEpochs, SubmissionError)
 from datamodules.base import DataError, HomeworkDataModule
 from homework import arguments, checkpoints, hardware, kfold, runs, tracking
 from homework.output import EpochLines, fail, silence_known_noise
 from models.base import BaseTask
 
 CONFIG_DIR = Path(__file__).parent / "configs"
+RUN_DIR_ENV = "NTU_ML_RUN_DIR"  # the run directory, for the other processes of a multi-device fit
 EVALUATING = ("validate", "test", "predict")
 
 
@@ -61,23 +65,36 @@ class HomeworkCLI(LightningCLI):
         self.links = links or {}
         self.defaults = arguments.config_defaults(CONFIG_DIR / config_file)
         self.args = list(sys.argv[1:] if args is None else args)
+        # `fit --resume [RUN_DIR]`: that run's config and last checkpoint, continued in its directory
+        self.args, self.resume_dir = runs.resume_args(self.args, Path("runs") / datamodule_class.homework)
         # printed by us after the config is complete (jsonargparse prints it mid-parse, before the reset below)
         self.print_config = [a for a in self.args if a.split("=")[0] == "--print_config"]
         self.args = [a for a in self.args if a not in self.print_config]
         self.run_dir: Path | None = None
+        self.lock = None  # held on the run directory while training in it
         self.record: runs.RunRecord | None = None
         self.fold_checkpoints: list[Path] = []  # predict with a cross-validation directory: the folds' best
         no_exit = {"exit_on_error": False}
-        with warnings.catch_warnings():  # we pass the command line on purpose
-            warnings.filterwarnings("ignore", message=".*args parameter is intended to run from within Python")
-            super().__init__(model_class, datamodule_class, save_config_callback=RunConfigSaver,
-                             auto_configure_optimizers=False, args=self.args,
-                             parser_kwargs={**no_exit, **{name: no_exit for name in self.subcommands()}})
+        try:
+            with warnings.catch_warnings():  # we pass the command line on purpose
+                warnings.filterwarnings("ignore", message=".*args parameter is intended to run from within Python")
+                super().__init__(model_class, datamodule_class, save_config_callback=RunConfigSaver,
+                                 save_config_kwargs={"overwrite": True},  # a resumed run's config is the updated one
+                                 auto_configure_optimizers=False, args=self.args,
+                                 parser_kwargs={**no_exit, **{name: no_exit for name in self.subcommands()}})
+        except BaseException:
+            if self.resume_dir is None:
+                runs.discard_if_empty(self.run_dir)  # a run that failed before its first checkpoint leaves nothing
+            raise
+        finally:
+            if self.lock is not None:
+                self.lock.release()
+                os.environ.pop(RUN_DIR_ENV, None)
 
     # --- 1. parse -------------------------------------------------------------------------------
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(EarlyStopping, "early_stopping")
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(HomeworkCheckpoint, "checkpoint")
         parser.add_lightning_class_args(KaggleSubmissionWriter, "submission")
         parser.add_argument("--torch_num_threads", type=int | None, default=None,
                             help="CPU threads torch may use inside one op. None: on the CPU, the cores the data "
@@ -167,10 +184,17 @@ class HomeworkCLI(LightningCLI):
             return
         demo = self.datamodule_class.will_use_demo(data.data_dir)
         tags = runs.fold_tag(data.get("num_folds"), data.get("fold")) + (["demo"] if demo else [])
-        self.run_dir = runs.new_run_dir(Path(trainer.default_root_dir), self.subcommand, tags)
+        rank = int(os.environ.get("LOCAL_RANK", 0)) + int(os.environ.get("NODE_RANK", 0))
+        if rank > 0:  # another process of a multi-device fit: rank 0 made the directory (and writes in it)
+            self.run_dir = Path(os.environ.get(RUN_DIR_ENV) or Path(trainer.default_root_dir) / f".rank{rank}")
+        else:
+            self.run_dir = self.resume_dir or runs.new_run_dir(Path(trainer.default_root_dir), self.subcommand, tags)
+            self.lock = runs.hold(self.run_dir)
+            os.environ[RUN_DIR_ENV] = str(self.run_dir)  # inherited by the processes Lightning starts for DDP
         if config.checkpoint.dirpath is None:
             config.checkpoint.dirpath = str(self.run_dir / "checkpoints")
-        tracking.configure(trainer, self.run_dir, ["demo-data"] if demo else [])
+        wandb_id = (runs.read_record(self.run_dir) or {}).get("wandb_id") if self.resume_dir else None
+        tracking.configure(trainer, self.run_dir, ["demo-data"] if demo else [], wandb_id)
 
     def instantiate_classes(self) -> None:
         """Argument errors found while building the model, data or trainer are one line too."""
@@ -185,7 +209,9 @@ class HomeworkCLI(LightningCLI):
         if self.subcommand == "fit":
             dm = self.datamodule
             self.record = runs.RunRecord(self.run_dir, dm.homework, dm.data_dir, dm.is_demo, dm.split_settings(dm.hparams))
-            extra += [LearningCurvePlot(), self.record]
+            if self.resume_dir:
+                self.record.resume()
+            extra += [LearningCurvePlot(), self.record, ReproducibleEpochs()]
         if config.trainer.get("logger"):
             extra.append(LearningRateMonitor())
         if config.trainer.get("enable_progress_bar") is not False and not sys.stderr.isatty():
@@ -194,6 +220,10 @@ class HomeworkCLI(LightningCLI):
         config.trainer.callbacks = (callbacks if isinstance(callbacks, list) else [callbacks]) + extra
         if self.run_dir is not None:
             kwargs["default_root_dir"] = str(self.run_dir)
+        plugins = config.trainer.get("plugins") or []
+        plugins = plugins if isinstance(plugins, list) else [plugins]
+        if not any(isinstance(plugin, CheckpointIO) for plugin in plugins):
+            kwargs["plugins"] = plugins + [AtomicCheckpointIO()]  # a kill while saving keeps the previous file
         trainer = super().instantiate_trainer(**kwargs)
         for callback in trainer.callbacks:
             if isinstance(callback, RunConfigSaver):
@@ -217,7 +247,6 @@ class HomeworkCLI(LightningCLI):
             tracking.finish(self.trainer, failed=True)
             if self.record is not None:  # Ctrl-C: Lightning shuts down gracefully, then exits
                 self.record.finish(self.trainer, "interrupted" if self.trainer.interrupted else "failed")
-            runs.discard_if_empty(self.run_dir)  # a run that failed before its first checkpoint leaves nothing
             raise
 
     def before_fit(self) -> None:

@@ -18,6 +18,8 @@ HARMLESS_WARNINGS = (
     # every command has its own run directory, so a checkpoint from another run is always from "another
     # dirpath": evaluating saves nothing, and a resumed fit keeps its own best in its new directory
     r".*The dirpath has changed from .* won't be reloaded.*",
+    # `fit --resume` continues in the run's own checkpoint directory, which holds its checkpoints so far
+    r".*Checkpoint directory .* exists and is not empty.*",
     # raised inside torch/Lightning's own imports, not by anything a student wrote
     r".*torch\.utils\._pytree\._register_pytree_node.*",
     r".*`isinstance\(treespec, LeafSpec\)` is deprecated.*",

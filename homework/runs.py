@@ -24,13 +24,18 @@ RECORD = "run.json"
 
 
 def new_run_dir(root: Path, command: str, tags: list[str]) -> Path:
-    """A fresh, not yet created directory `<root>/<stamp>_<command>[_<tag>...]`."""
+    """A new directory `<root>/<stamp>_<command>[_<tag>...]`, created here. `mkdir` without `exist_ok` is
+    atomic, so two runs started in the same second never share one: the second gets a `-1` suffix."""
     stamp = dt.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
     name = "_".join([stamp, command, *tags])
+    root.mkdir(parents=True, exist_ok=True)
     run_dir, n = root / name, 1
-    while run_dir.exists():
-        run_dir, n = root / f"{name}-{n}", n + 1
-    return run_dir
+    while True:
+        try:
+            run_dir.mkdir()
+            return run_dir
+        except FileExistsError:
+            run_dir, n = root / f"{name}-{n}", n + 1
 
 
 def fold_tag(num_folds: int | None, fold: int | None) -> list[str]:
@@ -51,7 +56,7 @@ class RunRecord(pl.Callback):
     def __init__(self, run_dir: Path, homework: str, data_dir: Path, demo: bool, split: dict) -> None:
         self.path = run_dir / RECORD
         self.record = {"homework": homework, "command": "fit", "status": "running",
-                       "started": dt.datetime.now().isoformat(timespec="seconds"),
+                       "started": dt.datetime.now().isoformat(timespec="seconds"), "seed": None, "wandb_id": None,
                        "data_dir": str(data_dir.resolve()), "demo": demo, "split": split,
                        "monitor": None, "mode": None, "best_score": None, "best_epoch": None,
                        "best_checkpoint": None, "epochs": 0}
@@ -60,10 +65,24 @@ class RunRecord(pl.Callback):
         if trainer.is_global_zero and self.path.parent.is_dir():
             write_json(self.record, self.path)
 
+    def resume(self) -> None:
+        """Continue the record of the run being resumed (`fit --resume`): its best so far, and when it resumed."""
+        old = read_record(self.path.parent) or {}
+        resumed = old.get("resumed", []) + [self.record["started"]]
+        self.record = {**self.record, **{k: v for k, v in old.items() if k != "status"}, "resumed": resumed}
+
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.record.update(monitor=getattr(pl_module, "monitor", None), mode=getattr(pl_module, "mode", None))
+        seed = os.environ.get("PL_GLOBAL_SEED")  # set by seed_everything: what makes the run reproducible
+        self.record.update(monitor=getattr(pl_module, "monitor", None), mode=getattr(pl_module, "mode", None),
+                           seed=int(seed) if seed is not None else None)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._save(trainer)
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        wandb_id = next((lg.version for lg in trainer.loggers if type(lg).__name__ == "WandbLogger"), None)
+        if wandb_id is not None:  # what `fit --resume` continues
+            self.record["wandb_id"] = str(wandb_id)
+            self._save(trainer)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.record["epochs"] = trainer.current_epoch + 1
@@ -120,15 +139,69 @@ def run_dirs(root: Path) -> list[Path]:
     return found
 
 
-def find_last(root: Path) -> Choice:
+def find_last(root: Path, option: str = "--ckpt_path last") -> Choice:
     """The newest run's `last.ckpt`."""
     lasts = [d / "checkpoints" / "last.ckpt" for d in run_dirs(root)]
     lasts = [p for p in lasts if p.is_file()]
     if not lasts:
-        raise DataError(f"--ckpt_path last: no checkpoint under '{root}'; train first with `fit` "
+        raise DataError(f"{option}: no checkpoint under '{root}'; train first with `fit` "
                         f"(or pass --trainer.default_root_dir where your runs are, or a .ckpt file)")
     newest = max(lasts, key=lambda p: p.stat().st_mtime)
     return Choice(newest, f"the newest run's last checkpoint: {newest}")
+
+
+def _option(args: list[str], name: str) -> str | None:
+    """The value of the last `--name value` / `--name=value` in `args`."""
+    found = None
+    for i, token in enumerate(args):
+        if token == name and i + 1 < len(args):
+            found = args[i + 1]
+        elif token.startswith(name + "="):
+            found = token.partition("=")[2]
+    return found
+
+
+def resume_args(args: list[str], default_root: Path) -> tuple[list[str], Path | None]:
+    """`fit --resume [RUN_DIR]` as plain options: the run's own config and its last checkpoint, then the other
+    options given (e.g. `--trainer.max_epochs 1000` to train longer). Without RUN_DIR: the newest run."""
+    names = [a.partition("=")[0] for a in args]
+    if "--resume" not in names:
+        return args, None
+    i = names.index("--resume")
+    value = args[i].partition("=")[2] or None
+    rest = args[:i] + args[i + 1:]
+    if value is None and i + 1 < len(args) and not args[i + 1].startswith("-") and args[i + 1] != "fit":
+        value, rest = args[i + 1], args[:i] + args[i + 2:]
+    if "fit" not in rest:
+        raise DataError("--resume continues a training run: use it with `fit` (python homework/hwN.py fit --resume)")
+    if _option(rest, "--ckpt_path") is not None:
+        raise DataError("--resume picks the run's last checkpoint itself: drop --ckpt_path (or drop --resume and "
+                        "start a new run from --ckpt_path)")
+    root = Path(_option(rest, "--trainer.default_root_dir") or default_root)
+    run_dir = Path(value) if value else find_last(root, "--resume").path.parents[1]
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if not last.is_file() or not (run_dir / "config.yaml").is_file():
+        raise DataError(f"--resume {run_dir}: not a run directory with checkpoints/last.ckpt and config.yaml")
+    record = read_record(run_dir) or {}
+    longer = any(_option(rest, f"--trainer.{key}") is not None for key in ("max_epochs", "max_steps", "max_time"))
+    if record.get("status") == "finished" and not longer:
+        raise DataError(f"--resume: run {run_dir.name} finished (after {record.get('epochs')} epochs); nothing to "
+                        f"resume. To train it longer: fit --resume {run_dir} --trainer.max_epochs N")
+    at = rest.index("fit") + 1
+    return rest[:at] + ["--config", str(run_dir / "config.yaml"), "--ckpt_path", str(last)] + rest[at:], run_dir
+
+
+def hold(run_dir: Path):
+    """Lock `run_dir` for as long as this process trains in it (the OS drops the lock when the process dies,
+    even by SIGKILL): `--resume` refuses a run that is still training elsewhere."""
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(run_dir / ".training.lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise DataError(f"run {run_dir} is still training in another process; wait for it or stop it first") from None
+    return lock
 
 
 def describe_split(split: dict) -> str:

@@ -177,8 +177,9 @@ def logged_in() -> bool:
         return False
 
 
-def configure(trainer: Namespace, run_dir: Path, tags: list[str]) -> None:
-    """Fill in the W&B logger's run-specific settings (or drop the logger under WANDB_MODE=disabled)."""
+def configure(trainer: Namespace, run_dir: Path, tags: list[str], resume_id: str | None = None) -> None:
+    """Fill in the W&B logger's run-specific settings (or drop the logger under WANDB_MODE=disabled);
+    `resume_id`: the W&B run to continue (`fit --resume`)."""
     logger = trainer.logger
     if not isinstance(logger, Namespace) or logger.get("class_path") not in WANDB_LOGGERS:
         return
@@ -191,6 +192,8 @@ def configure(trainer: Namespace, run_dir: Path, tags: list[str]) -> None:
         args.save_dir = str(run_dir.resolve())
     if args.get("name") is None:
         args.name = run_dir.name
+    if resume_id and "id" in args and args.get("id") is None:
+        args.id = resume_id
     if tags:
         args.tags = list(args.get("tags") or []) + tags
     if not args.get("offline") and (os.environ.get("WANDB_MODE") == "offline" or not logged_in()):
