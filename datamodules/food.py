@@ -366,6 +366,10 @@ class FoodDataModule(HomeworkDataModule[FoodFiles]):
         if stage == "predict" and self.test is None:
             self.test = self._read_split("test", labelled=False)
 
+    def check_test_data(self) -> None:
+        """A test folder without images is found when `fit` starts (decoding them waits for `predict`)."""
+        list_images(self.files.root / self.layout.test)
+
     def _loader(self, dataset: FoodImages, shuffle: bool = False) -> DataLoader:
         workers = self.num_workers if dataset.transform is not None else 0  # plain indexing needs no worker
         loader = EpochLoader if shuffle else DataLoader  # (training loaders shuffle)

@@ -256,6 +256,13 @@ def hw3_empty_split(c: Case):
     return c.fit(root), (f"{root / 'validation'}: no images",)
 
 
+def hw3_empty_test_folder(c: Case):
+    root = c.copy()
+    for image in (root / "test").iterdir():
+        image.unlink()
+    return c.fit(root), (f"{root / 'test'}: no images",)
+
+
 def hw3_corrupt_image(c: Case):
     root = c.copy()
     image = sorted((root / "validation").iterdir())[3]
@@ -360,6 +367,7 @@ SPECIFIC: dict[str, dict[str, Fault]] = {
             "checkpoint with other classes (validate)": lambda c: hw2_other_classes(c, "validate")},
     "hw3": {"missing split folder": hw3_missing_split_folder,
             "empty split": hw3_empty_split,
+            "empty test folder": hw3_empty_test_folder,
             "corrupt image": hw3_corrupt_image,
             "corrupt test image (predict)": hw3_corrupt_test_image},
     "hw4": {"missing mapping.json": hw4_missing_json,
