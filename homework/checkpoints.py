@@ -18,7 +18,14 @@ def load(path: Path) -> dict:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # a truncated download, a file that is no checkpoint, ...
-        raise DataError(f"--ckpt_path {path}: not a readable checkpoint ({type(err).__name__})") from None
+        try:
+            with open(path, "rb") as f:
+                zipped = f.read(4) == b"PK\x03\x04"  # how every file torch.save writes begins
+        except OSError:  # unreadable (permissions): the exception's name says so
+            zipped = False
+        why = ("cut short or damaged (an interrupted copy or download?)" if zipped
+               else "not a file torch.save wrote")
+        raise DataError(f"--ckpt_path {path}: not a readable checkpoint: {why} ({type(err).__name__})") from None
     if not isinstance(checkpoint, dict):
         raise DataError(f"--ckpt_path {path}: holds a {type(checkpoint).__name__}, not a checkpoint; pass a .ckpt "
                         f"file from a run's checkpoints/ folder (or best / last)")
@@ -45,13 +52,19 @@ def check_homework(checkpoint: dict, path: Path, homework: str, model_class: typ
                         f"not {homework}'s {model_class.__name__}")
 
 
-def restore_data_settings(checkpoint: dict, data: Namespace, runtime_args: tuple[str, ...]) -> None:
+def restore_data_settings(checkpoint: dict, data: Namespace, runtime_args: tuple[str, ...],
+                          given: frozenset[str] | set[str] = frozenset(), path: str | Path | None = None) -> None:
     """Data settings come from the checkpoint (LightningCLI restores only the model's), except the
-    `runtime_args` given on this command line (where the data is, batch size, workers, ...)."""
+    `runtime_args` given on this command line (where the data is, batch size, workers, ...). A setting in
+    `given` (named on the command line) that the checkpoint has otherwise is an error, not silently replaced."""
     for key, value in checkpoint.get("datamodule_hyper_parameters", {}).items():
         if key.startswith("_") or key not in data:
             continue
         if key not in runtime_args or data[key] is None:
+            if key in given and data[key] is not None and _plain(data[key]) != _plain(value):
+                raise DataError(f"--data.{key} {data[key]}: the model in {path or 'the checkpoint'} was trained with "
+                                f"{key} {value}, and works only with the data settings it was trained with; "
+                                f"leave --data.{key} out")
             data[key] = value
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from datamodules.base import HomeworkDataModule
+from datamodules.base import DataError, HomeworkDataModule
 from datamodules.covid import ML2023, CovidDataModule, write_demo_covid
 from datamodules.food import FoodDataModule
 from datamodules.libriphone import LibriPhoneDataModule
@@ -145,15 +145,15 @@ def another_homeworks_checkpoint(c: Case):
 
 def text_file_as_checkpoint(c: Case):
     (c.tmp / "model.ckpt").write_text("the weights are on my other laptop\n")
-    return ["predict", "--ckpt_path", str(c.tmp / "model.ckpt"), *QUIET], (f"{c.tmp / 'model.ckpt'}",
-                                                                           "not a readable checkpoint")
+    return ["predict", "--ckpt_path", str(c.tmp / "model.ckpt"), *QUIET], (
+        f"{c.tmp / 'model.ckpt'}: not a readable checkpoint: not a file torch.save wrote",)
 
 
 def truncated_checkpoint(c: Case):
     shutil.copy(c.ckpt(), c.tmp / "cut.ckpt")
     truncate(c.tmp / "cut.ckpt")
-    return ["predict", "--ckpt_path", str(c.tmp / "cut.ckpt"), *QUIET], (f"{c.tmp / 'cut.ckpt'}",
-                                                                         "not a readable checkpoint")
+    return ["predict", "--ckpt_path", str(c.tmp / "cut.ckpt"), *QUIET], (
+        f"{c.tmp / 'cut.ckpt'}: not a readable checkpoint: cut short or damaged",)
 
 
 def weights_only_file_as_checkpoint(c: Case):
@@ -442,3 +442,17 @@ def test_a_nan_loss_before_any_checkpoint_leaves_no_run(capsys):
     assert line.startswith("error: training stopped: the training loss (train_loss) became ") and "at step 2 (epoch 0, batch 1)" in line
     assert "no checkpoint had been saved yet" in line
     assert not any(Path("runs").rglob("*.ckpt")) and not [p for p in Path("runs/hw1").iterdir() if p.is_dir()]
+
+
+def test_a_data_setting_named_against_the_checkpoint_is_an_error_not_silently_replaced():
+    from jsonargparse import Namespace
+
+    from homework.checkpoints import restore_data_settings
+
+    saved = {"datamodule_hyper_parameters": {"concat_nframes": 21, "batch_size": 512, "seed": 0}}
+    data = Namespace(concat_nframes=5, batch_size=64, seed=0)
+    with pytest.raises(DataError, match=r"--data.concat_nframes 5: the model in x.ckpt was trained with "
+                                        r"concat_nframes 21, .* leave --data.concat_nframes out"):
+        restore_data_settings(saved, data, ("batch_size",), given={"concat_nframes"}, path="x.ckpt")
+    restore_data_settings(saved, data, ("batch_size",), given={"batch_size", "seed"})  # runtime, or the same
+    assert (data.concat_nframes, data.batch_size) == (21, 64)  # not named: the checkpoint's
