@@ -31,7 +31,8 @@ class StopOnNonFiniteLoss(pl.Callback):
     run as failed.
 
     Args:
-        every_n_steps: Steps between checks on an accelerator; None: the trainer's `log_every_n_steps`.
+        every_n_steps: Steps between checks; None: every step on the CPU, the trainer's `log_every_n_steps` on
+            an accelerator.
         metric: Name of the module's loss-accumulating metric, watched under manual optimization.
     """
 
@@ -43,9 +44,9 @@ class StopOnNonFiniteLoss(pl.Callback):
         self._where: list[tuple[int, int, int]] = []  # (global step, epoch, batch) of each pending loss
 
     def _period(self, trainer: pl.Trainer, device: torch.device) -> int:
-        if device.type == "cpu":
-            return 1
-        return self.every_n_steps or max(1, trainer.log_every_n_steps)
+        if self.every_n_steps is not None:
+            return self.every_n_steps
+        return 1 if device.type == "cpu" else max(1, trainer.log_every_n_steps)
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch,
                            batch_idx: int) -> None:
