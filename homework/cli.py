@@ -26,15 +26,22 @@ from pytorch_lightning.plugins.io import CheckpointIO
 from pytorch_lightning.cli import ArgsType, LightningArgumentParser, LightningCLI, SaveConfigCallback
 
 from callbacks import (AtomicCheckpointIO, HomeworkCheckpoint, KaggleSubmissionWriter, LearningCurvePlot,
-                       ReproducibleEpochs, SubmissionError)
+                       ReproducibleEpochs, StopOnNonFiniteLoss, SubmissionError)
 from datamodules.base import DataError, HomeworkDataModule
 from homework import arguments, checkpoints, hardware, kfold, runs, tracking
+from homework.critical import critical_command
 from homework.output import EpochLines, fail, silence_known_noise
 from models.base import BaseTask
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 RUN_DIR_ENV = "NTU_ML_RUN_DIR"  # the run directory, for the other processes of a multi-device fit
-EVALUATING = ("validate", "test", "predict")
+EVALUATING = ("validate", "test", "predict", "critical")  # commands that read a trained model
+
+
+class HomeworkTrainer(Trainer):
+    """Lightning's Trainer plus the lecture lab's commands (LightningCLI makes a subcommand of each method)."""
+
+    critical = critical_command
 
 
 class RunConfigSaver(SaveConfigCallback):
@@ -79,6 +86,7 @@ class HomeworkCLI(LightningCLI):
             with warnings.catch_warnings():  # we pass the command line on purpose
                 warnings.filterwarnings("ignore", message=".*args parameter is intended to run from within Python")
                 super().__init__(model_class, datamodule_class, save_config_callback=RunConfigSaver,
+                                 trainer_class=HomeworkTrainer,
                                  save_config_kwargs={"overwrite": True},  # a resumed run's config is the updated one
                                  auto_configure_optimizers=False, args=self.args,
                                  parser_kwargs={**no_exit, **{name: no_exit for name in self.subcommands()}})
@@ -90,6 +98,10 @@ class HomeworkCLI(LightningCLI):
             if self.lock is not None:
                 self.lock.release()
                 os.environ.pop(RUN_DIR_ENV, None)
+
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        return {**LightningCLI.subcommands(), "critical": {"model", "datamodule"}}
 
     # --- 1. parse -------------------------------------------------------------------------------
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
@@ -211,7 +223,7 @@ class HomeworkCLI(LightningCLI):
             self.record = runs.RunRecord(self.run_dir, dm.homework, dm.data_dir, dm.is_demo, dm.split_settings(dm.hparams))
             if self.resume_dir:
                 self.record.resume()
-            extra += [LearningCurvePlot(), self.record, ReproducibleEpochs()]
+            extra += [LearningCurvePlot(), self.record, ReproducibleEpochs(), StopOnNonFiniteLoss()]
         if config.trainer.get("logger"):
             extra.append(LearningRateMonitor())
         if config.trainer.get("enable_progress_bar") is not False and not sys.stderr.isatty():

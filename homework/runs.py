@@ -116,6 +116,11 @@ def discard_if_empty(run_dir: Path | None) -> bool:
     if run_dir is None or not run_dir.is_dir() or any(run_dir.rglob("*.ckpt")):
         return False
     shutil.rmtree(run_dir, ignore_errors=True)
+    for parent in list(run_dir.parents)[:2]:  # runs/hwN and runs, made for it, if nothing else is there
+        try:
+            parent.rmdir()
+        except OSError:
+            break
     return True
 
 
