@@ -377,6 +377,9 @@ class MinibatchSampler(Sampler):
     With `per_step` 1 each item is one minibatch. With more (or "epoch") each item is a list of
     minibatches, which a `models.base.MinibatchLoopTask` trains on in one Lightning step: for a
     model as small as HW1's, Lightning's bookkeeping per step (~0.4 ms) costs more than the step.
+    Under DDP (several processes) each item is a list of one minibatch: Lightning deals items out to
+    the processes, which must make the same number of optimizer steps, and DDP syncs gradients once
+    per forward through its wrapper (once per Lightning step).
     """
 
     def __init__(self, num_samples: int, batch_size: int, shuffle: bool, per_step: MinibatchesPerStep = 1) -> None:
@@ -387,6 +390,9 @@ class MinibatchSampler(Sampler):
         self.num_samples, self.batch_size, self.shuffle = num_samples, batch_size, shuffle
         self.minibatches_per_epoch = math.ceil(num_samples / batch_size)
         self.per_step = self.minibatches_per_epoch if per_step == "epoch" else per_step
+        if torch.distributed.is_available() and torch.distributed.is_initialized() \
+                and torch.distributed.get_world_size() > 1:
+            self.per_step = 1
         self.grouped = per_step != 1  # items are lists (even of one minibatch) for a minibatch-looping model
 
     def __len__(self) -> int:

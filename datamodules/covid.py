@@ -1,6 +1,7 @@
 """HW1: COVID-19 cases prediction from the Delphi survey CSVs (ML2021, ML2022, ML2023 layouts)."""
 
 import csv
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -305,14 +306,20 @@ class CovidDataModule(HomeworkDataModule[CovidFiles]):
         self.val_x, self.val_y = features[val_idx], target[val_idx]
         self.transform = self._fit_transform(self.train_x, self.train_y)
 
+    #: Rows per predict batch, however many processes predict: a matrix product's last bits depend on its size,
+    #: so the same batches are what makes a multi-device submission identical to a one-process one.
+    predict_rows = 64
+
     def _loader(self, x: torch.Tensor, *rest: torch.Tensor, train: bool = False) -> DataLoader:
-        """Training batches of `batch_size`; evaluation in one batch (a few hundred rows: each extra
-        Lightning step would cost more than the whole forward pass)."""
+        """Training batches of `batch_size`; validation in one batch per process (a few hundred rows: each
+        extra Lightning step would cost more than the whole forward pass); prediction in `predict_rows`."""
         x = self.transform(x, self.layout.feature_names)
-        if not train:
-            return batch_loader(x, *rest, batch_size=max(1, len(x)), shuffle=False)
-        return batch_loader(x, *rest, batch_size=self.hparams.batch_size, shuffle=True,
-                            minibatches_per_step=self.minibatches_per_step)
+        if train:
+            return batch_loader(x, *rest, batch_size=self.hparams.batch_size, shuffle=True,
+                                minibatches_per_step=self.minibatches_per_step)
+        per_process = max(1, math.ceil(len(x) / (self.trainer.world_size if self.trainer is not None else 1)))
+        return batch_loader(x, *rest, batch_size=per_process if rest else min(per_process, self.predict_rows),
+                            shuffle=False)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_x, self.train_y, train=True)

@@ -116,9 +116,9 @@ class MinibatchLoopTask(BaseTask):
     Why: a step of HW1's MLP takes ~0.3 ms and Lightning's automatic loop adds ~0.4 ms to each; with
     a whole epoch per Lightning step HW1 trains in ~0.7x the course's plain loop's time instead of ~1x
     (benchmarks/hw1_speed.py).
-    Lightning forbids `gradient_clip_val` and `accumulate_grad_batches` with manual optimization, and
-    groups of minibatches can't be split evenly across devices: `check_trainer` asks for
-    `--data.minibatches_per_step 1` for those.
+    Lightning forbids `gradient_clip_val` and `accumulate_grad_batches` with manual optimization:
+    `check_trainer` asks for `--data.minibatches_per_step 1` for those. On several devices (DDP) each step
+    is one minibatch (the sampler's groups are of one), which trains as `--data.minibatches_per_step 1` does.
     """
 
     def __init__(
@@ -158,7 +158,8 @@ class MinibatchLoopTask(BaseTask):
     def on_train_epoch_end(self) -> None:
         if not self.automatic_optimization:
             self._step_schedulers("epoch")
-        self.log("train_loss", self.train_loss.compute())
+        # compute() syncs every process's share; sync_dist (a mean of equal values) says so to Lightning
+        self.log("train_loss", self.train_loss.compute(), sync_dist=True)
         self.train_loss.reset()
 
     def _step_schedulers(self, interval: str) -> None:
@@ -178,14 +179,19 @@ class MinibatchLoopTask(BaseTask):
     def check_trainer(self, trainer: pl.Trainer) -> None:
         fraction = trainer.limit_train_batches
         if not self.automatic_optimization and (
-                trainer.gradient_clip_val or trainer.accumulate_grad_batches != 1 or trainer.world_size > 1
+                trainer.gradient_clip_val or trainer.accumulate_grad_batches != 1
                 or (isinstance(fraction, float) and fraction < 1.0)):
-            raise DataError("--trainer.gradient_clip_val, --trainer.accumulate_grad_batches, a fractional "
-                            "--trainer.limit_train_batches and training on several devices need one minibatch "
-                            "per Lightning step: add --data.minibatches_per_step 1")
+            raise DataError("--trainer.gradient_clip_val, --trainer.accumulate_grad_batches and a fractional "
+                            "--trainer.limit_train_batches need one minibatch per Lightning step: add "
+                            "--data.minibatches_per_step 1")
+
+    def setup(self, stage: str) -> None:
+        if stage == "fit" and not self.automatic_optimization and self.trainer.world_size > 1:
+            rank_zero_info(f"Training on {self.trainer.world_size} processes: one minibatch per step "
+                           f"(--data.minibatches_per_step applies to one device)")
 
     def total_optimizer_steps(self) -> int:
-        if self.automatic_optimization:
+        if self.automatic_optimization or self.trainer.world_size > 1:  # (DDP: one minibatch per step)
             return super().total_optimizer_steps()
         trainer = self.trainer
         trainer.estimated_stepping_batches  # checks max_epochs / max_steps and loads the training data

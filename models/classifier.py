@@ -77,7 +77,8 @@ class ImageClassifier(BaseTask):
         """Per-class accuracy, as `class_acc/<class>` (kept out of the `val_*` learning-curve panel)."""
         names = getattr(self.trainer.datamodule, "class_names", None) or range(self.hparams.num_classes)
         accuracy = self.val_class_acc.compute()
-        self.log_dict({f"class_acc/{str(name).replace('/', '-')}": acc for name, acc in zip(names, accuracy)})
+        self.log_dict({f"class_acc/{str(name).replace('/', '-')}": acc for name, acc in zip(names, accuracy)},
+                      sync_dist=True)  # (equal in every process: compute() synced them)
         self.val_class_acc.reset()
 
     def predict_step(self, batch, batch_idx):

@@ -62,7 +62,8 @@ class CovidRegressor(MinibatchLoopTask):
         mse = metric.compute()
         metric.reset()
         # the loss is the MSE; RMSE is what ML2021's Kaggle graded
-        self.log_dict({f"{prefix}_loss": mse, f"{prefix}_mse": mse, f"{prefix}_rmse": mse.sqrt()})
+        self.log_dict({f"{prefix}_loss": mse, f"{prefix}_mse": mse, f"{prefix}_rmse": mse.sqrt()},
+                      sync_dist=True)  # (equal in every process: compute() synced them)
 
     def predict_step(self, batch, batch_idx):
         x = batch[0] if isinstance(batch, (list, tuple)) else batch

@@ -124,7 +124,7 @@ class Translator(BaseTask):
         return loss
 
     def on_train_epoch_end(self) -> None:
-        self.log("train_loss", self.train_loss.compute())
+        self.log("train_loss", self.train_loss.compute(), sync_dist=True)  # (equal in every process: synced)
         self.train_loss.reset()
 
     # --- evaluation ---------------------------------------------------------------------------
@@ -136,7 +136,7 @@ class Translator(BaseTask):
             self._decode_into_hypotheses(batch, wanted, self.hparams.val_beam_size)
 
     def on_validation_epoch_end(self) -> None:
-        self.log("val_loss", self.val_loss.compute())
+        self.log("val_loss", self.val_loss.compute(), sync_dist=True)
         self.val_loss.reset()
         if self.trainer.sanity_checking:
             self._hypotheses = {}
@@ -145,7 +145,7 @@ class Translator(BaseTask):
         indices, hypotheses = self._gather_hypotheses()
         all_references = datamodule.val_references
         references = [all_references[i] for i in indices]
-        self.log("val_bleu", corpus_bleu(hypotheses, references))
+        self.log("val_bleu", corpus_bleu(hypotheses, references), sync_dist=True)  # (every process's sentences)
         if isinstance(self.logger, WandbLogger):  # a few translations to read beside the score
             rows = [[datamodule.val.src[i], ref, hyp]
                     for i, ref, hyp in list(zip(indices, references, hypotheses))[:20]]
@@ -157,7 +157,7 @@ class Translator(BaseTask):
     def on_test_epoch_end(self) -> None:
         indices, hypotheses = self._gather_hypotheses()
         references = self.trainer.datamodule.test_references
-        self.log("test_bleu", corpus_bleu(hypotheses, [references[i] for i in indices]))
+        self.log("test_bleu", corpus_bleu(hypotheses, [references[i] for i in indices]), sync_dist=True)
 
     def predict_step(self, batch, batch_idx):
         """Each sentence's index in test.raw.en and its translation (token ids): the DataModule restores file order."""

@@ -387,10 +387,10 @@ def test_ddp_on_two_cpu_processes():
 
 
 @pytest.mark.parametrize("flags", [["--trainer.gradient_clip_val", "1.0"], ["--trainer.accumulate_grad_batches", "2"],
-                                   ["--trainer.limit_train_batches", "0.5"],
-                                   ["--trainer.devices", "2", "--trainer.accelerator", "cpu"]])
+                                   ["--trainer.limit_train_batches", "0.5"]])
 def test_what_needs_one_minibatch_per_step_says_so(capsys, flags):
-    """The whole-epoch step (HW1's default) can't clip, accumulate or shard: a clear error, not a Lightning traceback."""
+    """The whole-epoch step (HW1's default) can't clip or accumulate: a clear error, not a Lightning traceback.
+    (Several devices need no flag: test_distributed.py.)"""
     expect_user_error(capsys, ["fit", *FAST, *flags], "add --data.minibatches_per_step 1")
     cli = main(["fit", *FAST, *flags[:2], "--data.minibatches_per_step", "1", "--trainer.devices", "1"])
     assert cli.model.automatic_optimization and cli.trainer.global_step > 0  # then it trains, one minibatch a step
