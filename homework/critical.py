@@ -38,10 +38,15 @@ GRADIENT_ATOL = 1e-12  # ... or by this much in absolute terms (a loss of 0 at a
 EIGENVALUE_RTOL = 1e-3
 EIGSH_TOL = 1e-4
 # The loss is evaluated on the whole training set when its loader has at most this many batches
-# (HW1's ~2,200 rows in 17-24 batches of 128), else on the first DEFAULT_MAX_BATCHES batches.
+# (HW1's ~2,200 rows in 17-24 batches of 128), else on the first DEFAULT_MAX_BATCHES batches: each
+# Hessian-vector product costs a pass over them, and Lanczos takes 50-300 of them (HW2's demo LSTM on one
+# batch of 512 windows: ~1-4 s each on a 2-core CPU). More batches: a truer training loss, linearly slower.
 WHOLE_SET_MAX_BATCHES = 32
-DEFAULT_MAX_BATCHES = 4
+DEFAULT_MAX_BATCHES = 1
 DEFAULT_MAX_HVPS = 2000  # Lanczos' budget of Hessian-vector products, for each end of the spectrum
+# float64 where it is cheap (HW1's MLP: the analysis takes seconds either way); above, float32 about halves
+# the time, and its round-off (~1e-7 relative) stays far below EIGENVALUE_RTOL.
+FLOAT64_MAX_PARAMS = 100_000
 
 LOCAL_MINIMUM, SADDLE_POINT, NOT_CRITICAL = "local minimum", "saddle point", "not critical"
 
@@ -95,8 +100,8 @@ class FlatLoss:
     """L(θ) = Σ wᵢ fᵢ(θ): value, gradient and Hessian-vector products, one term (batch) at a time so
     memory holds one batch's graph, whatever the number of batches."""
 
-    def __init__(self, terms: Sequence[Term], theta: torch.Tensor) -> None:
-        self.terms, self.theta, self.hvps = list(terms), theta.detach(), 0
+    def __init__(self, terms: Sequence[Term], theta: torch.Tensor, progress: Callable[[], None] | None = None) -> None:
+        self.terms, self.theta, self.hvps, self.progress = list(terms), theta.detach(), 0, progress
         self.hvp_mode = "forward-over-reverse"
 
     def value_and_grad(self) -> tuple[float, torch.Tensor]:
@@ -113,6 +118,8 @@ class FlatLoss:
         working forward-mode derivative (torch 2.x's `mse_loss`, HW1's loss, fails with "ZeroTensors are
         immutable"); then reverse-over-reverse it is, for the rest of the analysis (H is symmetric: vᵀH = Hv)."""
         self.hvps += 1
+        if self.progress is not None:
+            self.progress()
         return self._hvp(v)
 
     def _hvp(self, v: torch.Tensor) -> torch.Tensor:
@@ -144,7 +151,7 @@ class FlatLoss:
 
 
 # --- the analysis -------------------------------------------------------------------------------------
-def analyze(loss: FlatLoss, top_k: int = 3, max_full_params: int = FULL_SPECTRUM_MAX_PARAMS,
+def analyze(loss: FlatLoss, top_k: int = 1, max_full_params: int = FULL_SPECTRUM_MAX_PARAMS,
             max_hvps: int = DEFAULT_MAX_HVPS) -> CriticalPointReport:
     """Loss, gradient norm, extreme Hessian eigenvalues (the full spectrum when n <= max_full_params),
     and the verdict."""
@@ -251,9 +258,14 @@ class _BatchLoss(nn.Module):
 
 
 def analyze_module(model: nn.Module, batches: Sequence, batch_loss: Callable = batch_training_loss,
-                   dtype: torch.dtype = torch.float64, **kwargs) -> CriticalPointReport:
+                   dtype: torch.dtype | None = None, progress: Callable[[], None] | None = None,
+                   **kwargs) -> CriticalPointReport:
     """The analysis of `model`'s trainable parameters, on the mean loss over `batches`, in eval mode
-    (dropout off; batch norm uses its running statistics). The model itself is left untouched."""
+    (dropout off; batch norm uses its running statistics), in `dtype` (None: float64 up to
+    FLOAT64_MAX_PARAMS parameters, else float32). The model itself is left untouched."""
+    if dtype is None:
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        dtype = torch.float64 if trainable <= FLOAT64_MAX_PARAMS else torch.float32
     model = copy.deepcopy(model).to(dtype).eval()
     batches = [_cast_floats(b, dtype) for b in batches]
     if not batches:
@@ -276,7 +288,8 @@ def analyze_module(model: nn.Module, batches: Sequence, batch_loss: Callable = b
     fast_path = torch.backends.mha.get_fastpath_enabled()
     torch.backends.mha.set_fastpath_enabled(False)  # the fused attention kernel has no torch.func derivatives
     try:
-        report = analyze(FlatLoss([(loss_of(b), c / total) for b, c in zip(batches, counts)], theta), **kwargs)
+        terms = [(loss_of(b), c / total) for b, c in zip(batches, counts)]
+        report = analyze(FlatLoss(terms, theta, progress), **kwargs)
     finally:
         torch.backends.mha.set_fastpath_enabled(fast_path)
     if report.escape_direction is not None:
@@ -325,17 +338,60 @@ def training_batches(datamodule, max_batches: int | None = None, device: torch.d
     return batches, whole
 
 
-def run_critical(model: nn.Module, datamodule, max_batches: int | None = None, top_k: int = 3,
+def run_critical(model: nn.Module, datamodule, max_batches: int | None = None, top_k: int = 1,
                  max_full_params: int = FULL_SPECTRUM_MAX_PARAMS, max_hvps: int = DEFAULT_MAX_HVPS,
-                 dtype: torch.dtype = torch.float64) -> CriticalPointReport:
+                 dtype: torch.dtype | None = None, progress: Callable[[], None] | None = None) -> CriticalPointReport:
     """The `critical` subcommand's work: `model` holds the checkpoint's weights and `datamodule` is set up
     for "fit" (its training loader is read here). See `training_batches` for which batches."""
     start = time.perf_counter()
     device = next(model.parameters()).device
     batches, whole = training_batches(datamodule, max_batches, device)
-    report = analyze_module(model, batches, dtype=dtype, top_k=top_k, max_full_params=max_full_params,
-                            max_hvps=max_hvps)
+    report = analyze_module(model, batches, dtype=dtype, progress=progress, top_k=top_k,
+                            max_full_params=max_full_params, max_hvps=max_hvps)
     report.whole_set, report.seconds = whole, time.perf_counter() - start
+    return report
+
+
+def critical_command(trainer, model: nn.Module, datamodule, ckpt_path: str | None = None,
+                     max_batches: int | None = None, top_k: int = 1,
+                     max_full_params: int = FULL_SPECTRUM_MAX_PARAMS,
+                     max_hvps: int = DEFAULT_MAX_HVPS) -> CriticalPointReport:
+    """Critical-point analysis ("optimization" lecture): is the trained model at a local minimum or a saddle point?
+
+    Computes the training loss's gradient norm and the extreme eigenvalues of its Hessian at the
+    checkpoint's weights (`homework/critical.py`), and prints the numbers and a verdict.
+
+    Args:
+        model: The homework's model (built by the CLI).
+        datamodule: The homework's data, with the checkpoint's data settings.
+        ckpt_path: The checkpoint to analyse: best, last or a .ckpt file.
+        max_batches: Training batches the loss is evaluated on. None: the whole training set if its loader
+            has at most 32 batches (HW1), else the first batch (seeded shuffle).
+        top_k: How many of the largest and of the smallest Hessian eigenvalues to report.
+        max_full_params: Up to this many parameters the whole Hessian is built, for the full spectrum and
+            the minimum ratio; above it, Lanczos finds the extreme eigenvalues only.
+        max_hvps: Lanczos' budget of Hessian-vector products for each end of the spectrum.
+    """
+    from datamodules.base import DataError
+
+    for name, value, least in (("max_batches", max_batches, 1), ("top_k", top_k, 1), ("max_hvps", max_hvps, 1),
+                               ("max_full_params", max_full_params, 0)):
+        if value is not None and value < least:
+            raise DataError(f"--{name} must be at least {least} (got {value})")
+    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    model.load_state_dict(checkpoint["state_dict"])
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    state = checkpoint.get(type(datamodule).__qualname__)
+    if state:  # what the datamodule saved (HW1: the training split's feature scaling), as `predict` uses it
+        datamodule.load_state_dict(state)
+    from tqdm import tqdm
+
+    # Hessian-vector products are the work: a big model on a CPU takes minutes, so show them coming
+    with tqdm(desc="Hessian-vector products", unit="", leave=False, disable=not trainer.progress_bar_callback) as bar:
+        report = run_critical(model.to(trainer.strategy.root_device), datamodule, max_batches, top_k,
+                              max_full_params, max_hvps, progress=bar.update)
+    print(f"Critical-point analysis of {ckpt_path}\n{format_report(report)}\n({report.seconds:.1f} s)")
     return report
 
 
@@ -348,8 +404,10 @@ def format_report(report: CriticalPointReport) -> str:
     """A few lines: the numbers, then the verdict and what it means for training."""
     r, lines = report, []
     if r.examples is not None:
-        where = "the whole training set" if r.whole_set else "the first batches of the training set (seeded shuffle)"
-        lines.append(f"Training loss on {r.examples:,} examples in {r.batches} batches ({where}), eval mode, {r.dtype}")
+        where = ("the whole training set" if r.whole_set else
+                 f"the first {'batch' if r.batches == 1 else f'{r.batches} batches'} of the training set, seeded "
+                 f"shuffle; --max_batches for more")
+        lines.append(f"Training loss on {r.examples:,} examples ({where}), eval mode, {r.dtype}")
     step = ("none: the loss curves down along the gradient" if math.isinf(r.gradient_decrease)
             else f"{r.gradient_decrease:.3g}" + (f" ({r.gradient_decrease / abs(r.loss):.2%} of the loss)" if r.loss else ""))
     lines += [f"  loss           {r.loss:.6g}",

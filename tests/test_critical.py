@@ -1,15 +1,18 @@
 """Critical-point analysis: verdicts and eigenvalues on functions with known answers, the module path
 against the full spectrum, and a trained HW1 checkpoint."""
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
+from datamodules.base import DataError
 from datamodules.covid import CovidDataModule
+from homework.cli import HomeworkCLI
 from homework.critical import (LOCAL_MINIMUM, NOT_CRITICAL, SADDLE_POINT, analyze_function, analyze_module,
-                               format_report, run_critical, training_batches)
+                               critical_command, format_report, run_critical, training_batches)
 from homework.hw1 import main as hw1
 from models.regression import CovidRegressor
 from tests.conftest import QUIET
@@ -135,8 +138,28 @@ def test_hw1_checkpoint_end_to_end():
     assert report.grad_norm == pytest.approx(float(torch.cat([p.grad.reshape(-1) for p in model.parameters()]).norm()),
                                              rel=1e-3)
     assert report.verdict in (LOCAL_MINIMUM, SADDLE_POINT, NOT_CRITICAL)
-    assert format_report(report).startswith(f"Training loss on {len(y):,} examples in ")
+    assert format_report(report).startswith(f"Training loss on {len(y):,} examples (the whole training set)")
     # a capped number of batches is a fixed set: the same batches every time
     first, whole = training_batches(datamodule, max_batches=2)
     again, _ = training_batches(datamodule, max_batches=2)
     assert not whole and len(first) == 2 and all(torch.equal(a[0], b[0]) for a, b in zip(first, again))
+
+    # what `python homework/hw1.py critical --ckpt_path ...` runs: weights and data settings from the checkpoint
+    trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device("cpu")), progress_bar_callback=None)
+    fresh = CovidRegressor(in_features=model.hparams.in_features, hidden_dims=[8])
+    command = critical_command(trainer, fresh, CovidDataModule(**{k: v for k, v in saved.items() if not k.startswith("_")}),
+                               ckpt_path=str(best))
+    assert command.loss == pytest.approx(report.loss) and command.largest == pytest.approx(report.largest)
+    with pytest.raises(DataError, match="--max_batches must be at least 1"):
+        critical_command(trainer, fresh, datamodule, ckpt_path=str(best), max_batches=0)
+
+
+@pytest.mark.skipif("critical" not in HomeworkCLI.subcommands(), reason="the CLI does not offer `critical` yet")
+def test_hw1_critical_subcommand(capsys):
+    hw1(["fit", "--trainer.max_epochs", "2", "--model.hidden_dims", "[8]", *QUIET])
+    capsys.readouterr()
+    hw1(["critical", "--ckpt_path", "best", *QUIET])
+    out = capsys.readouterr().out
+    assert "Critical-point analysis of " in out and "  gradient norm  " in out and "\nVerdict: " in out
+    assert "minimum ratio  0." in out or "minimum ratio  1.000" in out  # 8 hidden units: the full spectrum
+    assert not list(Path("runs/hw1").glob("*critical*"))  # an analysis makes no run directory
