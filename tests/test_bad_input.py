@@ -318,9 +318,11 @@ def hw4_renamed_speakers(c: Case, command: str):
     write_json(root / "mapping.json", {"speaker2id": {rename[s]: k for s, k in mapping["speaker2id"].items()},
                                        "id2speaker": {k: rename[s] for k, s in mapping["id2speaker"].items()}})
     metadata = json.loads((root / "metadata.json").read_text())
-    write_json(root / "metadata.json", {**metadata, "speakers": {rename[s]: u for s, u in metadata["speakers"].items()}})
+    speakers = {rename[s]: utterances for s, utterances in metadata["speakers"].items()}
+    write_json(root / "metadata.json", {**metadata, "speakers": speakers})
     return [command, "--ckpt_path", str(c.ckpt()), "--data.data_dir", str(root), *QUIET], (
-        f"{root / 'mapping.json'}: other speakers than the model in {c.ckpt()}", "class 0 was 'id10000', here 'id90000'")
+        f"{root / 'mapping.json'}: other speakers than the model in {c.ckpt()}",
+        "class 0 was 'id10000', here 'id90000'")
 
 
 def hw5_missing_test_file(c: Case):
@@ -440,7 +442,8 @@ def test_a_nan_loss_before_any_checkpoint_leaves_no_run(capsys):
                   "--model.optimizer", "torch.optim.SGD", "--model.optimizer.lr", "1e30"])
     line = capsys.readouterr().err.strip().splitlines()[-1]
     assert exit_info.value.code == 2
-    assert line.startswith("error: training stopped: the training loss (train_loss) became ") and "at step 2 (epoch 0, batch 1)" in line
+    assert line.startswith("error: training stopped: the training loss (train_loss) became ")
+    assert "at step 2 (epoch 0, batch 1)" in line
     assert "no checkpoint had been saved yet" in line
     assert not list(Path("runs").glob("hw1/*"))  # the run directory is gone
 
