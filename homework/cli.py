@@ -255,10 +255,11 @@ class HomeworkCLI(LightningCLI):
     def _run_subcommand(self, subcommand: str) -> None:
         try:
             super()._run_subcommand(subcommand)
-        except BaseException:
+        except BaseException as err:
             tracking.finish(self.trainer, failed=True)
-            if self.record is not None:  # Ctrl-C: Lightning shuts down gracefully, then exits
-                self.record.finish(self.trainer, "interrupted" if self.trainer.interrupted else "failed")
+            if self.record is not None:  # Ctrl-C: Lightning shuts down gracefully and exits (with SystemExit)
+                ctrl_c = isinstance(err, (KeyboardInterrupt, SystemExit))
+                self.record.finish(self.trainer, "interrupted" if ctrl_c else "failed")
             raise
 
     def before_fit(self) -> None:

@@ -1,4 +1,5 @@
 """HW1 end to end: CLI round trip, the three yearly layouts, feature selection, bad input, W&B, export."""
+import json
 import math
 import subprocess
 import sys
@@ -397,16 +398,20 @@ def test_what_needs_one_minibatch_per_step_says_so(capsys, flags):
 
 
 @pytest.mark.parametrize("lr", ["10", "1e6"])
-def test_a_diverging_run_says_so(capsys, lr):
-    cli = fit("--model.optimizer", "torch.optim.SGD", "--model.optimizer.lr", lr, "--model.optimizer.momentum", "0.9")
-    out, err = capsys.readouterr()
-    assert "warning: training diverged: val_mse became " in err and "smaller learning rate" in err
-    best = float(cli.trainer.checkpoint_callback.best_model_score)
-    if math.isfinite(best):  # an epoch before the blow-up counts as the best
-        assert "the best checkpoint is from before that" in err and "Next:" in out
-    else:
-        assert "no checkpoint is worth predicting with" in err and "Next:" not in out
-    assert not torch.isfinite(cli.trainer.callback_metrics["train_loss"])  # NaN losses are not dropped from the mean
+def test_a_diverging_run_stops_at_once_and_says_what_to_try(capsys, lr):
+    """A training loss that turns inf/NaN ends the fit (callbacks.StopOnNonFiniteLoss) rather than training on:
+    one error line, exit 2, and the run, with any checkpoint saved before, kept and marked failed."""
+    with pytest.raises(SystemExit) as exit_info:
+        fit("--model.optimizer", "torch.optim.SGD", "--model.optimizer.lr", lr, "--model.optimizer.momentum", "0.9")
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: training stopped: the training loss (train_loss) became ")
+    assert "smaller learning rate (--model.optimizer.lr)" in err[-1]
+    runs = run_dirs()
+    if runs:  # an epoch finished before the blow-up: its checkpoint is kept, the run marked failed
+        (run,) = runs
+        assert json.loads((run / "run.json").read_text())["status"] == "failed"
+        assert any((run / "checkpoints").glob("*.ckpt"))
 
 
 def test_a_broken_checkpoint_file_is_a_clear_error(capsys, tmp_path):
