@@ -17,6 +17,8 @@ from pathlib import Path
 
 from pytorch_lightning.utilities import rank_zero_info
 
+from datamodules.base import DataError
+
 #: Every temporary sibling's name ends with this (before the target's own suffix): easy to spot and clean.
 TMP_MARK = ".tmp"
 
@@ -109,3 +111,17 @@ def build_once(target: Path, build: Callable[[Path], None], ready: Callable[[Pat
             remove(tmp)
             raise
     return True
+
+
+def build_cache(target: Path, build: Callable[[Path], None], ready: Callable[[Path], bool], contents: str,
+                cache: str, hint: str, directory: bool = False) -> bool:
+    """`build_once` for a cache of `contents` (e.g. "packed train features"): a `cache` (e.g. "feature cache")
+    that cannot be written is a one-line DataError ending with `hint`; one already there is said. True when
+    this call built it."""
+    try:
+        built = build_once(target, build, ready, directory, what=f"writing the {contents}")
+    except OSError as err:
+        raise DataError(f"cannot write the {cache} in '{target.parent}' ({err.strerror or err}); {hint}") from None
+    if not built:
+        rank_zero_info(f"Using the {contents} in {target}")
+    return built

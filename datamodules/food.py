@@ -19,7 +19,7 @@ from pytorch_lightning.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
-from datamodules.atomic import build_once, write_atomically
+from datamodules.atomic import build_cache, write_atomically
 from datamodules.base import DataError, EpochLoader, HomeworkDataModule, available_cpus
 from datamodules.packed import source_key
 
@@ -331,14 +331,8 @@ class FoodDataModule(HomeworkDataModule[FoodFiles]):
             del array
             write_atomically(failures_path, json.dumps(failures))
 
-        try:
-            built = build_once(path, decode, ready=lambda p: p.exists() and failures_path.exists(),
-                               what=f"decoding the {name} images")
-        except OSError as err:
-            raise DataError(f"cannot write the image cache in '{self.cache_dir}' ({err}); "
-                            f"pass --data.cache_dir DIR or --data.cache memory") from None
-        if not built:
-            rank_zero_info(f"Using the decoded {name} images in {path}")
+        build_cache(path, decode, lambda p: p.exists() and failures_path.exists(), f"decoded {name} images",
+                    "image cache", "pass --data.cache_dir DIR or --data.cache memory")
         return MappedImages(path), [tuple(f) for f in json.loads(failures_path.read_text())]
 
     def _decode_into(self, target: torch.Tensor, name: str, files: list[Path]) -> list[tuple[int, str]]:

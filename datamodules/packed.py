@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from pytorch_lightning.utilities import rank_zero_info
 
-from datamodules.atomic import build_once
+from datamodules.atomic import build_cache
 from datamodules.base import DataError
 
 log = logging.getLogger(__name__)
@@ -166,14 +166,9 @@ def pack_tensors(
                                                    "files": len(files)}))
         rows = offsets[-1]
 
-    try:  # meta.json is written last: a folder that has it is complete
-        built = build_once(target, pack, ready=lambda folder: (folder / "meta.json").exists(), directory=True,
-                           what=f"packing the {name} features")
-    except OSError as err:
-        raise DataError(f"cannot write the feature cache in '{cache_dir}' ({err.strerror or err}); "
-                        f"pass --data.cache_dir DIR with a writable folder") from None
-    if not built:
-        rank_zero_info(f"Using the packed {name} features in {target}")
+    # meta.json is written last: a folder that has it is complete
+    if not build_cache(target, pack, lambda folder: (folder / "meta.json").exists(), f"packed {name} features",
+                       "feature cache", "pass --data.cache_dir DIR with a writable folder", directory=True):
         return PackedTensors(target)
     for old in cache_dir.glob(f"{name}-*"):
         if old != target and old.is_dir():

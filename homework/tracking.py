@@ -74,6 +74,9 @@ class WandbLogger(LightningWandbLogger):
         self.fallback: CSVLogger | None = None
         self._trainer: weakref.ref | None = None  # set by `prepare`: whose loggers a failed start swaps
 
+    def __getstate__(self) -> dict[str, Any]:
+        return {**super().__getstate__(), "_trainer": None}  # (spawned processes pickle the logger)
+
     # --- falling back to a CSV log ------------------------------------------------------------------
     def fall_back(self, problem: str, error: BaseException) -> CSVLogger:
         """From now on log to `<save_dir>/metrics.csv` (Lightning's CSVLogger); say so once, in one line."""
