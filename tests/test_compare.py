@@ -1,0 +1,91 @@
+"""`compare`: several variants of HW1's recipe (demo data, 3 epochs) as normal runs in one comparison
+directory, each with the flags its name means, then one figure and one table; mistakes are one line."""
+import math
+from pathlib import Path
+
+import pytest
+import yaml
+
+from datamodules.base import DataError
+from datamodules.covid import CovidDataModule
+from homework import compare
+from homework.cli import HomeworkCLI
+from models.regression import CovidRegressor
+from tests.conftest import QUIET
+
+LINKS = {"data.num_features": "model.in_features", "data.minibatches_per_step": "model.minibatches_per_step"}
+
+
+def make_cli(args):
+    return HomeworkCLI(CovidRegressor, CovidDataModule, "hw1.yaml", LINKS, args)
+
+
+def run(*args: str):
+    return compare.compare_command(["compare", "--trainer.max_epochs", "3", *QUIET, *args], make_cli, CovidDataModule)
+
+
+def test_optimizers_run_as_runs_in_one_directory_with_a_figure_and_a_table(capsys):
+    results = run("--optimizers", "sgd,adam")
+    compare_dirs = list(Path("runs/hw1").glob("*_compare"))
+    assert len(compare_dirs) == 1
+    cdir = compare_dirs[0]
+    assert [r.variant for r in results] == ["sgd", "adam"]
+    for result, cls in zip(results, ("torch.optim.SGD", "torch.optim.Adam")):
+        assert result.run_dir.parent == cdir and (result.run_dir / "checkpoints" / "last.ckpt").is_file()
+        optimizer = yaml.safe_load((result.run_dir / "config.yaml").read_text())["model"]["optimizer"]
+        assert optimizer["class_path"] == cls
+        assert result.epochs == 3 and len(result.history["val_loss"]) == 3 and math.isfinite(result.best_score)
+    sgd = yaml.safe_load((results[0].run_dir / "config.yaml").read_text())["model"]["optimizer"]["init_args"]
+    assert sgd["lr"] == 0.01 and sgd["momentum"] == 0 and sgd["weight_decay"] == 0  # its own defaults, not AdamW's
+    assert (cdir / "comparison.png").stat().st_size > 10_000
+    table = (cdir / "comparison.md").read_text()
+    out = capsys.readouterr().out
+    for result in results:
+        row = next(line for line in table.splitlines() if line.startswith(f"| {result.variant} "))
+        assert f"{result.best_score:.4f}" in row and result.run_dir.name in row and f"| {result.epochs} " in row
+        assert row in out
+    assert "best val_mse" in table and "wall time (s)" in table and f"Comparison directory: {cdir}" in out
+
+
+def test_a_diverging_variant_is_reported_and_the_others_still_run(capsys):
+    results = run("--optimizers", "sgd_momentum,adam")  # lr 0.01 with momentum blows up on the demo set
+    diverged, adam = results
+    assert diverged.note.startswith("diverged") and not math.isfinite(diverged.best_score)
+    assert math.isfinite(adam.best_score) and adam.epochs == 3
+    captured = capsys.readouterr()
+    assert "sgd_momentum: training stopped: the training loss (train_loss) became nan" in captured.err
+    assert "Best: adam" in captured.out and "| sgd_momentum | -" in captured.out
+
+
+def test_schedules_and_batch_sizes_set_their_flags_and_lr_applies_to_all():
+    results = run("--schedules", "constant,step", "--lr", "0.002")
+    configs = [yaml.safe_load((r.run_dir / "config.yaml").read_text())["model"] for r in results]
+    assert configs[0]["lr_scheduler"] is None
+    assert configs[1]["lr_scheduler"]["class_path"] == "torch.optim.lr_scheduler.StepLR"
+    assert configs[1]["lr_scheduler"]["init_args"]["step_size"] == 1  # a third of the 3 epochs
+    assert all(c["optimizer"]["init_args"]["lr"] == 0.002 for c in configs)
+    assert compare.variant_flags("--batch_sizes", "64", None, 3) == ["--data.batch_size", "64"]
+    flags = compare.variant_flags("--optimizers", "rmsprop", "0.05", 3)
+    assert flags == ["--model.optimizer", "torch.optim.RMSprop", "--model.optimizer.lr", "0.05"]
+
+
+def test_every_variant_trains_the_whole_budget_unless_early_stopping_is_asked_for():
+    flags = []
+    compare.compare_command(["compare", "--batch_sizes", "32,64", "--trainer.max_epochs", "2"],
+                            lambda a: flags.append(a) or make_cli([*a, *QUIET]), CovidDataModule)
+    assert all(a[a.index("--early_stopping.patience") + 1] == compare.NO_EARLY_STOP for a in flags)
+    assert [a[a.index("--data.batch_size") + 1] for a in flags] == ["32", "64"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--optimizers", "adam,lion"], "unknown variant 'lion'; choose from sgd,sgd_momentum"),
+    (["--optimizers", "adam"], "name at least two different variants"),
+    (["--batch_sizes", "16,big"], "'big' is not a batch size"),
+    (["--optimizers", "adam,sgd", "--schedules", "step,constant"], "give exactly one of"),
+    ([], "give exactly one of"),
+    (["--schedules", "step,constant", "--lr", "-1"], "--lr -1: give a positive learning rate"),
+])
+def test_mistakes_are_one_line_before_anything_runs(args, message):
+    with pytest.raises(DataError, match=message.replace("(", r"\(")):
+        compare.compare_command(["compare", *args], make_cli, CovidDataModule)
+    assert not Path("runs").exists()
