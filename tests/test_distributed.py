@@ -1,0 +1,135 @@
+"""Every homework under Lightning DDP, on two CPU processes (gloo): `fit` completes once (one run directory,
+one record, its last lines printed once, every epoch metric synchronised) and `predict` writes the very file
+one process writes from the same checkpoint.
+
+Lightning's `ddp` strategy starts the other process by running the script again, so these tests run the
+homework scripts as subprocesses (from a scratch directory, as a student would).
+"""
+import importlib
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import QUIET
+
+ROOT = Path(__file__).resolve().parents[1]
+DDP = ["--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp"]
+FIT = ["fit", *DDP, "--trainer.num_sanity_val_steps", "0"]
+#: Small and short: each homework's tiny model, one or two epochs.
+TINY = {
+    "hw1": ["--trainer.max_epochs", "2"],
+    "hw2": ["--model.hidden_dim", "8", "--model.num_layers", "1", "--data.batch_size", "64", "--trainer.max_epochs", "1",
+            "--trainer.limit_train_batches", "10", "--trainer.limit_val_batches", "5"],
+    "hw3": ["--data.image_size", "32", "--data.num_workers", "0", "--data.batch_size", "8", "--trainer.max_epochs", "1",
+            "--trainer.limit_train_batches", "4", "--trainer.limit_val_batches", "4"],
+    "hw4": ["--model.d_model", "8", "--model.nhead", "2", "--model.num_layers", "1", "--model.dim_feedforward", "16",
+            "--model.conv_kernel_size", "3", "--data.batch_size", "8", "--data.segment_len", "16",
+            "--trainer.max_epochs", "1"],
+    "hw5": ["--data.vocab_size", "100", "--data.val_ratio", "0.05", "--data.max_tokens", "512", "--trainer.max_epochs", "1",
+            "--trainer.limit_train_batches", "3", "--model.embed_dim", "32", "--model.hidden_dim", "64",
+            "--model.encoder_layers", "1", "--model.decoder_layers", "1", "--model.attention_heads", "2",
+            "--model.beam_size", "2", "--model.val_bleu_sentences", "8", "--model.max_len_b", "5"],
+}
+HOMEWORKS = sorted(TINY)
+#: What Lightning says when an epoch metric is logged unsynchronised under DDP.
+UNSYNCED = "when logging on epoch level in distributed setting"
+
+
+def run_script(homework: str, args: list[str], cwd: Path, timeout: float = 240) -> subprocess.CompletedProcess:
+    """`python homework/hwN.py ARGS` in `cwd`; a hung process group (a DDP deadlock) is killed, not waited on."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+           "WANDB_MODE": "disabled", "PYTHONWARNINGS": "default"}
+    command = [sys.executable, str(ROOT / "homework" / f"{homework}.py"), *args, "--torch_num_threads", "1", *QUIET]
+    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)  # rank 1 is its child: killed with it on a timeout
+    try:
+        out, err = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        out, err = process.communicate()
+        pytest.fail(f"{homework} {' '.join(args[:1])} hung for {timeout}s under DDP:\n{err[-3000:]}")
+    result = subprocess.CompletedProcess(command, process.returncode, out, err)
+    assert result.returncode == 0, f"{homework} {args[0]} failed:\n{err[-4000:]}"
+    return result
+
+
+@pytest.fixture(scope="module")
+def ddp_fit(tmp_path_factory):
+    """One 2-process `fit` per homework, shared by the tests below: (scratch directory, completed process)."""
+    fits = {}
+
+    def fit(homework: str):
+        if homework not in fits:
+            cwd = tmp_path_factory.mktemp(f"ddp_{homework}")
+            fits[homework] = cwd, run_script(homework, [*FIT, *TINY[homework]], cwd)
+        return fits[homework]
+
+    return fit
+
+
+@pytest.mark.parametrize("homework", HOMEWORKS)
+def test_fit_on_two_processes_completes_once(ddp_fit, homework):
+    cwd, result = ddp_fit(homework)
+    (run,) = [d for d in (cwd / "runs" / homework).iterdir()]  # rank 1 made no directory of its own
+    record = json.loads((run / "run.json").read_text())
+    assert record["status"] == "finished" and record["best_checkpoint"]
+    assert (run / record["best_checkpoint"]).is_file() and (run / "checkpoints" / "last.ckpt").is_file()
+    assert (run / "config.yaml").is_file()
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["epoch"] == record["epochs"] - 1
+    out = result.stdout
+    for line in (f"Best {record['monitor']} = ", "Run directory: ", f"Next: python homework/{homework}.py predict"):
+        assert out.count(line) == 1, (line, out[-2000:])
+    assert out.rstrip().splitlines()[-1].startswith("Next: ")
+    assert UNSYNCED not in result.stderr, [line for line in result.stderr.splitlines() if UNSYNCED in line][:3]
+
+
+@pytest.mark.parametrize("homework", HOMEWORKS)
+def test_predict_on_two_processes_writes_the_one_process_file(ddp_fit, homework, monkeypatch, capsys):
+    cwd, _ = ddp_fit(homework)
+    monkeypatch.chdir(cwd)
+    result = run_script(homework, ["predict", "--ckpt_path", "best", *DDP, "--submission.output_dir", "two"], cwd)
+    assert result.stdout.count("Wrote ") == 1, result.stdout
+    main = importlib.import_module(f"homework.{homework}").main
+    main(["predict", "--ckpt_path", "best", "--trainer.devices", "1", "--submission.output_dir", "one", *QUIET])
+    (one,) = list(Path("one").iterdir())
+    two = Path("two") / one.name
+    assert two.read_bytes() == one.read_bytes()
+    lines = one.read_text().splitlines()
+    predicted = [line.rpartition(",")[2] for line in lines[1:]] if one.suffix == ".csv" else lines
+    # the model tells samples apart, so a row out of place would show
+    assert len(set(predicted)) > (len(predicted) // 2 if homework == "hw1" else 1)
+
+
+def test_hw1_whole_epoch_steps_fall_back_to_one_minibatch_per_step_under_ddp(ddp_fit):
+    """HW1's default (the whole epoch in one Lightning step) trains on two processes exactly as
+    --data.minibatches_per_step 1 does: each process gets half of the minibatches, one per step."""
+    cwd, result = ddp_fit("hw1")
+    assert result.stdout.count("Training on 2 processes: one minibatch per step") + \
+        result.stderr.count("Training on 2 processes: one minibatch per step") == 1
+    (epoch,) = [d for d in (cwd / "runs" / "hw1").iterdir()]
+    run_script("hw1", [*FIT, *TINY["hw1"], "--data.minibatches_per_step", "1"], cwd)
+    (single,) = [d for d in (cwd / "runs" / "hw1").iterdir() if d != epoch]
+    first, second = (json.loads((d / "run.json").read_text()) for d in (epoch, single))
+    assert first["best_score"] == second["best_score"]
+    steps = [torch.load(d / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] for d in (epoch, single)]
+    batch_size = 128
+    train_rows = 1500 - int(1500 * 0.2)  # the demo's training file, less the validation split
+    assert steps[0] == steps[1] == 2 * math.ceil(math.ceil(train_rows / batch_size) / 2)
+
+
+def test_cross_validation_predict_averages_the_folds_on_two_processes(monkeypatch, capsys, tmp_path):
+    """`predict --ckpt_path <cv dir>` under DDP: every process's share of every fold, averaged, written once."""
+    main = importlib.import_module("homework.hw1").main
+    main(["fit", "--data.num_folds", "2", "--data.fold", "all", "--trainer.max_epochs", "1", *QUIET])
+    (cv_dir,) = list((tmp_path / "runs" / "hw1").iterdir())
+    main(["predict", "--ckpt_path", str(cv_dir), "--submission.output_dir", "one", *QUIET])
+    result = run_script("hw1", ["predict", "--ckpt_path", str(cv_dir), *DDP, "--submission.output_dir", "two"], tmp_path)
+    assert result.stdout.count("Wrote ") == 1 and result.stderr.count("Predicting with ") == 2
+    assert (tmp_path / "two" / "pred.csv").read_bytes() == (tmp_path / "one" / "pred.csv").read_bytes()
