@@ -298,14 +298,18 @@ def hw4_empty_split(c: Case):
     return c.fit(root), (f"{root / 'metadata.json'}: no training utterances",)
 
 
-def hw4_other_speakers(c: Case, command: str):
-    """Trained on the demo's 30 speakers; this folder's mapping.json has 3."""
-    root = c.copy()
+def write_speakers(root: Path, speakers: dict[str, list]) -> None:
+    """metadata.json with these speakers' utterances, and mapping.json numbering them in this order."""
     metadata = json.loads((root / "metadata.json").read_text())
-    speakers = dict(list(metadata["speakers"].items())[:3])
     write_json(root / "metadata.json", {**metadata, "speakers": speakers})
     write_json(root / "mapping.json", {"speaker2id": {s: k for k, s in enumerate(speakers)},
                                        "id2speaker": {str(k): s for k, s in enumerate(speakers)}})
+
+
+def hw4_other_speakers(c: Case, command: str):
+    """Trained on the demo's 30 speakers; this folder's mapping.json has 3."""
+    root = c.copy()
+    write_speakers(root, dict(list(json.loads((root / "metadata.json").read_text())["speakers"].items())[:3]))
     return [command, "--ckpt_path", str(c.ckpt()), "--data.data_dir", str(root), *QUIET], (
         str(c.ckpt()), "num_speakers 30", f"'{root}'", "gives num_speakers 3")
 
@@ -313,13 +317,8 @@ def hw4_other_speakers(c: Case, command: str):
 def hw4_renamed_speakers(c: Case, command: str):
     """As many speakers as in training, but other ones: the class numbers would name the wrong people."""
     root = c.copy()
-    mapping = json.loads((root / "mapping.json").read_text())
-    rename = {name: f"id9{name[3:]}" for name in mapping["speaker2id"]}
-    write_json(root / "mapping.json", {"speaker2id": {rename[s]: k for s, k in mapping["speaker2id"].items()},
-                                       "id2speaker": {k: rename[s] for k, s in mapping["id2speaker"].items()}})
-    metadata = json.loads((root / "metadata.json").read_text())
-    speakers = {rename[s]: utterances for s, utterances in metadata["speakers"].items()}
-    write_json(root / "metadata.json", {**metadata, "speakers": speakers})
+    speakers = json.loads((root / "metadata.json").read_text())["speakers"]  # in class order, as the demo writes
+    write_speakers(root, {f"id9{name[3:]}": utterances for name, utterances in speakers.items()})
     return [command, "--ckpt_path", str(c.ckpt()), "--data.data_dir", str(root), *QUIET], (
         f"{root / 'mapping.json'}: other speakers than the model in {c.ckpt()}",
         "class 0 was 'id10000', here 'id90000'")
