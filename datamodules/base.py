@@ -10,6 +10,7 @@ from typing import ClassVar, Generic, Literal, TypeVar
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.utilities import rank_zero_only
 from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler, SequentialSampler, random_split
 
 log = logging.getLogger(__name__)
@@ -152,12 +153,13 @@ class HomeworkDataModule(pl.LightningDataModule, Generic[Layout]):
         self.ensure_demo(demo)
         layout = self.locate(demo)
         assert layout is not None, f"demo data written to {demo} was not recognised"
-        log.warning(
-            "\n%s\n  DEMO DATA: no %s data in '%s', so this run uses the generated demo set in '%s'.\n"
-            "  Its scores mean nothing on Kaggle. For the real data: %s into '%s'\n"
-            "  (or anywhere, then pass --data.data_dir DIR).\n%s",
-            "=" * 88, self.homework.upper(), default, demo, self.download_hint(), default, "=" * 88,
-        )
+        if rank_zero_only.rank == 0:  # (said once, not by each process of a multi-device run)
+            log.warning(
+                "\n%s\n  DEMO DATA: no %s data in '%s', so this run uses the generated demo set in '%s'.\n"
+                "  Its scores mean nothing on Kaggle. For the real data: %s into '%s'\n"
+                "  (or anywhere, then pass --data.data_dir DIR).\n%s",
+                "=" * 88, self.homework.upper(), default, demo, self.download_hint(), default, "=" * 88,
+            )
         return demo, layout, True
 
 

@@ -87,6 +87,7 @@ def test_fit_on_two_processes_completes_once(ddp_fit, homework):
     for line in (f"Best {record['monitor']} = ", "Run directory: ", f"Next: python homework/{homework}.py predict"):
         assert out.count(line) == 1, (line, out[-2000:])
     assert out.rstrip().splitlines()[-1].startswith("Next: ")
+    assert (result.stdout + result.stderr).count("DEMO DATA") == 1  # the demo banner, from process 0 only
     assert UNSYNCED not in result.stderr, [line for line in result.stderr.splitlines() if UNSYNCED in line][:3]
 
 
