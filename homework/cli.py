@@ -28,7 +28,7 @@ from pytorch_lightning.cli import ArgsType, LightningArgumentParser, LightningCL
 from callbacks import (AtomicCheckpointIO, HomeworkCheckpoint, KaggleSubmissionWriter, LearningCurvePlot,
                        ReproducibleEpochs, StopOnNonFiniteLoss, SubmissionError)
 from datamodules.base import DataError, HomeworkDataModule
-from homework import arguments, checkpoints, hardware, kfold, runs, tracking
+from homework import arguments, checkpoints, hardware, kfold, runs, tracking, tuning
 from homework.critical import critical_command
 from homework.output import EpochLines, fail, silence_known_noise
 from models.base import BaseTask
@@ -78,7 +78,8 @@ class HomeworkCLI(LightningCLI):
         self.print_config = [a for a in self.args if a.split("=")[0] == "--print_config"]
         self.args = [a for a in self.args if a not in self.print_config]
         self.run_dir: Path | None = None
-        self.lock = None  # held on the run directory while training in it
+        self.tuned = False  # fit --find_lr / --find_batch_size: the finders ran instead of training
+        self.holds_run_dir = False  # this process locked the run directory (runs.hold) while training in it
         self.record: runs.RunRecord | None = None
         self.fold_checkpoints: list[Path] = []  # predict with a cross-validation directory: the folds' best
         no_exit = {"exit_on_error": False}
@@ -95,8 +96,8 @@ class HomeworkCLI(LightningCLI):
                 runs.discard_if_empty(self.run_dir)  # a run that failed before its first checkpoint leaves nothing
             raise
         finally:
-            if self.lock is not None:
-                self.lock.release()
+            if self.holds_run_dir:
+                runs.release(self.run_dir)
                 os.environ.pop(RUN_DIR_ENV, None)
 
     @staticmethod
@@ -111,6 +112,12 @@ class HomeworkCLI(LightningCLI):
         parser.add_argument("--torch_num_threads", type=int | None, default=None,
                             help="CPU threads torch may use inside one op. None: on the CPU, the cores the data "
                                  "loader workers leave free. 1 is fastest for tiny models such as HW1's MLP.")
+        parser.add_argument("--find_lr", type=bool, default=False,
+                            help="fit: before training, run Lightning's learning-rate range test, save lr_find.png "
+                                 "in the run directory and train with the suggested learning rate.")
+        parser.add_argument("--find_batch_size", type=bool, default=False,
+                            help="fit: before training, find the largest batch size that fits in memory (for GPUs) "
+                                 "and train with it.")
         for source, target in self.links.items():
             parser.link_arguments(source, target, apply_on="instantiate")
         model, homework = self.model_class, self.datamodule_class.homework
@@ -201,7 +208,8 @@ class HomeworkCLI(LightningCLI):
             self.run_dir = Path(os.environ.get(RUN_DIR_ENV) or Path(trainer.default_root_dir) / f".rank{rank}")
         else:
             self.run_dir = self.resume_dir or runs.new_run_dir(Path(trainer.default_root_dir), self.subcommand, tags)
-            self.lock = runs.hold(self.run_dir)
+            runs.hold(self.run_dir)
+            self.holds_run_dir = True
             os.environ[RUN_DIR_ENV] = str(self.run_dir)  # inherited by the processes Lightning starts for DDP
         if config.checkpoint.dirpath is None:
             config.checkpoint.dirpath = str(self.run_dir / "checkpoints")
@@ -265,6 +273,16 @@ class HomeworkCLI(LightningCLI):
     def before_fit(self) -> None:
         self.datamodule.check_test_data()  # a broken test file is found now, not after hours of training
 
+    def fit(self, model, datamodule, **kwargs) -> None:
+        config = self.config[self.subcommand]
+        if config.find_lr or config.find_batch_size:  # the finders instead of training: see homework/tuning.py
+            self.tuned = True
+            same = [a for a in self.args if a not in ("--find_lr", "--find_batch_size", "true", "True")]
+            tuning.run(self.trainer, model, datamodule, self.run_dir, config.find_lr, config.find_batch_size,
+                       f"python homework/{self.datamodule_class.homework}.py {' '.join(same)}")
+            return
+        self.trainer.fit(model, datamodule=datamodule, **kwargs)
+
     def before_test(self) -> None:
         self.datamodule.check_test_labels()  # refused, saying why, where the test set has nothing to score
 
@@ -277,9 +295,11 @@ class HomeworkCLI(LightningCLI):
     def after_fit(self) -> None:
         """The score a student compares, where the run is, and the next command: the last lines printed."""
         ckpt, trainer = self.trainer.checkpoint_callback, self.trainer
-        status = "interrupted" if trainer.interrupted else "finished"
+        status = "tuned" if self.tuned else "interrupted" if trainer.interrupted else "finished"
         self.record.finish(trainer, status)
         tracking.finish(trainer)
+        if self.tuned:
+            return
         if not trainer.is_global_zero:
             return
         offline = tracking.offline_dir(self.config[self.subcommand].trainer)

@@ -196,7 +196,10 @@ def resume_args(args: list[str], default_root: Path) -> tuple[list[str], Path | 
     return rest[:at] + ["--config", str(run_dir / "config.yaml"), "--ckpt_path", str(last)] + rest[at:], run_dir
 
 
-def hold(run_dir: Path):
+_held: dict[Path, object] = {}  # the locks this process holds (kept here: the CLI object gets pickled for DDP)
+
+
+def hold(run_dir: Path) -> None:
     """Lock `run_dir` for as long as this process trains in it (the OS drops the lock when the process dies,
     even by SIGKILL): `--resume` refuses a run that is still training elsewhere."""
     from filelock import FileLock, Timeout
@@ -206,7 +209,13 @@ def hold(run_dir: Path):
         lock.acquire(timeout=0)
     except Timeout:
         raise DataError(f"run {run_dir} is still training in another process; wait for it or stop it first") from None
-    return lock
+    _held[run_dir] = lock
+
+
+def release(run_dir: Path) -> None:
+    lock = _held.pop(run_dir, None)
+    if lock is not None:
+        lock.release()
 
 
 def describe_split(split: dict) -> str:

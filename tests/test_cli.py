@@ -261,3 +261,31 @@ def test_a_second_predict_says_it_replaced_the_file(capsys):
     assert "replacing" not in capsys.readouterr().out
     main(["predict", "--ckpt_path", "best", *QUIET])
     assert "replacing the previous one" in capsys.readouterr().out
+
+
+# --- the lecture lab's finders and critical-point command ------------------------------------------
+def test_find_lr_runs_the_range_test_instead_of_training_and_prints_the_command(capsys):
+    cli = fit("--find_lr", "true", "--data.minibatches_per_step", "1")
+    out = capsys.readouterr().out.strip().splitlines()
+    (run,) = run_dirs()
+    assert (run / "lr_find.png").stat().st_size > 10_000 and not list(run.rglob("*.ckpt"))  # nothing trained
+    assert out[-1].startswith("Next: python homework/hw1.py fit") and "--model.optimizer.lr " in out[-1]
+    assert "--find_lr" not in out[-1]
+    assert cli.trainer.global_step == 0 and json.loads((run / "run.json").read_text())["status"] == "tuned"
+    line = user_error(capsys, main, ["fit", *FAST, "--find_lr", "true"])  # HW1's whole-epoch steps
+    assert "add --data.minibatches_per_step 1" in line
+
+
+def test_find_batch_size_reports_the_largest_batch_that_fits(capsys):
+    fit("--find_batch_size", "true", "--data.minibatches_per_step", "1", "--data.batch_size", "32")
+    out = capsys.readouterr().out
+    assert "Batch-size finder: " in out and "--data.batch_size " in out.strip().splitlines()[-1]
+
+
+def test_critical_says_minimum_or_saddle_for_a_trained_checkpoint(capsys):
+    fit()
+    capsys.readouterr()
+    main(["critical", "--ckpt_path", "best", *QUIET])
+    out = capsys.readouterr().out
+    assert "gradient norm" in out and "largest eigenvalues" in out and "Verdict: " in out
+    assert len(run_dirs()) == 1  # evaluating makes no run directory
