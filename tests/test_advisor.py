@@ -151,3 +151,15 @@ def test_after_a_fit_the_advice_uses_the_runs_own_curves():
     curve = dict(advisor._history(cli.trainer)["train_loss"])
     assert text.startswith("Diagnosis (practical methodology): ")
     assert f"{curve[2]:.4g}" in text  # the run's final training MSE
+
+
+@pytest.mark.slow  # ~15 s: generates and packs the HW4 demo set
+def test_hw4_mean_mel_reference_beats_the_majority_class():
+    from datamodules.voxceleb import VoxCelebDataModule
+
+    dm = VoxCelebDataModule(num_workers=0)
+    dm.setup("fit")
+    ref = advisor.reference_score(dm)
+    val_labels = dm.labels[dm.val_index]
+    assert "mean mel vectors (40 features)" in ref.name
+    assert ref.val < 1 - float(torch.bincount(val_labels).max()) / len(val_labels) - 0.2

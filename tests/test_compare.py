@@ -89,3 +89,12 @@ def test_mistakes_are_one_line_before_anything_runs(args, message):
     with pytest.raises(DataError, match=message.replace("(", r"\(")):
         compare.compare_command(["compare", *args], make_cli, CovidDataModule)
     assert not Path("runs").exists()
+
+
+def test_help_says_what_each_variant_means(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        compare.compare_command(["compare", "--help"], make_cli, CovidDataModule)
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "sgd_momentum  torch.optim.SGD lr 0.01, momentum 0.9" in out and "python homework/hw1.py fit --help" in out
+    assert not Path("runs").exists()
