@@ -26,7 +26,8 @@ class StopOnNonFiniteLoss(pl.Callback):
 
     Cost: the losses of the last `every_n_steps` steps are kept on their device, and read back (one host
     sync) every `every_n_steps` steps, before each validation and at the end of each epoch, so a GPU is not
-    made to wait at every step. On the CPU reading a scalar costs nothing, so it checks every step.
+    made to wait at every step. On the CPU reading a scalar costs nothing, so it checks every step. On several
+    devices the processes agree at each check (one small all-reduce), so all stop together.
     The exception propagates through Lightning: the CLI keeps the run's earlier checkpoints and records the
     run as failed.
 
@@ -61,9 +62,8 @@ class StopOnNonFiniteLoss(pl.Callback):
             if len(self._where) == period:
                 self._check(trainer, pl_module)
         elif not pl_module.automatic_optimization:
-            state = self._metric_state(pl_module)
-            if state is not None and (trainer.global_step % self._period(trainer, state.device) == 0):
-                self._check_metric(trainer, pl_module, state)
+            if trainer.global_step % self._period(trainer, pl_module.device) == 0:
+                self._check(trainer, pl_module)
 
     def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._check(trainer, pl_module)  # before a NaN model is validated and saved as last.ckpt
@@ -84,25 +84,26 @@ class StopOnNonFiniteLoss(pl.Callback):
         return torch.stack([s.float().sum() for s in states]).sum() if states else None
 
     def _check(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """Read the pending losses back (one sync) and stop at the first NaN/inf among them."""
+        """Read the pending losses back (one sync) and stop at the first NaN/inf among them. Every process
+        calls this at the same points, and all stop together (one stopping alone would leave the others
+        waiting for it in their next collective)."""
+        found = None  # (value, when)
         if self._where:
             values = self._losses[:len(self._where)].tolist()
             where, self._where = self._where, []
-            for value, (step, epoch, batch) in zip(values, where):
-                if not math.isfinite(value):
-                    self._stop(trainer, pl_module, value, f"at step {step} (epoch {epoch}, batch {batch})")
-        if not pl_module.automatic_optimization:
+            found = next(((v, f"at step {step} (epoch {epoch}, batch {batch})")
+                          for v, (step, epoch, batch) in zip(values, where) if not math.isfinite(v)), None)
+        if found is None and not pl_module.automatic_optimization:
             state = self._metric_state(pl_module)
-            if state is not None:
-                self._check_metric(trainer, pl_module, state)
+            value = math.nan if state is None else float(state)
+            if state is not None and not math.isfinite(value):
+                found = (value, f"in epoch {trainer.current_epoch} (by optimizer step {trainer.global_step})")
+        if trainer.strategy.reduce_boolean_decision(found is not None, all=False) and found is None:
+            found = (math.nan, "in another process")
+        if found is not None:
+            self._stop(trainer, *found)
 
-    def _check_metric(self, trainer: pl.Trainer, pl_module: pl.LightningModule, state: torch.Tensor) -> None:
-        value = float(state)
-        if not math.isfinite(value):
-            when = f"in epoch {trainer.current_epoch} (by optimizer step {trainer.global_step})"
-            self._stop(trainer, pl_module, value, when)
-
-    def _stop(self, trainer: pl.Trainer, pl_module: pl.LightningModule, value: float, when: str) -> None:
+    def _stop(self, trainer: pl.Trainer, value: float, when: str) -> None:
         checkpoint = trainer.checkpoint_callback
         saved = getattr(checkpoint, "best_model_path", "") or getattr(checkpoint, "last_model_path", "")
         kept = (f"the checkpoints saved before it are kept in {checkpoint.dirpath}" if saved
