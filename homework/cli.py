@@ -38,6 +38,16 @@ RUN_DIR_ENV = "NTU_ML_RUN_DIR"  # the run directory, for the other processes of 
 EVALUATING = ("validate", "test", "predict", "critical")  # commands that read a trained model
 
 
+def launched_rank() -> int:
+    """This process's rank in a multi-process run, read from what launched it (torchrun, SLURM, Lightning's
+    own DDP launcher), before Lightning has set anything up: 0 for the one process that speaks and writes."""
+    if "RANK" in os.environ:
+        return int(os.environ["RANK"])
+    if "SLURM_PROCID" in os.environ:
+        return int(os.environ["SLURM_PROCID"])
+    return int(os.environ.get("LOCAL_RANK", 0)) + int(os.environ.get("NODE_RANK", 0))
+
+
 class HomeworkTrainer(Trainer):
     """Lightning's Trainer plus the lecture lab's commands (LightningCLI makes a subcommand of each method)."""
 
@@ -170,7 +180,8 @@ class HomeworkCLI(LightningCLI):
         else:
             choice = runs.Choice(Path(ckpt), str(ckpt))
         config.ckpt_path = str(choice.path)
-        print(f"Using {choice.reason}", file=sys.stderr)
+        if launched_rank() == 0:
+            print(f"Using {choice.reason}", file=sys.stderr)
         saved = checkpoints.load(choice.path)
         checkpoints.check_homework(saved, choice.path, self.datamodule_class.homework, self.model_class)
         checkpoints.restore_data_settings(saved, data, self.datamodule_class.runtime_args)
@@ -203,7 +214,7 @@ class HomeworkCLI(LightningCLI):
             return
         demo = self.datamodule_class.will_use_demo(data.data_dir)
         tags = runs.fold_tag(data.get("num_folds"), data.get("fold")) + (["demo"] if demo else [])
-        rank = int(os.environ.get("LOCAL_RANK", 0)) + int(os.environ.get("NODE_RANK", 0))
+        rank = launched_rank()
         if rank > 0:  # another process of a multi-device fit: rank 0 made the directory (and writes in it)
             self.run_dir = Path(os.environ.get(RUN_DIR_ENV) or Path(trainer.default_root_dir) / f".rank{rank}")
         else:

@@ -75,7 +75,8 @@ class RunRecord(pl.Callback):
         seed = os.environ.get("PL_GLOBAL_SEED")  # set by seed_everything: what makes the run reproducible
         self.record.update(monitor=getattr(pl_module, "monitor", None), mode=getattr(pl_module, "mode", None),
                            seed=int(seed) if seed is not None else None)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if trainer.is_global_zero:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
         self._save(trainer)
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

@@ -218,7 +218,8 @@ def prepare(trainer: Trainer) -> None:
     gives up after `INIT_TIMEOUT` seconds, and our logger told whose loggers to swap if W&B cannot start."""
     for logger in trainer.loggers:
         if isinstance(logger, LightningWandbLogger):
-            Path(logger.save_dir).mkdir(parents=True, exist_ok=True)  # W&B warns when its root does not exist
+            if trainer.is_global_zero:  # (the other processes of a multi-device run write nothing)
+                Path(logger.save_dir).mkdir(parents=True, exist_ok=True)  # W&B warns when its root does not exist
             logger._wandb_init.pop("anonymous", None)
             settings = logger._wandb_init.get("settings")
             if settings is None or isinstance(settings, dict):
