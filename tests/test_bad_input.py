@@ -408,7 +408,6 @@ def test_bad_input_is_one_line_naming_the_problem(hw, fault, tmp_path, prepared,
 #: Epoch 0 trains as usual (and saves its checkpoints); from epoch 1 the learning rate is 1e30 times larger.
 EXPLODE_AFTER_EPOCH_0 = ["--trainer.max_epochs", "3", "--model.lr_scheduler", "torch.optim.lr_scheduler.StepLR",
                          "--model.lr_scheduler.step_size", "1", "--model.lr_scheduler.gamma", "1e30"]
-WATCH = ["--trainer.callbacks", "callbacks.StopOnNonFiniteLoss"]  # until the CLI adds it to every fit
 
 
 @pytest.mark.filterwarnings("ignore:Encountered `nan` values")  # (HW5's epoch mean drops them; the callback does not)
@@ -420,7 +419,7 @@ WATCH = ["--trainer.callbacks", "callbacks.StopOnNonFiniteLoss"]  # until the CL
 ])
 def test_a_nan_loss_stops_the_run_keeping_its_earlier_checkpoints(hw, flags, when, tmp_path, prepared, capsys):
     case = Case(HOMEWORKS[hw], tmp_path, prepared)
-    args = case.fit(prepared.data(hw), *flags, *WATCH, *EXPLODE_AFTER_EPOCH_0)
+    args = case.fit(prepared.data(hw), *flags, *EXPLODE_AFTER_EPOCH_0)  # the CLI watches every fit
     capsys.readouterr()
     with pytest.raises(SystemExit) as exit_info:
         case.hw.main(args)
@@ -432,12 +431,12 @@ def test_a_nan_loss_stops_the_run_keeping_its_earlier_checkpoints(hw, flags, whe
     assert f"the checkpoints saved before it are kept in {(run / 'checkpoints').resolve()}" in err[-1]
     assert {torch.load(p, weights_only=True)["epoch"] for p in run.glob("checkpoints/*.ckpt")} == {0}  # none after
     record = json.loads((run / "run.json").read_text())
-    assert record["status"] not in ("running", "finished") and record["best_epoch"] == 0
+    assert record["status"] == "failed" and record["best_epoch"] == 0
 
 
 def test_a_nan_loss_before_any_checkpoint_leaves_no_run(capsys):
     with pytest.raises(SystemExit) as exit_info:
-        hw1.main(["fit", *LIMITS, *WATCH, "--data.minibatches_per_step", "1", "--model.lr_scheduler", "null",
+        hw1.main(["fit", *LIMITS, "--data.minibatches_per_step", "1", "--model.lr_scheduler", "null",
                   "--model.optimizer", "torch.optim.SGD", "--model.optimizer.lr", "1e30"])
     line = capsys.readouterr().err.strip().splitlines()[-1]
     assert exit_info.value.code == 2
