@@ -28,7 +28,7 @@ from pytorch_lightning.cli import ArgsType, LightningArgumentParser, LightningCL
 from callbacks import (AtomicCheckpointIO, HomeworkCheckpoint, KaggleSubmissionWriter, LearningCurvePlot,
                        ReproducibleEpochs, StopOnNonFiniteLoss, SubmissionError)
 from datamodules.base import DataError, HomeworkDataModule
-from homework import arguments, checkpoints, hardware, kfold, runs, tracking, tuning
+from homework import advisor, arguments, checkpoints, compare, hardware, kfold, runs, tracking, tuning
 from homework.critical import critical_command
 from homework.output import EpochLines, fail, silence_known_noise
 from models.base import BaseTask
@@ -122,6 +122,10 @@ class HomeworkCLI(LightningCLI):
         parser.add_argument("--torch_num_threads", type=int | None, default=None,
                             help="CPU threads torch may use inside one op. None: on the CPU, the cores the data "
                                  "loader workers leave free. 1 is fastest for tiny models such as HW1's MLP.")
+        parser.add_argument("--diagnose", type=bool, default=True,
+                            help="fit: after training, compare with a simple reference model fitted on the same "
+                                 "training split and print the course's diagnosis (model bias, optimization, "
+                                 "overfitting) with the flags to try.")
         parser.add_argument("--find_lr", type=bool, default=False,
                             help="fit: before training, run Lightning's learning-rate range test, save lr_find.png "
                                  "in the run directory and train with the suggested learning rate.")
@@ -308,6 +312,12 @@ class HomeworkCLI(LightningCLI):
         ckpt, trainer = self.trainer.checkpoint_callback, self.trainer
         status = "tuned" if self.tuned else "interrupted" if trainer.interrupted else "finished"
         self.record.finish(trainer, status)
+        advice = None
+        if not self.tuned and self.config[self.subcommand].diagnose and trainer.is_global_zero:
+            advice = advisor.advise(trainer, self.model, self.datamodule)
+            for logger in trainer.loggers if advice else []:
+                if hasattr(logger, "log_text"):
+                    logger.log_text(key="diagnosis", columns=["diagnosis"], data=[[advice]])
         tracking.finish(trainer)
         if self.tuned:
             return
@@ -322,6 +332,8 @@ class HomeworkCLI(LightningCLI):
         self._warn_if_diverged(ckpt)
         if not torch.isfinite(ckpt.best_model_score):
             return
+        if advice:
+            print(advice)
         record = self.record.record
         stopper = trainer.early_stopping_callback
         if stopper is not None and stopper.stopped_epoch:
@@ -366,6 +378,9 @@ def run(model_class: type[BaseTask], datamodule_class: type[LightningDataModule]
     silence_known_noise()
     args = list(sys.argv[1:] if args is None else args)
     try:
+        if compare.asks_for_comparison(args):
+            return compare.compare_command(args, lambda a: HomeworkCLI(model_class, datamodule_class, config_file,
+                                                                       links, a), datamodule_class)
         if kfold.asks_for_all_folds(args):
             return kfold.fit_all_folds(lambda a: HomeworkCLI(model_class, datamodule_class, config_file, links, a),
                                        args, datamodule_class)

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+#: Quiet, and no post-fit diagnosis (its reference model is tested in test_advisor.py): most tests fit many times
+QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false", "--diagnose", "false"]
 
 
 @pytest.fixture(autouse=True)

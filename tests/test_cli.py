@@ -183,7 +183,8 @@ def test_a_piped_fit_and_predict_print_a_line_per_epoch_and_end_with_the_result(
     assert [line.split()[1] for line in lines if line.startswith("epoch ")] == [f"{e}/4" for e in range(5)]
     assert lines[-3].startswith("Best val_mse = ") and lines[-2].startswith("Run directory: runs/hw1/")
     assert lines[-1] == "Next: python homework/hw1.py predict --ckpt_path best"
-    assert len(lines) < 40
+    assert any(line.startswith("Diagnosis (practical methodology): ") for line in lines[-12:-3])  # homework/advisor.py
+    assert len(lines) < 50
 
     code, lines = command("predict", "--ckpt_path", "best", cwd=tmp_path)
     assert code == 0 and "Couldn't infer the batch indices" not in "\n".join(lines)

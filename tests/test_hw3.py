@@ -16,8 +16,8 @@ from datamodules.food import DEMO_CLASSES, LAYOUTS, ML2021, ML2022, ML2023, Food
 from homework.hw3 import main
 from models.classifier import ImageClassifier
 from models.cnn import SampleCNN, build_net
+from tests.conftest import QUIET
 
-QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
 TINY = ["--data.image_size", "32", "--data.num_workers", "0", "--data.batch_size", "8",
         "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", *QUIET]
 #: Where each year's Kaggle zip puts its split folders, relative to the folder you unzip into.
