@@ -81,14 +81,20 @@ def option_strings(parser) -> list[str]:
     return [s for action in parser._actions for s in action.option_strings if s.startswith("--")]
 
 
-def one_line(message: str, parser) -> str:
-    """jsonargparse's error as one line: an unknown option with the closest valid one."""
+def one_line(message: str, parser, config_files: list[str] = ()) -> str:
+    """jsonargparse's error as one line: an unknown option (or a key of a `--config` file) with the closest valid one."""
     message = " ".join(message.split())
     unknown = re.search(r"unrecognized arguments: (\S+)", message, re.IGNORECASE)
     if unknown:
         bad = unknown.group(1).partition("=")[0]
         close = difflib.get_close_matches(bad, option_strings(parser), n=1, cutoff=0.6)
         return f"unrecognized option {bad}" + (f"; did you mean {close[0]}?" if close else "; see --help")
+    key = re.search(r"does not accept option '(\S+)'", message)
+    if key:  # a key in a --config file
+        close = difflib.get_close_matches("--" + key.group(1), option_strings(parser), n=1, cutoff=0.6)
+        where = f" in --config {', '.join(config_files)}" if config_files else ""
+        return (f"unknown key '{key.group(1)}'{where}" +
+                (f"; did you mean '{close[0][2:]}'?" if close else "; see --help for the keys"))
     return _type_error(message) or (message[0].lower() + message[1:] if message else "invalid arguments; see --help")
 
 

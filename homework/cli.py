@@ -150,7 +150,8 @@ class HomeworkCLI(LightningCLI):
         except ArgumentError as err:
             command = next((a for a in self.args if a in self.subcommands()), None)
             subparser = parser._subcommands_action._name_parser_map.get(command) if command else None
-            raise DataError(arguments.one_line(str(err), subparser or parser)) from None
+            configs = [v for k, v in zip(self.args, self.args[1:]) if k == "--config"]
+            raise DataError(arguments.one_line(str(err), subparser or parser, configs)) from None
         command = self.config.get("subcommand")
         if command is None:
             return
@@ -188,7 +189,8 @@ class HomeworkCLI(LightningCLI):
             print(f"Using {choice.reason}", file=sys.stderr)
         saved = checkpoints.load(choice.path)
         checkpoints.check_homework(saved, choice.path, self.datamodule_class.homework, self.model_class)
-        checkpoints.restore_data_settings(saved, data, self.datamodule_class.runtime_args)
+        given = {a.partition("=")[0][len("--data."):] for a in self.args if a.startswith("--data.")}
+        checkpoints.restore_data_settings(saved, data, self.datamodule_class.runtime_args, given, choice.path)
 
     def _find_best(self, command: str, root: Path, data) -> runs.Choice:
         """Among the runs comparable to the newest, or to the data directory and split named on the command line."""

@@ -18,6 +18,8 @@ HARMLESS_WARNINGS = (
     # every command has its own run directory, so a checkpoint from another run is always from "another
     # dirpath": evaluating saves nothing, and a resumed fit keeps its own best in its new directory
     r".*The dirpath has changed from .* won't be reloaded.*",
+    # evaluating needs only the weights: the fit's own callbacks (learning curve, RNG states) have nothing to do
+    r".*callbacks used to create the checkpoint need to be provided.*",
     # `fit --resume` continues in the run's own checkpoint directory, which holds its checkpoints so far
     r".*Checkpoint directory .* exists and is not empty.*",
     # raised inside torch/Lightning's own imports, not by anything a student wrote

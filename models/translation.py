@@ -88,8 +88,8 @@ class Translator(BaseTask):
                                           attention_heads, dropout, PAD_ID)
         else:
             self.net = RNNSeq2Seq(vocab_size, embed_dim, hidden_dim, encoder_layers, decoder_layers, dropout, PAD_ID)
-        self.train_loss = MeanMetric()
-        self.val_loss = MeanMetric()
+        self.train_loss = MeanMetric(nan_strategy="disable")  # a diverging loss must show as NaN
+        self.val_loss = MeanMetric(nan_strategy="disable")
         self._hypotheses: dict[int, str] = {}  # sentence index -> its translation, per evaluation epoch
 
     def forward(self, src: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:

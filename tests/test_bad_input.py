@@ -134,7 +134,7 @@ def misspelt_option(c: Case):
 def misspelt_config_key(c: Case):
     config = c.tmp / "mine.yaml"
     config.write_text("trainer:\n  max_epochs: 1\ndata:\n  data_dri: x\n")
-    return ["fit", "--config", str(config)], ("does not accept option 'data.data_dri'",)
+    return ["fit", "--config", str(config)], (f"unknown key 'data.data_dri' in --config {config}; did you mean 'data.data_dir'?",)
 
 
 def another_homeworks_checkpoint(c: Case):
