@@ -142,11 +142,14 @@ def test_precision_is_chosen_for_the_hardware(monkeypatch):
         assert auto_precision() == expected
 
 
-def test_predict_uses_the_features_the_checkpoint_was_trained_with():
+def test_predict_uses_the_features_the_checkpoint_was_trained_with(capsys):
     fit("--data.features", "5")
-    cli = main(["predict", "--ckpt_path", "best", "--data.features", "all", *QUIET])
+    cli = main(["predict", "--ckpt_path", "best", *QUIET])
     assert cli.model.hparams.in_features == 5 and len(cli.datamodule.transform.names) == 5
     assert (run_dirs()[0] / "pred.csv").is_file()
+    # asking for other features than the model was trained on is refused, not silently replaced
+    line = user_error(capsys, main, ["predict", "--ckpt_path", "best", "--data.features", "all", *QUIET])
+    assert "--data.features all" in line and "leave --data.features out" in line
 
 
 # --- the yearly layouts --------------------------------------------------------------------------
