@@ -188,8 +188,9 @@ def diagnose(history: dict, reference: Reference | None, remedies: dict[str, lis
         if gap or rose:
             verdict = "overfitting"
             if gap:
-                evidence.append(f"{ends}: validation is {v_end / max(t_end, 1e-12):.1f}x training "
-                                f"(threshold {GAP_RATIO:g}x)")
+                ratio = v_end / max(t_end, 1e-12)
+                times = f"{ratio:.1f}x" if ratio < 1000 else "over 1000x"  # (a memorised training set: ~1e-9)
+                evidence.append(f"{ends}: validation is {times} training (threshold {GAP_RATIO:g}x)")
             if rose:
                 evidence.append(f"validation {quantity} was best at epoch {best_epoch} ({v_best:.4g}) and rose "
                                 f"{v_end / v_best - 1:.0%} by the end while training {quantity} fell "
