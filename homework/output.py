@@ -64,6 +64,7 @@ class EpochLines(ProgressBar):
         self._enabled = True
         self._started = time.perf_counter()
         self._printed = -1  # the last epoch printed
+        self._resumed = False
 
     def disable(self) -> None:
         self._enabled = False
@@ -71,7 +72,12 @@ class EpochLines(ProgressBar):
     def enable(self) -> None:
         self._enabled = True
 
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._resumed = trainer.ckpt_path is not None  # the epochs before were printed by the first process
+
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._resumed:
+            self._resumed, self._printed = False, trainer.current_epoch - 1
         self._print_epoch(trainer, trainer.current_epoch - 1)
         self._started = time.perf_counter()
 
