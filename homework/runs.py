@@ -150,8 +150,9 @@ def find_last(root: Path, option: str = "--ckpt_path last") -> Choice:
     lasts = [d / "checkpoints" / "last.ckpt" for d in run_dirs(root)]
     lasts = [p for p in lasts if p.is_file()]
     if not lasts:
+        other = "a run directory" if option == "--resume" else "a .ckpt file"
         raise DataError(f"{option}: no checkpoint under '{root}'; train first with `fit` "
-                        f"(or pass --trainer.default_root_dir where your runs are, or a .ckpt file)")
+                        f"(or pass --trainer.default_root_dir where your runs are, or {other})")
     newest = max(lasts, key=lambda p: p.stat().st_mtime)
     return Choice(newest, f"the newest run's last checkpoint: {newest}")
 
