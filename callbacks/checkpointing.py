@@ -1,7 +1,5 @@
 """Checkpoints a crashed run can resume from: `last.ckpt` is always the newest state, written atomically."""
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +7,8 @@ import pytorch_lightning as pl
 import torch
 from lightning_fabric.plugins import TorchCheckpointIO
 from pytorch_lightning.callbacks import ModelCheckpoint
+
+from datamodules.atomic import replacing
 
 
 class HomeworkCheckpoint(ModelCheckpoint):
@@ -68,13 +68,5 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     """
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                torch.save(checkpoint, f)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with replacing(Path(path)) as f:
+            torch.save(checkpoint, f)

@@ -1,8 +1,6 @@
 """Kaggle submission export shared by every homework: a validated CSV (or, for HW5, a text file of lines)."""
 
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -13,6 +11,8 @@ from lightning_fabric.utilities.distributed import DistributedSamplerWrapper
 from pytorch_lightning.callbacks import BasePredictionWriter
 from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler, UnrepeatedDistributedSamplerWrapper
 from torch.utils.data import DistributedSampler
+
+from datamodules.atomic import replacing
 
 log = logging.getLogger(__name__)
 
@@ -67,22 +67,12 @@ def validate_submission(frame: "pandas.DataFrame | list[str]", columns: list[str
 
 def write_atomically(frame: "pandas.DataFrame | list[str]", path: Path) -> None:
     """Write a CSV (or lines of text) through a temp file + rename, so an interrupted export never
-    leaves a truncated file. The file gets the usual permissions (mkstemp's are owner-only)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
-            if isinstance(frame, list):
-                f.writelines(line + "\n" for line in frame)
-            else:
-                frame.to_csv(f, index=False)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    leaves a truncated file."""
+    with replacing(path, "w", newline="", encoding="utf-8") as f:
+        if isinstance(frame, list):
+            f.writelines(line + "\n" for line in frame)
+        else:
+            frame.to_csv(f, index=False)
 
 
 def _rows(output: Any, n: int) -> list:

@@ -73,15 +73,26 @@ def remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def write_atomically(path: Path, data: str | bytes) -> None:
-    """Replace `path` with `data` in one step (temp file + rename): a reader sees the old or the new file."""
+@contextmanager
+def replacing(path: Path, mode: str = "wb", **open_args):
+    """Write a temporary sibling of `path` (an open file), which then replaces `path` in one rename: a reader,
+    or a process killed meanwhile, sees the old file or the new one, never half of one. The one way this
+    project writes a file others read: caches, run.json, checkpoints, submissions."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_sibling(path)
     try:
-        tmp.write_bytes(data.encode() if isinstance(data, str) else data)
+        with open(tmp, mode, **open_args) as f:
+            yield f
         os.replace(tmp, path)
     except BaseException:
         remove(tmp)
         raise
+
+
+def write_atomically(path: Path, data: str | bytes) -> None:
+    """Replace `path` with `data` in one step (see `replacing`)."""
+    with replacing(path) as f:
+        f.write(data.encode() if isinstance(data, str) else data)
 
 
 def build_once(target: Path, build: Callable[[Path], None], ready: Callable[[Path], bool] = Path.exists,

@@ -12,12 +12,12 @@ import json
 import math
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytorch_lightning as pl
 
+from datamodules.atomic import replacing
 from datamodules.base import DataError
 
 RECORD = "run.json"
@@ -44,10 +44,8 @@ def fold_tag(num_folds: int | None, fold: int | None) -> list[str]:
 
 def write_json(data: dict, path: Path) -> None:
     """Write through a temp file + rename: a run killed mid-write keeps its previous record."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
+    with replacing(path, "w") as f:
         json.dump(data, f, indent=1)
-    os.replace(tmp, path)
 
 
 class RunRecord(pl.Callback):
