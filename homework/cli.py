@@ -129,6 +129,9 @@ class HomeworkCLI(LightningCLI):
         parser.add_argument("--find_lr", type=bool, default=False,
                             help="fit: before training, run Lightning's learning-rate range test, save lr_find.png "
                                  "in the run directory and train with the suggested learning rate.")
+        parser.add_argument("--plot_schedule", type=bool, default=False,
+                            help="fit: instead of training, draw the configured learning-rate schedule over every "
+                                 "optimizer step of the fit (schedule.png in the run directory).")
         parser.add_argument("--find_batch_size", type=bool, default=False,
                             help="fit: before training, find the largest batch size that fits in memory (for GPUs) "
                                  "and train with it.")
@@ -292,11 +295,12 @@ class HomeworkCLI(LightningCLI):
 
     def fit(self, model, datamodule, **kwargs) -> None:
         config = self.config[self.subcommand]
-        if config.find_lr or config.find_batch_size:  # the finders instead of training: see homework/tuning.py
+        if config.find_lr or config.find_batch_size or config.plot_schedule:  # instead of training: tuning.py
             self.tuned = True
-            same = [a for a in self.args if a not in ("--find_lr", "--find_batch_size", "true", "True")]
+            same = [a for a in self.args if a not in ("--find_lr", "--find_batch_size", "--plot_schedule", "true",
+                                                      "True")]
             tuning.run(self.trainer, model, datamodule, self.run_dir, config.find_lr, config.find_batch_size,
-                       f"python homework/{self.datamodule_class.homework}.py {' '.join(same)}")
+                       f"python homework/{self.datamodule_class.homework}.py {' '.join(same)}", config.plot_schedule)
             return
         self.trainer.fit(model, datamodule=datamodule, **kwargs)
 

@@ -290,3 +290,19 @@ def test_critical_says_minimum_or_saddle_for_a_trained_checkpoint(capsys):
     out = capsys.readouterr().out
     assert "gradient norm" in out and "largest eigenvalues" in out and "Verdict: " in out
     assert len(run_dirs()) == 1  # evaluating makes no run directory
+
+
+def test_plot_schedule_draws_the_configured_schedule_before_training(capsys):
+    cli = fit("--plot_schedule", "true", "--model.lr_scheduler", "torch.optim.lr_scheduler.StepLR",
+              "--model.lr_scheduler.step_size", "1")
+    (run,) = run_dirs()
+    assert (run / "schedule.png").stat().st_size > 10_000 and not list(run.rglob("*.ckpt"))
+    assert cli.trainer.global_step == 0 and capsys.readouterr().out.strip().splitlines()[-1].startswith("Next: ")
+    from homework.tuning import PlotSchedule
+
+    (plotted,) = [c for c in cli.trainer.callbacks if isinstance(c, PlotSchedule)]
+    # HW1's demo: 10 optimizer steps a epoch, 2 epochs; StepLR (an epoch schedule) cuts lr 10x after epoch 0
+    assert plotted.lrs == pytest.approx([0.003] * 10 + [0.0003] * 10)
+    line = user_error(capsys, main, ["fit", *FAST, "--plot_schedule", "true",
+                                     "--model.lr_scheduler", "torch.optim.lr_scheduler.ReduceLROnPlateau"])
+    assert "known only after training" in line
