@@ -3,7 +3,6 @@
 result. (Not applied silently: the range test's suggestion is a heuristic, to be checked against the plot, and
 the batch size changes the optimization too, as the course's batch-size lecture shows.)"""
 
-import sys
 from pathlib import Path
 
 import pytorch_lightning as pl

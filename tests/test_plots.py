@@ -3,7 +3,6 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from matplotlib.lines import Line2D
 
 from callbacks import LearningCurvePlot
 from homework.hw1 import main as hw1
