@@ -4,12 +4,17 @@ Each `homework/hwN.py` calls `run(Model, DataModule, "hwN.yaml", args)`. The sto
 1. parse: the homework's YAML is the parser's defaults, so `--help` tells the truth; mistakes are one
    line with a suggestion; a class named on the command line starts from its own defaults (arguments.py);
 2. find the checkpoint: `--ckpt_path best` is the best comparable run, `last` the newest (runs.py); the
-   checkpoint must be this homework's, and brings back its data settings (checkpoints.py);
-3. build: a fresh run directory, W&B online or offline (tracking.py), precision and CPU threads for
-   the machine (hardware.py), early stopping and best/last checkpoints on the model's `monitor`;
-4. run, and say what came out last: the score, the run directory, the next command (output.py).
+   checkpoint must be this homework's, and brings back its data settings (checkpoints.py); `fit --resume`
+   continues a run in its own directory with its own config (runs.py);
+3. build: a fresh run directory, locked while it trains, W&B online or offline (tracking.py), precision and
+   CPU threads for the machine (hardware.py), early stopping and best/last checkpoints on the model's
+   `monitor`, written atomically, with the RNG states that make a resumed run exact (callbacks/);
+4. run, and say what came out last: the diagnosis (advisor.py), the score, the run directory, the next
+   command (output.py).
 A run that fails before its first checkpoint leaves nothing behind. `--data.fold all` runs every
 fold of a k-fold split, and `predict --ckpt_path <cross-validation dir>` averages the folds (kfold.py).
+The lecture lab: `critical` (critical.py), `compare` (compare.py), `fit --find_lr / --find_batch_size /
+--plot_schedule` (tuning.py). Several devices: only process 0 makes directories and speaks.
 """
 
 import copy
@@ -127,14 +132,15 @@ class HomeworkCLI(LightningCLI):
                                  "training split and print the course's diagnosis (model bias, optimization, "
                                  "overfitting) with the flags to try.")
         parser.add_argument("--find_lr", type=bool, default=False,
-                            help="fit: before training, run Lightning's learning-rate range test, save lr_find.png "
-                                 "in the run directory and train with the suggested learning rate.")
+                            help="fit: instead of training, run Lightning's learning-rate range test, save "
+                                 "lr_find.png in the run directory and print the command that trains with the "
+                                 "suggested learning rate.")
         parser.add_argument("--plot_schedule", type=bool, default=False,
                             help="fit: instead of training, draw the configured learning-rate schedule over every "
                                  "optimizer step of the fit (schedule.png in the run directory).")
         parser.add_argument("--find_batch_size", type=bool, default=False,
-                            help="fit: before training, find the largest batch size that fits in memory (for GPUs) "
-                                 "and train with it.")
+                            help="fit: instead of training, find the largest batch size that fits in memory (for "
+                                 "GPUs) and print the command that trains with it.")
         for source, target in self.links.items():
             parser.link_arguments(source, target, apply_on="instantiate")
         model, homework = self.model_class, self.datamodule_class.homework
