@@ -93,7 +93,7 @@ class HomeworkCLI(LightningCLI):
         self.print_config = [a for a in self.args if a.split("=")[0] == "--print_config"]
         self.args = [a for a in self.args if a not in self.print_config]
         self.run_dir: Path | None = None
-        self.tuned = False  # fit --find_lr / --find_batch_size: the finders ran instead of training
+        self.tuned = False  # fit --find_lr / --find_batch_size / --plot_schedule ran instead of training
         self.holds_run_dir = False  # this process locked the run directory (runs.hold) while training in it
         self.record: runs.RunRecord | None = None
         self.fold_checkpoints: list[Path] = []  # predict with a cross-validation directory: the folds' best
