@@ -114,3 +114,15 @@ def _type_error(message: str) -> str | None:
     if given and expected:
         return f"--{key}: {given.group(1)!r} is not {' or '.join(expected)}"
     return None
+
+
+def option(args: list[str], name: str) -> tuple[int, str] | None:
+    """(position, value) of the last `--name value` / `--name=value` in `args` (before parsing: k-fold, compare
+    and --resume rewrite the command line), None when absent."""
+    found = None
+    for i, token in enumerate(args):
+        if token == name and i + 1 < len(args):
+            found = (i, args[i + 1])
+        elif token.startswith(name + "="):
+            found = (i, token.partition("=")[2])
+    return found

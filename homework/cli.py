@@ -198,12 +198,16 @@ class HomeworkCLI(LightningCLI):
             print(f"Using {choice.reason}", file=sys.stderr)
         saved = checkpoints.load(choice.path)
         checkpoints.check_homework(saved, choice.path, self.datamodule_class.homework, self.model_class)
-        given = {a.partition("=")[0][len("--data."):] for a in self.args if a.startswith("--data.")}
-        checkpoints.restore_data_settings(saved, data, self.datamodule_class.runtime_args, given, choice.path)
+        checkpoints.restore_data_settings(saved, data, self.datamodule_class.runtime_args, self._named_data_settings(),
+                                          choice.path)
+
+    def _named_data_settings(self) -> set[str]:
+        """The data settings named on the command line (`--data.seed 1` -> seed)."""
+        return {a.partition("=")[0][len("--data."):] for a in self.args if a.startswith("--data.")}
 
     def _find_best(self, command: str, root: Path, data) -> runs.Choice:
         """Among the runs comparable to the newest, or to the data directory and split named on the command line."""
-        named = {key.partition("=")[0][len("--data."):] for key in self.args if key.startswith("--data.")}
+        named = self._named_data_settings()
         split = {k: v for k, v in self.datamodule_class.split_settings(data).items() if k in named}
         data_dir = self.datamodule_class.resolved_dir(data.data_dir) if "data_dir" in named else None
         try:

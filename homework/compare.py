@@ -43,7 +43,7 @@ import yaml
 from callbacks.finite import NonFiniteLoss
 from datamodules.base import DataError
 from homework import runs
-from homework.kfold import _option
+from homework.arguments import option
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 NO_EARLY_STOP = "1000000"  # patience longer than any budget: every variant trains the same epochs
@@ -120,7 +120,7 @@ def _names(kind: str, value: str) -> list[str]:
 
 def _max_epochs(args: list[str], homework: str) -> int:
     """The epoch budget: `--trainer.max_epochs`, else the last `--config` file's, else the homework's YAML."""
-    given = _option(args, "--trainer.max_epochs")
+    given = option(args, "--trainer.max_epochs")
     if given is not None:
         if not given[1].isdigit() or int(given[1]) < 1:
             raise DataError(f"compare: --trainer.max_epochs {given[1]}: give a positive number of epochs")
@@ -138,7 +138,7 @@ def _max_epochs(args: list[str], homework: str) -> int:
 
 def _take(args: list[str], name: str) -> tuple[list[str], str | None]:
     """`args` without `--name value` / `--name=value`, and the value."""
-    found = _option(args, name)
+    found = option(args, name)
     if found is None:
         return args, None
     i = found[0]
@@ -171,7 +171,7 @@ def compare_command(args: list[str], make_cli: Callable[[list[str]], object], da
             raise DataError(f"--lr {lr}: give a positive learning rate") from None
     max_epochs = _max_epochs(rest, homework)
     at = rest.index("compare")
-    root = _option(rest, "--trainer.default_root_dir")
+    root = option(rest, "--trainer.default_root_dir")
     root = Path(root[1]) if root else Path("runs") / homework
     compare_dir = runs.new_run_dir(root, "compare", [])
     results = []
@@ -193,7 +193,7 @@ def compare_command(args: list[str], make_cli: Callable[[list[str]], object], da
     plot_comparison(results, figure, f"{homework}: {len(names)} {kind[2:]}, {max_epochs} epochs each")
     table = comparison_table(results)
     heading = (f"# {homework} {kind[2:]} compared\n\nSame recipe, seed and budget ({max_epochs} epochs, early "
-               f"stopping {'off' if _option(rest, '--early_stopping.patience') is None else 'as given'}); "
+               f"stopping {'off' if option(rest, '--early_stopping.patience') is None else 'as given'}); "
                f"`{' '.join(['python', f'homework/{homework}.py', *args])}`, "
                f"{dt.datetime.now().isoformat(timespec='seconds')}.\n\n")
     (compare_dir / "comparison.md").write_text(heading + table + f"\n\n![comparison]({figure.name})\n")

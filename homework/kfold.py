@@ -14,21 +14,11 @@ import torch
 
 from datamodules.base import DataError
 from homework import runs
-
-
-def _option(args: list[str], name: str) -> tuple[int, str] | None:
-    """(position, value) of the last `--name value` / `--name=value` in `args`."""
-    found = None
-    for i, token in enumerate(args):
-        if token == name and i + 1 < len(args):
-            found = (i, args[i + 1])
-        elif token.startswith(name + "="):
-            found = (i, token.partition("=")[2])
-    return found
+from homework.arguments import option
 
 
 def asks_for_all_folds(args: list[str]) -> bool:
-    fold = _option(args, "--data.fold")
+    fold = option(args, "--data.fold")
     return fold is not None and fold[1] == "all"
 
 
@@ -37,14 +27,14 @@ def fit_all_folds(make_cli: Callable[[list[str]], object], args: list[str], data
     if "fit" not in args:
         raise DataError("--data.fold all trains every fold: it goes with `fit` (predict with --ckpt_path <the "
                         "cross-validation directory> averages the folds)")
-    folds = _option(args, "--data.num_folds")
+    folds = option(args, "--data.num_folds")
     if folds is None or not folds[1].isdigit() or int(folds[1]) < 2:
         raise DataError("--data.fold all needs --data.num_folds K (K >= 2): how many folds to split into")
     num_folds = int(folds[1])
-    root = _option(args, "--trainer.default_root_dir")
+    root = option(args, "--trainer.default_root_dir")
     root = Path(root[1]) if root else Path("runs") / datamodule_class.homework
     cv_dir = runs.new_run_dir(root, "fit", [f"cv{num_folds}"])
-    position = _option(args, "--data.fold")[0]
+    position = option(args, "--data.fold")[0]
     clis, scores = [], []
     for fold in range(num_folds):
         fold_args = [a for i, a in enumerate(args) if i not in (position, position + 1)

@@ -19,6 +19,8 @@ import pytorch_lightning as pl
 
 from datamodules.atomic import replacing
 from datamodules.base import DataError
+from homework import tracking
+from homework.arguments import option
 
 RECORD = "run.json"
 
@@ -78,9 +80,9 @@ class RunRecord(pl.Callback):
         self._save(trainer)
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        wandb_id = next((lg.version for lg in trainer.loggers if type(lg).__name__ == "WandbLogger"), None)
+        wandb_id = tracking.run_id(trainer)
         if wandb_id is not None:  # what `fit --resume` continues
-            self.record["wandb_id"] = str(wandb_id)
+            self.record["wandb_id"] = wandb_id
             self._save(trainer)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -143,27 +145,16 @@ def run_dirs(root: Path) -> list[Path]:
     return found
 
 
-def find_last(root: Path, option: str = "--ckpt_path last") -> Choice:
+def find_last(root: Path, flag: str = "--ckpt_path last") -> Choice:
     """The newest run's `last.ckpt`."""
     lasts = [d / "checkpoints" / "last.ckpt" for d in run_dirs(root)]
     lasts = [p for p in lasts if p.is_file()]
     if not lasts:
-        other = "a run directory" if option == "--resume" else "a .ckpt file"
-        raise DataError(f"{option}: no checkpoint under '{root}'; train first with `fit` "
+        other = "a run directory" if flag == "--resume" else "a .ckpt file"
+        raise DataError(f"{flag}: no checkpoint under '{root}'; train first with `fit` "
                         f"(or pass --trainer.default_root_dir where your runs are, or {other})")
     newest = max(lasts, key=lambda p: p.stat().st_mtime)
     return Choice(newest, f"the newest run's last checkpoint: {newest}")
-
-
-def _option(args: list[str], name: str) -> str | None:
-    """The value of the last `--name value` / `--name=value` in `args`."""
-    found = None
-    for i, token in enumerate(args):
-        if token == name and i + 1 < len(args):
-            found = args[i + 1]
-        elif token.startswith(name + "="):
-            found = token.partition("=")[2]
-    return found
 
 
 def resume_args(args: list[str], default_root: Path) -> tuple[list[str], Path | None]:
@@ -179,16 +170,17 @@ def resume_args(args: list[str], default_root: Path) -> tuple[list[str], Path | 
         value, rest = args[i + 1], args[:i] + args[i + 2:]
     if "fit" not in rest:
         raise DataError("--resume continues a training run: use it with `fit` (python homework/hwN.py fit --resume)")
-    if _option(rest, "--ckpt_path") is not None:
+    if option(rest, "--ckpt_path") is not None:
         raise DataError("--resume picks the run's last checkpoint itself: drop --ckpt_path (or drop --resume and "
                         "start a new run from --ckpt_path)")
-    root = Path(_option(rest, "--trainer.default_root_dir") or default_root)
+    given_root = option(rest, "--trainer.default_root_dir")
+    root = Path(given_root[1]) if given_root else default_root
     run_dir = Path(value) if value else find_last(root, "--resume").path.parents[1]
     last = run_dir / "checkpoints" / "last.ckpt"
     if not last.is_file() or not (run_dir / "config.yaml").is_file():
         raise DataError(f"--resume {run_dir}: not a run directory with checkpoints/last.ckpt and config.yaml")
     record = read_record(run_dir) or {}
-    longer = any(_option(rest, f"--trainer.{key}") is not None for key in ("max_epochs", "max_steps", "max_time"))
+    longer = any(option(rest, f"--trainer.{key}") is not None for key in ("max_epochs", "max_steps", "max_time"))
     if record.get("status") == "finished" and not longer:
         raise DataError(f"--resume: run {run_dir.name} finished (after {record.get('epochs')} epochs); nothing to "
                         f"resume. To train it longer: fit --resume {run_dir} --trainer.max_epochs N")
