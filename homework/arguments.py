@@ -87,7 +87,8 @@ def one_line(message: str, parser, config_files: list[str] = ()) -> str:
     unknown = re.search(r"unrecognized arguments: (\S+)", message, re.IGNORECASE)
     if unknown:
         bad = unknown.group(1).partition("=")[0]
-        close = difflib.get_close_matches(bad, option_strings(parser), n=1, cutoff=0.6)
+        # (--resume is read before parsing: runs.resume_args)
+        close = difflib.get_close_matches(bad, option_strings(parser) + ["--resume"], n=1, cutoff=0.6)
         return f"unrecognized option {bad}" + (f"; did you mean {close[0]}?" if close else "; see --help")
     key = re.search(r"does not accept option '(\S+)'", message)
     if key:  # a key in a --config file

@@ -181,9 +181,17 @@ def resume_args(args: list[str], default_root: Path) -> tuple[list[str], Path | 
         raise DataError(f"--resume {run_dir}: not a run directory with checkpoints/last.ckpt and config.yaml")
     record = read_record(run_dir) or {}
     longer = any(option(rest, f"--trainer.{key}") is not None for key in ("max_epochs", "max_steps", "max_time"))
-    if record.get("status") == "finished" and not longer:
-        raise DataError(f"--resume: run {run_dir.name} finished (after {record.get('epochs')} epochs); nothing to "
-                        f"resume. To train it longer: fit --resume {run_dir} --trainer.max_epochs N")
+    if record.get("status") == "finished":
+        import yaml
+
+        planned = (yaml.safe_load((run_dir / "config.yaml").read_text()) or {}).get("trainer", {}).get("max_epochs")
+        if planned is not None and record.get("epochs", 0) < planned:  # (its early-stopping state comes back too)
+            raise DataError(f"--resume: early stopping ended run {run_dir.name} after {record.get('epochs')} of "
+                            f"{planned} epochs, and would end it again; start a new fit (e.g. with a larger "
+                            f"--early_stopping.patience), or `fit --ckpt_path {last}` to start from its weights")
+        if not longer:
+            raise DataError(f"--resume: run {run_dir.name} finished (after {record.get('epochs')} epochs); nothing "
+                            f"to resume. To train it longer: fit --resume {run_dir} --trainer.max_epochs N")
     at = rest.index("fit") + 1
     return rest[:at] + ["--config", str(run_dir / "config.yaml"), "--ckpt_path", str(last)] + rest[at:], run_dir
 

@@ -152,6 +152,12 @@ def test_resume_says_what_it_cannot_do(capsys):
     assert "--trainer.max_epochs N" in line
     assert "drop --ckpt_path" in user_error(capsys, main, ["fit", "--resume", "--ckpt_path", "last"])
     assert "use it with `fit`" in user_error(capsys, main, ["predict", "--resume"])
+    assert user_error(capsys, main, ["fit", "--resum"]).endswith("did you mean --resume?")
+    # a run early stopping ended would only stop again: said so, whatever --trainer.max_epochs asks
+    stopped = main(["fit", *HW1_FAST, "--early_stopping.mode", "max", "--early_stopping.patience", "1",
+                    "--trainer.logger", "false"])
+    line = user_error(capsys, main, ["fit", "--resume", str(stopped.run_dir), "--trainer.max_epochs", "20"])
+    assert f"early stopping ended run {stopped.run_dir.name} after 2 of 6 epochs" in line
     # training longer in place: the same directory, epochs 2..3 added
     longer = main(["fit", "--resume", str(cli.run_dir), "--trainer.max_epochs", "4"])
     assert longer.run_dir == cli.run_dir
