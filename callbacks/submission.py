@@ -1,5 +1,6 @@
 """Kaggle submission export shared by every homework: a validated CSV (or, for HW5, a text file of lines)."""
 
+import json
 import logging
 from pathlib import Path
 from typing import Any, Protocol
@@ -15,6 +16,7 @@ from torch.utils.data import DistributedSampler
 from datamodules.atomic import replacing
 
 log = logging.getLogger(__name__)
+SOURCES = "predictions.json"  # beside the files written: which data directory each was predicted from
 
 
 class SubmissionFormat(Protocol):
@@ -151,6 +153,7 @@ class KaggleSubmissionWriter(BasePredictionWriter):
         self.written_path: Path | None = None
         self.summary: str | None = None
         self.replaced = False
+        self.kept: Path | None = None  # a file at the default name, made from other inputs, left alone
         self.hold = False  # keep the predictions in `held` instead of writing them (k-fold averaging)
         self.held: Any = None
 
@@ -187,17 +190,45 @@ class KaggleSubmissionWriter(BasePredictionWriter):
             validate_submission(frame, datamodule.submission_columns, datamodule.num_test_samples)
         except SubmissionError as err:
             raise SubmissionError(f"{path.name} not written: {err}") from None
+        source = str(Path(getattr(datamodule, "data_dir", "")).resolve())
+        if self.filename is None:  # (a file the user named is theirs to replace)
+            path = self.free_path(path, source)
         self.replaced = path.exists()
         write_atomically(frame, path)
+        self.record_source(path, source)
         self.written_path = path
         self.summary = self.describe(path, len(frame), datamodule.kaggle_competition,
                                      getattr(datamodule, "is_demo", False))
+
+    @staticmethod
+    def sources(directory: Path) -> dict:
+        """What each file this writer left in `directory` was predicted from ({filename: data directory})."""
+        try:
+            return json.loads((directory / SOURCES).read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def free_path(self, path: Path, source: str) -> Path:
+        """`path`, unless a file there was made from other data (or not by this writer): then the first
+        `<stem>-2<suffix>`, `-3`, ... that is free or made from the same data. A submission is never replaced
+        by predictions on other inputs."""
+        known, candidate, n = self.sources(path.parent), path, 2
+        while candidate.exists() and known.get(candidate.name) != source:
+            candidate, n = path.with_name(f"{path.stem}-{n}{path.suffix}"), n + 1
+        if candidate != path:
+            self.kept = path
+        return candidate
+
+    def record_source(self, path: Path, source: str) -> None:
+        with replacing(path.parent / SOURCES, "w") as f:
+            json.dump({**self.sources(path.parent), path.name: source}, f, indent=1)
 
     def describe(self, path: Path, rows: int, competition: str | None, demo: bool) -> str:
         """What was written and what to do with it: the CLI prints it once the progress bar is gone."""
         what = "Kaggle submission" if competition and not demo else "predictions"
         lines = [f"Wrote {what} {path} ({rows} {'rows' if competition else 'lines'})"
-                 + (", replacing the previous one" if self.replaced else "")]
+                 + (", replacing the previous one (same inputs)" if self.replaced else "")
+                 + (f"; {self.kept.name} there was made from other inputs and is kept" if self.kept else "")]
         if demo:
             lines.append("(made from the generated demo data: nothing to submit to Kaggle)")
         elif competition:

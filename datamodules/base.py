@@ -13,6 +13,8 @@ import torch
 from pytorch_lightning.utilities import rank_zero_only
 from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler, SequentialSampler, random_split
 
+from datamodules.workspace import home
+
 log = logging.getLogger(__name__)
 
 #: The official sample code's seed: the default split matches it, so figures compare.
@@ -111,11 +113,11 @@ class HomeworkDataModule(pl.LightningDataModule, Generic[Layout]):
 
     @classmethod
     def default_dir(cls) -> Path:
-        return Path("data") / cls.homework
+        return home() / "data" / cls.homework
 
     @classmethod
     def demo_dir(cls) -> Path:
-        return Path("data") / f"{cls.homework}-demo"
+        return home() / "data" / f"{cls.homework}-demo"
 
     @classmethod
     def split_settings(cls, settings) -> dict:

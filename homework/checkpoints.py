@@ -8,6 +8,7 @@ import torch
 from jsonargparse import Namespace
 
 from datamodules.base import DataError
+from homework.output import command
 
 #: What Lightning writes in every checkpoint: a file without it was not saved by `fit`.
 LIGHTNING_KEYS = ("state_dict", "pytorch-lightning_version")
@@ -45,7 +46,7 @@ def check_homework(checkpoint: dict, path: Path, homework: str, model_class: typ
     trained_by = checkpoint.get("homework")  # written by models.base.BaseTask
     if trained_by is not None and trained_by != homework:
         raise DataError(f"{path}: this checkpoint was trained by {trained_by}, not {homework}; "
-                        f"use python homework/{trained_by}.py with it")
+                        f"use {command(trained_by)} with it")
     saved_model = checkpoint.get("hyper_parameters", {}).get("_class_path")
     if saved_model is not None and saved_model != class_path(model_class):
         raise DataError(f"{path}: this checkpoint holds a {saved_model.rsplit('.', 1)[-1]} model, "

@@ -33,9 +33,10 @@ from pytorch_lightning.cli import ArgsType, LightningArgumentParser, LightningCL
 from callbacks import (AtomicCheckpointIO, HomeworkCheckpoint, KaggleSubmissionWriter, LearningCurvePlot,
                        ReproducibleEpochs, StopOnNonFiniteLoss, SubmissionError)
 from datamodules.base import DataError, HomeworkDataModule
+from datamodules.workspace import elsewhere
 from homework import advisor, arguments, checkpoints, compare, hardware, kfold, runs, tracking, tuning
 from homework.critical import critical_command
-from homework.output import EpochLines, fail, silence_known_noise
+from homework.output import EpochLines, command, fail, silence_known_noise
 from models.base import BaseTask
 
 CONFIG_DIR = Path(__file__).parent / "configs"
@@ -88,7 +89,7 @@ class HomeworkCLI(LightningCLI):
         self.defaults = arguments.config_defaults(CONFIG_DIR / config_file)
         self.args = list(sys.argv[1:] if args is None else args)
         # `fit --resume [RUN_DIR]`: that run's config and last checkpoint, continued in its directory
-        self.args, self.resume_dir = runs.resume_args(self.args, Path("runs") / datamodule_class.homework)
+        self.args, self.resume_dir = runs.resume_args(self.args, datamodule_class.homework)
         # printed by us after the config is complete (jsonargparse prints it mid-parse, before the reset below)
         self.print_config = [a for a in self.args if a.split("=")[0] == "--print_config"]
         self.args = [a for a in self.args if a not in self.print_config]
@@ -165,6 +166,8 @@ class HomeworkCLI(LightningCLI):
         if command is None:
             return
         config = self.config[command]
+        trainer = config.trainer  # `runs/hwN` (the default) is in the home folder, not always the working directory
+        trainer.default_root_dir = str(runs.root_dir(self.datamodule_class.homework, trainer.default_root_dir))
         after = self.args[self.args.index(command) + 1:]
         arguments.reset_switched_classes(config, after, self.defaults)
         self._resolve_checkpoint(command, config)
@@ -185,6 +188,8 @@ class HomeworkCLI(LightningCLI):
             choice = runs.find_last(root)
         elif ckpt == "best":
             choice = self._find_best(command, root, data)
+        elif runs.is_run_dir(Path(ckpt)):
+            choice = runs.run_checkpoint(Path(ckpt))
         elif Path(ckpt).is_dir() and command == "predict":
             self.fold_checkpoints = kfold.fold_checkpoints(Path(ckpt))
             choice = runs.Choice(self.fold_checkpoints[0], f"the {len(self.fold_checkpoints)} folds' best "
@@ -310,7 +315,7 @@ class HomeworkCLI(LightningCLI):
             same = [a for a in self.args if a not in ("--find_lr", "--find_batch_size", "--plot_schedule", "true",
                                                       "True")]
             tuning.run(self.trainer, model, datamodule, self.run_dir, config.find_lr, config.find_batch_size,
-                       f"python homework/{self.datamodule_class.homework}.py {' '.join(same)}", config.plot_schedule)
+                       command(self.datamodule_class.homework, *same), config.plot_schedule)
             return
         self.trainer.fit(model, datamodule=datamodule, **kwargs)
 
@@ -357,10 +362,8 @@ class HomeworkCLI(LightningCLI):
                   f"{stopper.patience} epochs")
         print(f"Best {ckpt.monitor} = {float(ckpt.best_model_score):.4f} at epoch {record['best_epoch']} "
               f"({Path(ckpt.best_model_path).name})\nRun directory: {self.run_dir}")
-        data, default = self.config[self.subcommand].data, self._parser(self.subcommand).get_defaults().data
-        same_split = "".join(f" --data.{k} {v}" for k, v in self.datamodule.split_settings(data).items()
-                             if v != default.get(k))
-        print(f"Next: python homework/{self.datamodule_class.homework}.py predict --ckpt_path best{same_split}")
+        # the run itself, not `best`: the model just trained, whatever other runs scored (it brings its data settings)
+        print(f"Next: {command(self.datamodule_class.homework, 'predict', '--ckpt_path', self.run_dir)}")
 
     def _warn_if_diverged(self, ckpt: ModelCheckpoint) -> None:
         """Early stopping ends a run whose metric turns NaN/inf; say so in words a student acts on."""
@@ -393,6 +396,10 @@ def run(model_class: type[BaseTask], datamodule_class: type[LightningDataModule]
     """Build and run the CLI; a user mistake ends in one line on stderr and exit code 2."""
     silence_known_noise()
     args = list(sys.argv[1:] if args is None else args)
+    note = elsewhere()  # run from another folder: say where runs/ and data/ are
+    if note and launched_rank() == 0 and args and not {"-h", "--help"} & set(args) and \
+            not any(a.startswith("--print_config") for a in args):
+        print(note, file=sys.stderr, flush=True)
     try:
         if compare.asks_for_comparison(args):
             return compare.compare_command(args, lambda a: HomeworkCLI(model_class, datamodule_class, config_file,

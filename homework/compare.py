@@ -172,7 +172,7 @@ def compare_command(args: list[str], make_cli: Callable[[list[str]], object], da
     max_epochs = _max_epochs(rest, homework)
     at = rest.index("compare")
     root = option(rest, "--trainer.default_root_dir")
-    root = Path(root[1]) if root else Path("runs") / homework
+    root = runs.root_dir(homework, root[1] if root else None)
     compare_dir = runs.new_run_dir(root, "compare", [])
     results = []
     for name in names:

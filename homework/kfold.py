@@ -15,6 +15,7 @@ import torch
 from datamodules.base import DataError
 from homework import runs
 from homework.arguments import option
+from homework.output import command
 
 
 def asks_for_all_folds(args: list[str]) -> bool:
@@ -32,7 +33,7 @@ def fit_all_folds(make_cli: Callable[[list[str]], object], args: list[str], data
         raise DataError("--data.fold all needs --data.num_folds K (K >= 2): how many folds to split into")
     num_folds = int(folds[1])
     root = option(args, "--trainer.default_root_dir")
-    root = Path(root[1]) if root else Path("runs") / datamodule_class.homework
+    root = runs.root_dir(datamodule_class.homework, root[1] if root else None)
     cv_dir = runs.new_run_dir(root, "fit", [f"cv{num_folds}"])
     position = option(args, "--data.fold")[0]
     clis, scores = [], []
@@ -52,7 +53,7 @@ def fit_all_folds(make_cli: Callable[[list[str]], object], args: list[str], data
     (cv_dir / "cv.json").write_text(json.dumps(summary, indent=1))
     print(f"\n{monitor} over {num_folds} folds: {mean:.4f} ± {std:.4f} "
           f"(folds: {', '.join(f'{s:.4f}' for s in scores)})\nCross-validation directory: {cv_dir}\n"
-          f"Next: python homework/{datamodule_class.homework}.py predict --ckpt_path {cv_dir}   "
+          f"Next: {command(datamodule_class.homework, 'predict', '--ckpt_path', cv_dir)}   "
           f"# averages the {num_folds} folds' predictions")
     return clis
 

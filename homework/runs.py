@@ -19,25 +19,47 @@ import pytorch_lightning as pl
 
 from datamodules.atomic import replacing
 from datamodules.base import DataError
+from datamodules.workspace import home
 from homework import tracking
 from homework.arguments import option
 
 RECORD = "run.json"
+COMPARISON = "_compare"  # the name ending of a `compare` directory: its variants are not candidates for best/last
+
+
+def root_dir(homework: str, given: str | Path | None = None) -> Path:
+    """Where a homework's runs go: `--trainer.default_root_dir` when given, else `runs/<homework>` in the
+    home folder (datamodules/workspace.py; the working directory when run from the project folder)."""
+    if given is None or str(given) == f"runs/{homework}":  # (the parser's default: anchored to the home)
+        return home() / "runs" / homework
+    return Path(given).expanduser()
+
+
+_created: dict[Path, list[Path]] = {}  # run directory -> the folders made for it, innermost first
 
 
 def new_run_dir(root: Path, command: str, tags: list[str]) -> Path:
     """A new directory `<root>/<stamp>_<command>[_<tag>...]`, created here. `mkdir` without `exist_ok` is
-    atomic, so two runs started in the same second never share one: the second gets a `-1` suffix."""
+    atomic, so two runs started in the same second never share one: the second gets a `-1` suffix.
+    The folders created on the way are remembered: `discard_if_empty` removes those and nothing else."""
     stamp = dt.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
     name = "_".join([stamp, command, *tags])
-    root.mkdir(parents=True, exist_ok=True)
-    run_dir, n = root / name, 1
-    while True:
-        try:
-            run_dir.mkdir()
-            return run_dir
-        except FileExistsError:
-            run_dir, n = root / f"{name}-{n}", n + 1
+    made = [p for p in [root, *root.parents] if not p.exists()]
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        run_dir, n = root / name, 1
+        while True:
+            try:
+                run_dir.mkdir()
+                break
+            except FileExistsError:
+                run_dir, n = root / f"{name}-{n}", n + 1
+    except OSError as err:  # a file in the way, a read-only disk, no permission, /proc ...
+        why = err.strerror or type(err).__name__
+        raise DataError(f"--trainer.default_root_dir {root}: cannot make a run directory there ({why}); "
+                        f"pass a folder you can write to") from None
+    _created[run_dir] = [run_dir, *made]
+    return run_dir
 
 
 def fold_tag(num_folds: int | None, fold: int | None) -> list[str]:
@@ -113,14 +135,17 @@ def read_record(run_dir: Path) -> dict | None:
 
 
 def discard_if_empty(run_dir: Path | None) -> bool:
-    """A run that failed before its first checkpoint leaves nothing behind; True when it was removed."""
-    if run_dir is None or not run_dir.is_dir() or any(run_dir.rglob("*.ckpt")):
+    """A run that failed before its first checkpoint leaves nothing behind: its directory, and the folders
+    made for it (`runs/hwN`, `runs`) when nothing else is in them. Only what this process created goes:
+    never a folder the user made, nor the working directory. True when the run directory was removed."""
+    made = _created.pop(run_dir, []) if run_dir is not None else []
+    if not made or not run_dir.is_dir() or any(run_dir.rglob("*.ckpt")):
         return False
     shutil.rmtree(run_dir, ignore_errors=True)
-    for parent in list(run_dir.parents)[:2]:  # runs/hwN and runs, made for it, if nothing else is there
+    for parent in made[1:]:
         try:
             parent.rmdir()
-        except OSError:
+        except OSError:  # not empty (another run, the user's files) or gone
             break
     return True
 
@@ -134,15 +159,33 @@ class Choice:
 
 
 def run_dirs(root: Path) -> list[Path]:
-    """Run directories under `root`: its children, and the fold runs inside a cross-validation directory."""
+    """Run directories under `root`: its children, and the fold runs inside a cross-validation directory.
+    The variants of a `compare` are experiments, not candidates: `best` and `last` never pick them."""
     if not root.is_dir():
         return []
     found = []
     for child in root.iterdir():
-        if child.is_dir():
+        if child.is_dir() and not child.name.endswith(COMPARISON):
             found.append(child)
             found += [g for g in child.iterdir() if g.is_dir() and (g / RECORD).exists()]
     return found
+
+
+def is_run_dir(path: Path) -> bool:
+    """A directory one `fit` trained in (it holds run.json)."""
+    return path.is_dir() and (path / RECORD).is_file()
+
+
+def run_checkpoint(run_dir: Path) -> Choice:
+    """`--ckpt_path <run directory>`: that run's best checkpoint (what `fit` prints as the next command)."""
+    record = read_record(run_dir) or {}
+    best = record.get("best_checkpoint")
+    if best and record.get("best_score") is not None and (run_dir / best).is_file():
+        return Choice((run_dir / best).resolve(), f"the best checkpoint of run {run_dir.name}: epoch "
+                                                  f"{record.get('best_epoch')}, {record.get('monitor')} "
+                                                  f"{record.get('best_score'):.4f}")
+    raise DataError(f"--ckpt_path {run_dir}: this run has no checkpoint with a finite score yet; pass "
+                    f"{run_dir / 'checkpoints' / 'last.ckpt'} for its last one")
 
 
 def find_last(root: Path, flag: str = "--ckpt_path last") -> Choice:
@@ -157,7 +200,7 @@ def find_last(root: Path, flag: str = "--ckpt_path last") -> Choice:
     return Choice(newest, f"the newest run's last checkpoint: {newest}")
 
 
-def resume_args(args: list[str], default_root: Path) -> tuple[list[str], Path | None]:
+def resume_args(args: list[str], homework: str) -> tuple[list[str], Path | None]:
     """`fit --resume [RUN_DIR]` as plain options: the run's own config and its last checkpoint, then the other
     options given (e.g. `--trainer.max_epochs 1000` to train longer). Without RUN_DIR: the newest run."""
     names = [a.partition("=")[0] for a in args]
@@ -174,7 +217,7 @@ def resume_args(args: list[str], default_root: Path) -> tuple[list[str], Path | 
         raise DataError("--resume picks the run's last checkpoint itself: drop --ckpt_path (or drop --resume and "
                         "start a new run from --ckpt_path)")
     given_root = option(rest, "--trainer.default_root_dir")
-    root = Path(given_root[1]) if given_root else default_root
+    root = root_dir(homework, given_root[1] if given_root else None)
     run_dir = Path(value) if value else find_last(root, "--resume").path.parents[1]
     last = run_dir / "checkpoints" / "last.ckpt"
     if not last.is_file() or not (run_dir / "config.yaml").is_file():
@@ -222,18 +265,23 @@ def describe_split(split: dict) -> str:
     return ", ".join(f"{k} {v}" for k, v in split.items() if v is not None) or "no split settings"
 
 
-def find_best(root: Path, data_dir: Path | None = None, split: dict | None = None) -> Choice:
+def find_best(root: Path, data_dir: Path | None = None, split: dict | None = None, real_data: bool = False) -> Choice:
     """The best-scoring checkpoint among the runs comparable to the newest one: trained on the same data
     directory with the same split settings. `data_dir` / `split` (the settings named on the command line)
-    select another group."""
+    select another group. `real_data`: leave out runs on the generated demo set (to predict real inputs)."""
     records = []
     for run_dir in run_dirs(root):
         record = read_record(run_dir)
         if record is None or record.get("best_checkpoint") is None or record.get("best_score") is None:
             continue
+        if real_data and record.get("demo"):
+            continue
         path = (run_dir / record["best_checkpoint"]).resolve()
         if path.is_file():
             records.append((run_dir, record, path))
+    if not records and real_data and find_best_or_none(root) is not None:
+        raise DataError(f"--ckpt_path best: every run under '{root}' was trained on the generated demo data, "
+                        f"which says nothing about real inputs; train on your data first (or pass a .ckpt file)")
     if not records:
         raise DataError(f"--ckpt_path best: no run under '{root}' has a checkpoint with a finite score; "
                         f"train first with `fit` (or pass --trainer.default_root_dir where your runs are, "
@@ -256,3 +304,10 @@ def find_best(root: Path, data_dir: Path | None = None, split: dict | None = Non
     run_dir, record, path = min(comparable, key=lambda r: (sign * r[1]["best_score"], -r[2].stat().st_mtime))
     return Choice(path, f"the best of {len(comparable)} comparable run(s) (same data and split): {run_dir.name}, "
                         f"epoch {record['best_epoch']}, {record['monitor']} {record['best_score']:.4f}")
+
+
+def find_best_or_none(root: Path) -> Choice | None:
+    try:
+        return find_best(root)
+    except DataError:
+        return None

@@ -11,13 +11,28 @@ QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summa
 
 @pytest.fixture(autouse=True)
 def isolated(tmp_path, monkeypatch):
-    """cwd = a fresh temp dir (so `data/` and `runs/` are per test); no W&B login, no network."""
+    """cwd = a fresh temp dir, holding that test's `data/` and `runs/`; no W&B login, no network."""
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc: W&B counts as logged out
+    # By default runs/ and data/ live in the project folder (datamodules/workspace.py), which would be this
+    # checkout: "." keeps them in each test's own working directory, in subprocesses too. The default itself
+    # is tested by tests/test_workspace.py on a copy of the project.
+    monkeypatch.setenv("NTU_ML_HOME", ".")
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc: W&B counts as logged out, so runs log offline
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    # W&B offline (what a student without a login gets) costs 2-5 s per run and writes nothing the other tests
+    # read, so most tests, which fit many times and are about something else, switch it off. The tests that use
+    # the `default_logger` fixture run with the default: every homework's fit + predict (test_defaults.py),
+    # the multi-device fits (test_distributed.py) and the tracking tests.
     monkeypatch.setenv("WANDB_MODE", "disabled")
     monkeypatch.setenv("WANDB_SILENT", "true")
     return tmp_path
+
+
+@pytest.fixture
+def default_logger(monkeypatch):
+    """W&B as a student without a login meets it: the default logger, offline, and its own output."""
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("WANDB_SILENT", raising=False)
 
 
 @pytest.fixture(autouse=True)

@@ -140,7 +140,7 @@ def misspelt_config_key(c: Case):
 def another_homeworks_checkpoint(c: Case):
     other = "hw2" if c.hw.name == "hw1" else "hw1"
     return ["predict", "--ckpt_path", str(c.ckpt(other)), *QUIET], (f"trained by {other}, not {c.hw.name}",
-                                                                     f"python homework/{other}.py")
+                                                                     f"python -m homework.{other}")
 
 
 def text_file_as_checkpoint(c: Case):

@@ -2,6 +2,7 @@
 no silent wrong results, help that tells the truth, readable output, one-line errors."""
 import json
 import os
+import shlex
 import stat
 import subprocess
 import sys
@@ -182,11 +183,13 @@ def test_a_piped_fit_and_predict_print_a_line_per_epoch_and_end_with_the_result(
         assert noise not in text, noise
     assert [line.split()[1] for line in lines if line.startswith("epoch ")] == [f"{e}/4" for e in range(5)]
     assert lines[-3].startswith("Best val_mse = ") and lines[-2].startswith("Run directory: runs/hw1/")
-    assert lines[-1] == "Next: python homework/hw1.py predict --ckpt_path best"
+    run_dir = lines[-2].removeprefix("Run directory: ")
+    # the run just trained, with the script as it was started: a command that works where the user is
+    assert lines[-1] == f"Next: python {ROOT / 'homework/hw1.py'} predict --ckpt_path {run_dir}"
     assert any(line.startswith("Diagnosis (practical methodology): ") for line in lines[-12:-3])  # homework/advisor.py
     assert len(lines) < 50
 
-    code, lines = command("predict", "--ckpt_path", "best", cwd=tmp_path)
+    code, lines = command(*shlex.split(lines[-1])[3:], cwd=tmp_path)
     assert code == 0 and "Couldn't infer the batch indices" not in "\n".join(lines)
     assert lines[-2].startswith("Wrote predictions ") and lines[-2].endswith("pred.csv (500 rows)")
     assert "demo data" in lines[-1]
@@ -270,7 +273,7 @@ def test_find_lr_runs_the_range_test_instead_of_training_and_prints_the_command(
     out = capsys.readouterr().out.strip().splitlines()
     (run,) = run_dirs()
     assert (run / "lr_find.png").stat().st_size > 10_000 and not list(run.rglob("*.ckpt"))  # nothing trained
-    assert out[-1].startswith("Next: python homework/hw1.py fit") and "--model.optimizer.lr " in out[-1]
+    assert out[-1].startswith("Next: python -m homework.hw1 fit") and "--model.optimizer.lr " in out[-1]
     assert "--find_lr" not in out[-1]
     assert cli.trainer.global_step == 0 and json.loads((run / "run.json").read_text())["status"] == "tuned"
     line = user_error(capsys, main, ["fit", *FAST, "--find_lr", "true"])  # HW1's whole-epoch steps
