@@ -1,0 +1,109 @@
+"""Where students really run the commands (issue #16): files saved by Excel, Notepad or numpy, a corpus
+smaller than the course's, output piped to a log, and `--trainer.max_steps 3` as a quick check."""
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from datamodules.covid import CovidDataModule
+from datamodules.libriphone import LibriPhoneDataModule
+from datamodules.packed import load_tensor
+from datamodules.translation import COURSE_VOCAB_SIZE, TranslationDataModule, write_demo_translation
+from datamodules.voxceleb import VoxCelebDataModule
+from homework import hw1, hw2, hw3, hw4, hw5
+from tests.conftest import QUIET
+
+ROOT = Path(__file__).resolve().parents[1]
+BOM = b"\xef\xbb\xbf"
+
+
+# --- A. valid files, as other programs save them ---------------------------------------------------------
+def saved_on_windows(src: Path, dst: Path) -> Path:
+    """A copy of `src` whose text files (CSV, id lists, JSON, corpus) start with the UTF-8 byte-order mark and
+    end lines with CRLF, as Excel ("CSV UTF-8") and Notepad save them."""
+    shutil.copytree(src, dst)
+    for path in dst.rglob("*"):
+        if path.is_file() and path.suffix in (".csv", ".txt", ".json", ".en", ".zh"):
+            path.write_bytes(BOM + path.read_bytes().replace(b"\n", b"\r\n"))
+    return dst
+
+
+def read_hw1(data_dir: Path) -> list:
+    dm = CovidDataModule(str(data_dir))
+    dm.setup("fit")
+    dm.check_test_data()
+    return [dm.layout.name, dm.train_x, dm.train_y, dm.val_x, dm.val_y, dm.test_x]
+
+
+def read_hw2(data_dir: Path) -> list:
+    dm = LibriPhoneDataModule(str(data_dir))
+    dm.setup("fit")
+    dm.check_test_data()
+    return [dm.train_ids, dm.val_ids, dm.test_ids, dm.train_y, dm.val_y, dm.train_source.data]
+
+
+def read_hw4(data_dir: Path) -> list:
+    files = VoxCelebDataModule(str(data_dir)).files
+    return [files.speakers, files.n_mels, files.train, files.test]
+
+
+def read_hw5(data_dir: Path) -> list:
+    dm = TranslationDataModule(str(data_dir), vocab_size=100)
+    dm.setup("fit")
+    dm.check_test_data()
+    return [dm.train.src, dm.train.tgt, dm.val.src, dm.val.tgt, dm.test.src]
+
+
+@pytest.mark.parametrize("datamodule, read", [(CovidDataModule, read_hw1), (LibriPhoneDataModule, read_hw2),
+                                               (VoxCelebDataModule, read_hw4), (TranslationDataModule, read_hw5)],
+                         ids=["hw1", "hw2", "hw4", "hw5"])
+def test_text_files_with_a_byte_order_mark_and_crlf_read_as_without(datamodule, read, tmp_path):
+    datamodule.write_demo(tmp_path / "clean")
+    windows = saved_on_windows(tmp_path / "clean", tmp_path / "windows")
+    for got, want in zip(read(windows), read(tmp_path / "clean"), strict=True):
+        assert torch.equal(got, want) if isinstance(got, torch.Tensor) else got == want
+
+
+def test_feature_files_saved_from_numpy_are_read(tmp_path):
+    """`torch.save(array)` (torch's safe loader refuses numpy's classes unless allowed) and `np.save` under the
+    .pt name: the same features as the tensors they replace."""
+    LibriPhoneDataModule.write_demo(tmp_path / "clean")
+    shutil.copytree(tmp_path / "clean", tmp_path / "numpy")
+    folder = tmp_path / "numpy" / "libriphone" / "feat" / "train"
+    first, second, *_ = sorted(folder.glob("*.pt"))
+    torch.save(torch.load(first).numpy(), first)
+    array = torch.load(second).numpy().astype(np.float64)
+    with open(second, "wb") as f:  # (np.save to a path would add .npy)
+        np.save(f, array)
+    assert torch.equal(load_tensor(first), torch.load(tmp_path / "clean" / "libriphone" / "feat" / "train" / first.name))
+    for got, want in zip(read_hw2(tmp_path / "numpy"), read_hw2(tmp_path / "clean"), strict=True):
+        assert torch.equal(got, want) if isinstance(got, torch.Tensor) else got == want
+
+
+def test_hw5_on_a_small_corpus_gets_the_vocabulary_it_can_make_and_predict_rebuilds_it(tmp_path, capsys, caplog):
+    """The course's 8000 pieces do not fit a 300-pair corpus: unset, the vocabulary is the largest SentencePiece
+    makes (said on stderr); the checkpoint records that size, so `predict` rebuilds the same model."""
+    data = tmp_path / "small"
+    write_demo_translation(data, num_train=300, num_test=12)  # a folder named: not the demo (its own vocabulary)
+    tiny = ["--data.max_tokens", "512", "--data.val_ratio", "0.1", "--model.embed_dim", "16", "--model.hidden_dim",
+            "32", "--model.encoder_layers", "1", "--model.decoder_layers", "1", "--model.attention_heads", "2",
+            "--model.beam_size", "1", "--model.val_bleu_sentences", "4", "--model.max_len_b", "3", *QUIET]
+    cli = hw5.main(["fit", "--data.data_dir", str(data), "--trainer.max_epochs", "1",
+                    "--trainer.limit_train_batches", "2", *tiny])
+    said = [r.getMessage() for r in caplog.records if "SentencePiece pieces" in r.getMessage()]
+    size = cli.model.hparams.vocab_size
+    assert said == [f"{data}: this corpus makes at most {size} SentencePiece pieces, fewer than the course's "
+                    f"{COURSE_VOCAB_SIZE}: using {size} (--data.vocab_size sets another size)"]
+    assert 100 < size < COURSE_VOCAB_SIZE and len(cli.datamodule.tokenizer) == size
+    best = cli.trainer.checkpoint_callback.best_model_path
+    saved = torch.load(best, weights_only=True)
+    assert saved["datamodule_hyper_parameters"]["vocab_size"] == saved["hyper_parameters"]["vocab_size"] == size
+    capsys.readouterr()
+    predicted = hw5.main(["predict", "--ckpt_path", best, *tiny])
+    assert predicted.model.hparams.vocab_size == size
+    assert len((Path(best).parents[1] / "prediction.txt").read_text(encoding="utf-8").splitlines()) == 12
