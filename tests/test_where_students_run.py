@@ -107,3 +107,32 @@ def test_hw5_on_a_small_corpus_gets_the_vocabulary_it_can_make_and_predict_rebui
     predicted = hw5.main(["predict", "--ckpt_path", best, *tiny])
     assert predicted.model.hparams.vocab_size == size
     assert len((Path(best).parents[1] / "prediction.txt").read_text(encoding="utf-8").splitlines()) == 12
+
+
+# --- C. a fit that ends before validating ------------------------------------------------------------------
+TINY = {
+    "hw1": (hw1.main, ["--data.minibatches_per_step", "1", "--data.batch_size", "8"]),
+    "hw2": (hw2.main, ["--model.hidden_dim", "8", "--model.num_layers", "1", "--data.batch_size", "16"]),
+    "hw3": (hw3.main, ["--model.net", "sample", "--data.image_size", "32", "--data.num_workers", "0",
+                       "--data.batch_size", "8"]),
+    "hw4": (hw4.main, ["--model.d_model", "8", "--model.nhead", "2", "--model.num_layers", "1",
+                       "--model.dim_feedforward", "16", "--model.conv_kernel_size", "3", "--data.batch_size", "4",
+                       "--data.segment_len", "16"]),
+    "hw5": (hw5.main, ["--data.max_tokens", "256", "--model.embed_dim", "16", "--model.hidden_dim", "32",
+                       "--model.encoder_layers", "1", "--model.decoder_layers", "1", "--model.attention_heads", "2"]),
+}
+
+
+@pytest.mark.parametrize("homework", TINY)
+def test_max_steps_before_the_first_validation_ends_normally_keeping_last_ckpt(homework, capsys):
+    main, tiny = TINY[homework]
+    main(["fit", "--trainer.max_steps", "3", *tiny, "--trainer.logger", "false", *QUIET])
+    (run,) = Path("runs", homework).iterdir()
+    assert capsys.readouterr().out.strip().splitlines()[-3:] == [
+        f"No validation ran in 3 steps, so no best checkpoint: last.ckpt saved in {run}/checkpoints",
+        f"Run directory: {run}",
+        f"Next: python homework/{homework}.py fit {' '.join(tiny)} --trainer.logger false {' '.join(QUIET)}  "
+        f"(validation, which keeps the best checkpoint, runs at the end of each epoch)"]
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 3
+    record = json.loads((run / "run.json").read_text())
+    assert record["status"] == "finished" and record["best_checkpoint"] is None
