@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import shutil
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -174,7 +175,8 @@ def pack_tensors(
     """Pack `files` (in this order) into `cache_dir/<name>-<key>/`, or re-open that cache when it is current.
 
     Each file is loaded with `load` and passed through `check` (which raises a one-line DataError
-    naming the file) before anything is kept, with a tqdm progress bar. The cache is written to a
+    naming the file) before anything is kept, with a tqdm progress bar on a terminal (one line when output
+    goes to a log: a redrawn bar would leave carriage-return fragments there). The cache is written to a
     temporary folder and renamed when complete, so an interrupted run never leaves a half cache;
     older caches of the same `name` are then removed. `key` hashes the files' names, sizes and
     mtimes (relative to `root`) and `dtype`, so a changed set is packed again. Two runs started at once
@@ -190,9 +192,11 @@ def pack_tensors(
         nonlocal rows
         offsets, width = [0], None
         limit = np.finfo(dtype).max if dtype.kind == "f" else None
+        what, bar = f"Packing {len(files)} {name} files once", sys.stderr.isatty()
+        if not bar:
+            rank_zero_info(f"{what} (into {target})")
         with open(tmp / "data.bin", "wb") as out:
-            for path in tqdm(files, desc=f"Packing {len(files)} {name} files once", unit="file",
-                             dynamic_ncols=True, leave=False):
+            for path in tqdm(files, desc=what, unit="file", dynamic_ncols=True, leave=False, disable=not bar):
                 tensor = check(path, load(path))
                 if width is None:
                     width = tensor.shape[1]

@@ -109,6 +109,57 @@ def test_hw5_on_a_small_corpus_gets_the_vocabulary_it_can_make_and_predict_rebui
     assert len((Path(best).parents[1] / "prediction.txt").read_text(encoding="utf-8").splitlines()) == 12
 
 
+# --- B. output piped to a log --------------------------------------------------------------------------------
+def piped(homework: str, *args: str, cwd: Path) -> tuple[int, str]:
+    """Run a command as `python homework/hwN.py ... > log 2>&1` does: stdout and stderr one pipe, no terminal.
+    The bytes as written (text mode would turn each carriage return into a newline)."""
+    out = subprocess.run([sys.executable, str(ROOT / "homework" / f"{homework}.py"), *args], cwd=cwd,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=600)
+    return out.returncode, out.stdout.decode()
+
+
+def whole_lines(log: str, *starts: str) -> None:
+    """No carriage return anywhere, and each result line begins a line of its own."""
+    assert "\r" not in log, [line for line in log.split("\n") if "\r" in line][:3]
+    lines = log.split("\n")
+    for start in starts:
+        assert any(line.startswith(start) for line in lines), (start, lines[-8:])
+
+
+def test_a_piped_quick_check_ends_in_whole_lines_saying_what_it_saved(tmp_path, capsys, monkeypatch):
+    """HW2's first fit packs its features (a progress bar on a terminal); `--trainer.max_steps 3` ends before
+    validation; `critical` computes Hessian-vector products (another bar): in a log, lines only. (`critical` runs
+    in this process, its stdout and stderr captured as one stream, in order.)"""
+    code, log = piped("hw2", "fit", "--trainer.max_steps", "3", "--model.hidden_dim", "8", "--model.num_layers", "1",
+                      "--data.batch_size", "64", "--diagnose", "false", cwd=tmp_path)
+    assert code == 0, log[-3000:]
+    (run,) = (tmp_path / "runs" / "hw2").iterdir()
+    whole_lines(log, "Packing 240 train files once", "Packed 240 train files")
+    assert log.strip().split("\n")[-3:] == [
+        f"No validation ran in 3 steps, so no best checkpoint: last.ckpt saved in runs/hw2/{run.name}/checkpoints",
+        f"Run directory: runs/hw2/{run.name}",
+        "Next: python homework/hw2.py fit --model.hidden_dim 8 --model.num_layers 1 --data.batch_size 64 "
+        "--diagnose false  (validation, which keeps the best checkpoint, runs at the end of each epoch)"]
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["last.ckpt"]
+    assert json.loads((run / "run.json").read_text())["status"] == "finished"
+    assert not (run / ".training.lock").exists()  # the run is over: nothing holds it
+
+    monkeypatch.setattr(sys, "stderr", sys.stdout)
+    hw2.main(["critical", "--ckpt_path", "last", "--max_full_params", "0"])  # (Lanczos: a few hundred products)
+    whole_lines(capsys.readouterr().out, "Computing the gradient and the Hessian's extreme eigenvalues", "Critical-point analysis of ",
+                "Verdict: ")
+
+
+def test_a_piped_learning_rate_range_test_ends_in_whole_lines(capsys, monkeypatch):
+    """Lightning's range test draws its own tqdm bar; in a log (here stdout and stderr captured as one stream,
+    in order) it is one line, and the result lines are whole."""
+    monkeypatch.setattr(sys, "stderr", sys.stdout)
+    hw1.main(["fit", "--find_lr", "true", "--data.minibatches_per_step", "1", "--trainer.logger", "false"])
+    log = capsys.readouterr().out
+    whole_lines(log, "Learning-rate range test: 100 training steps", "Learning-rate finder: the loss fell fastest",
+                "Next: python homework/hw1.py fit")
+
+
 # --- C. a fit that ends before validating ------------------------------------------------------------------
 TINY = {
     "hw1": (hw1.main, ["--data.minibatches_per_step", "1", "--data.batch_size", "8"]),
