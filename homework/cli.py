@@ -169,6 +169,8 @@ class HomeworkCLI(LightningCLI):
         if command is None:
             return
         config = self.config[command]
+        if command == "fit":
+            arguments.check_training_length(config.trainer)
         after = self.args[self.args.index(command) + 1:]
         arguments.reset_switched_classes(config, after, self.defaults)
         self._resolve_checkpoint(command, config)

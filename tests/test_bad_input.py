@@ -174,6 +174,14 @@ def missing_checkpoint(c: Case):
                                                                           f"does not exist",)
 
 
+def no_epochs(c: Case):
+    """It used to make a run directory whose run.json said "finished", with no checkpoint."""
+    return ["fit", "--trainer.max_epochs", "0", *QUIET], ("--trainer.max_epochs 0 trains nothing; give at least 1",)
+
+
+def no_steps(c: Case):
+    return ["fit", "--trainer.max_steps", "0", *QUIET], ("--trainer.max_steps 0 trains nothing; give at least 1",)
+
 
 # --- one homework's files --------------------------------------------------------------------------------
 def hw1_empty_training_file(c: Case):
@@ -382,6 +390,8 @@ COMMON: dict[str, Fault] = {
     "weights-only file as checkpoint": weights_only_file_as_checkpoint,
     "tensor file as checkpoint": tensor_file_as_checkpoint,
     "missing checkpoint": missing_checkpoint,
+    "max_epochs 0": no_epochs,
+    "max_steps 0": no_steps,
 }
 SPECIFIC: dict[str, dict[str, Fault]] = {
     "hw1": {"empty split (training file)": hw1_empty_training_file,
