@@ -88,7 +88,7 @@ class CovidFiles:
 
 
 def read_header(path: Path) -> list[str]:
-    with open(path, newline="") as f:
+    with open(path, newline="", encoding="utf-8-sig") as f:  # (Excel saves CSVs with a BOM)
         header = next(csv.reader(f), None)
     if not header:
         raise DataError(f"{path}: the file is empty (no header row)")
@@ -127,7 +127,7 @@ def read_values(path: Path, layout: CovidLayout) -> np.ndarray:
     """All values of the CSV as float32, refusing non-numeric, missing and infinite values with a clear message."""
     import pandas as pd
 
-    frame = pd.read_csv(path, header=0)
+    frame = pd.read_csv(path, header=0, encoding="utf-8-sig")
     if len(frame) == 0:
         raise DataError(f"{path}: the file has a header but no data rows")
     for i, column in enumerate(frame.columns):

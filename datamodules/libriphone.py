@@ -57,7 +57,7 @@ class PhoneFiles:
 
 def read_ids(path: Path) -> list[str]:
     """Utterance ids, one per line (blank lines ignored)."""
-    ids = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    ids = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
     if not ids:
         raise DataError(f"{path}: no utterance ids in this file")
     return ids
@@ -66,7 +66,7 @@ def read_ids(path: Path) -> list[str]:
 def read_labels(path: Path, num_classes: int) -> dict[str, np.ndarray]:
     """`train_labels.txt`: `<id> <label> <label> ...`, one line per utterance and one label per frame."""
     labels = {}
-    with open(path) as f:
+    with open(path, encoding="utf-8-sig") as f:
         for number, line in enumerate(f, 1):
             parts = line.split()
             if not parts:

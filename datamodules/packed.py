@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import shutil
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -42,17 +43,58 @@ def source_key(files: Sequence[Path], root: Path, *settings) -> str:
     return hashlib.sha1(json.dumps([settings, stats]).encode()).hexdigest()[:12]
 
 
+def numpy_array_globals() -> list:
+    """What unpickling a numpy array needs, to allowlist for `torch.load(weights_only=True)`: an array is data,
+    no code runs. `_reconstruct` under both its names (numpy 1's `numpy.core`, numpy 2's `numpy._core`), as
+    files saved with either carry it."""
+    core = getattr(np, "_core", None) or np.core
+    reconstruct = core.multiarray._reconstruct
+    dtypes = getattr(np, "dtypes", None)  # (numpy >= 1.25: a class per dtype)
+    return [reconstruct, *((reconstruct, f"numpy.{name}.multiarray._reconstruct") for name in ("core", "_core")),
+            np.ndarray, np.dtype,
+            *(getattr(dtypes, name) for name in dir(dtypes) if name.endswith("DType"))]
+
+
 def load_tensor(path: Path) -> torch.Tensor:
-    """A `torch.save`d tensor, or a one-line DataError naming the file."""
+    """A `torch.save`d tensor, or a one-line DataError naming the file and what it holds.
+
+    A saved numpy array (`torch.save(np_array)`, or `np.save` to a .pt name) is read too: students convert
+    features with numpy, and torch's safe loader refuses numpy's classes unless they are allowlisted."""
     try:
-        value = torch.load(path, map_location="cpu", weights_only=True)
+        with open(path, "rb") as f:
+            if f.read(6) == b"\x93NUMPY":  # np.save's format under a .pt name
+                f.seek(0)
+                value = np.load(f, allow_pickle=False)
+            else:
+                with torch.serialization.safe_globals(numpy_array_globals()):
+                    value = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
     except Exception as err:  # a truncated download, not a torch file, a pickled object, ...
+        holds = _pickled_packages(path)
+        if holds:
+            raise DataError(f"{path}: holds pickled {' and '.join(holds)} objects, not a tensor; save the features "
+                            f"with torch.save(tensor)") from None
         raise DataError(f"{path}: cannot be read as a saved tensor ({type(err).__name__})") from None
+    if isinstance(value, np.ndarray):
+        try:
+            value = torch.from_numpy(np.ascontiguousarray(value))
+        except TypeError:
+            raise DataError(f"{path}: holds a numpy array of {value.dtype}, expected numbers") from None
     if not isinstance(value, torch.Tensor):
         raise DataError(f"{path}: holds a {type(value).__name__}, expected a tensor")
     return value
+
+
+def _pickled_packages(path: Path) -> list[str]:
+    """The packages of the classes a `torch.save`d file holds that a safe load refuses (`pandas`, ...)."""
+    allowed = {f"{g.__module__}.{g.__qualname__}" if not isinstance(g, tuple) else g[1]
+               for g in numpy_array_globals()}
+    try:
+        found = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    except Exception:  # not a torch.save zip (a truncated download, a text file, ...), or an older torch
+        return []
+    return sorted({name.split(".")[0] for name in found if name not in allowed} - {"builtins"})
 
 
 #: A per-tensor check: gets the file and its tensor, returns the tensor to pack, raises DataError.
@@ -133,7 +175,8 @@ def pack_tensors(
     """Pack `files` (in this order) into `cache_dir/<name>-<key>/`, or re-open that cache when it is current.
 
     Each file is loaded with `load` and passed through `check` (which raises a one-line DataError
-    naming the file) before anything is kept, with a tqdm progress bar. The cache is written to a
+    naming the file) before anything is kept, with a tqdm progress bar on a terminal (one line when output
+    goes to a log: a redrawn bar would leave carriage-return fragments there). The cache is written to a
     temporary folder and renamed when complete, so an interrupted run never leaves a half cache;
     older caches of the same `name` are then removed. `key` hashes the files' names, sizes and
     mtimes (relative to `root`) and `dtype`, so a changed set is packed again. Two runs started at once
@@ -149,9 +192,11 @@ def pack_tensors(
         nonlocal rows
         offsets, width = [0], None
         limit = np.finfo(dtype).max if dtype.kind == "f" else None
+        what, bar = f"Packing {len(files)} {name} files once", sys.stderr.isatty()
+        if not bar:
+            rank_zero_info(f"{what} (into {target})")
         with open(tmp / "data.bin", "wb") as out:
-            for path in tqdm(files, desc=f"Packing {len(files)} {name} files once", unit="file",
-                             dynamic_ncols=True, leave=False):
+            for path in tqdm(files, desc=what, unit="file", dynamic_ncols=True, leave=False, disable=not bar):
                 tensor = check(path, load(path))
                 if width is None:
                     width = tensor.shape[1]

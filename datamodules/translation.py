@@ -17,7 +17,7 @@ from typing import Literal
 
 import numpy as np
 import torch
-from pytorch_lightning.utilities import rank_zero_info
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_only
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from datamodules.atomic import build_once
@@ -32,15 +32,18 @@ TRAIN_PREFIX, TEST_PREFIX = "train_dev.raw", "test.raw"
 PLACEHOLDER = "。"
 #: SentencePiece special ids (fairseq's order): these four are part of `vocab_size`.
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
+#: The course's vocabulary size: the default, when the corpus is large enough to fill it.
+COURSE_VOCAB_SIZE = 8000
 
 
 # --- reading and cleaning, as the course's sample code does -------------------------------------
 def read_lines(path: Path) -> list[str]:
     """The lines of a UTF-8 text file (split on newlines only: TED text holds U+2028, which
-    `str.splitlines` would also split on, shifting every later line against the other language)."""
+    `str.splitlines` would also split on, shifting every later line against the other language), without
+    the byte-order mark Windows editors put first (it would be a character of line 1)."""
     data = path.read_bytes()
     try:
-        text = data.decode("utf-8")
+        text = data.decode("utf-8").removeprefix("\ufeff")  # (not "utf-8-sig": its error offsets skip the mark)
     except UnicodeDecodeError as err:
         raise DataError(f"{path}: not UTF-8 text (byte {err.start} is 0x{data[err.start]:02x}); "
                         f"convert it, e.g. `iconv -f big5 -t utf-8`") from None
@@ -131,9 +134,10 @@ class SubwordTokenizer:
         return self.processor.decode(ids)
 
     @classmethod
-    def train(cls, lines: list[str], vocab_size: int, model_type: str) -> "SubwordTokenizer":
+    def train(cls, lines: list[str], vocab_size: int, model_type: str, at_most: bool = False) -> "SubwordTokenizer":
         """The course's settings: full character coverage (Chinese has thousands of characters) and
-        NFKC normalization with case folding."""
+        NFKC normalization with case folding. `at_most`: fewer pieces when the corpus cannot make `vocab_size`
+        (as many as SentencePiece says it can)."""
         import sentencepiece as spm
 
         model = io.BytesIO()
@@ -145,6 +149,9 @@ class SubwordTokenizer:
                 num_threads=os.cpu_count() or 1, minloglevel=2)
         except RuntimeError as err:  # e.g. "Vocabulary size too high (8000). Please set it to a value <= 171."
             reason = str(err).strip().splitlines()[-1]
+            most = re.search(r"value <= (\d+)", reason)
+            if at_most and most and 8 <= int(most.group(1)) < vocab_size:
+                return cls.train(lines, int(most.group(1)), model_type)
             raise DataError(f"SentencePiece cannot build a {vocab_size}-piece vocabulary from this corpus "
                             f"({reason}); choose another --data.vocab_size") from None
         return cls(model.getvalue())
@@ -245,7 +252,8 @@ class TranslationDataModule(HomeworkDataModule[TranslationFiles]):
 
     Args:
         data_dir: Folder with train_dev.raw.en/zh and test.raw.en (None: data/hw5, else the demo set).
-        vocab_size: SentencePiece vocabulary size, both languages together (the course's 8000).
+        vocab_size: SentencePiece vocabulary size, both languages together. None: the course's 8000, or as many
+            pieces as a smaller corpus can make (said when so; the checkpoint records the size used).
         subword_model: SentencePiece model type.
         max_len: Drop training pairs longer than this (English words / Chinese characters).
         ratio: Drop training pairs whose length ratio exceeds this.
@@ -268,7 +276,7 @@ class TranslationDataModule(HomeworkDataModule[TranslationFiles]):
     def __init__(
         self,
         data_dir: str | None = None,
-        vocab_size: int = 8000,
+        vocab_size: int | None = None,
         subword_model: Literal["unigram", "bpe"] = "unigram",
         max_len: int = 1000,
         ratio: float = 9.0,
@@ -283,12 +291,12 @@ class TranslationDataModule(HomeworkDataModule[TranslationFiles]):
         self.data_dir, self.files, self.is_demo = self.resolve_data_dir(data_dir)
         if self.is_demo and (vocab_size, subword_model) != self.demo_subwords:
             log.warning("The demo's few words make a %d-piece %s vocabulary (a unigram model splits its English "
-                        "into letters): --data.vocab_size %d --data.subword_model %s are not used",
-                        *self.demo_subwords, vocab_size, subword_model)
+                        "into letters): --data.vocab_size %s --data.subword_model %s are not used",
+                        *self.demo_subwords, vocab_size or COURSE_VOCAB_SIZE, subword_model)
             vocab_size, subword_model = self.demo_subwords
             # what the checkpoint and the logged config say
             self.save_hyperparameters({**self.hparams, "vocab_size": vocab_size, "subword_model": subword_model})
-        if vocab_size < 8:
+        if vocab_size is not None and vocab_size < 8:
             raise DataError(f"--data.vocab_size must be at least 8 (got {vocab_size})")
         self.max_tokens, self.num_workers = max_tokens, num_workers
         self.tokenizer: SubwordTokenizer | None = None
@@ -299,7 +307,10 @@ class TranslationDataModule(HomeworkDataModule[TranslationFiles]):
 
     @property
     def vocab_size(self) -> int:
-        """The model's vocabulary size (linked to `model.vocab_size` by the CLI)."""
+        """The model's vocabulary size (linked to `model.vocab_size` by the CLI). Unset, it is the course's
+        8000 or what a smaller corpus makes: known once the tokenizer is trained (or loaded from the cache)."""
+        if self.hparams.vocab_size is None:
+            self.ensure_tokenizer()
         return self.hparams.vocab_size
 
     # --- finding and writing the files -------------------------------------------------------
@@ -412,14 +423,16 @@ class TranslationDataModule(HomeworkDataModule[TranslationFiles]):
         for line in lines:
             digest.update(line.encode())
             digest.update(b"\n")
-        path = self.cache_folder() / f"spm_{hp.subword_model}{hp.vocab_size}_{digest.hexdigest()[:16]}.model"
+        size = "auto" if hp.vocab_size is None else hp.vocab_size
+        path = self.cache_folder() / f"spm_{hp.subword_model}{size}_{digest.hexdigest()[:16]}.model"
         tokenizer = None
 
         def train() -> SubwordTokenizer:
-            rank_zero_info(f"Training a {hp.vocab_size}-piece {hp.subword_model} SentencePiece model on "
+            wanted = hp.vocab_size or COURSE_VOCAB_SIZE
+            rank_zero_info(f"Training a {wanted}-piece {hp.subword_model} SentencePiece model on "
                            f"{len(self.train.src)} training pairs (once; cached in {path.parent})")
-            trained = SubwordTokenizer.train(lines, hp.vocab_size, hp.subword_model)
-            if len(trained) != hp.vocab_size:
+            trained = SubwordTokenizer.train(lines, wanted, hp.subword_model, at_most=hp.vocab_size is None)
+            if len(trained) > wanted or (hp.vocab_size is not None and len(trained) != hp.vocab_size):
                 raise DataError(f"SentencePiece made {len(trained)} pieces, not --data.vocab_size {hp.vocab_size}")
             return trained
 
@@ -437,6 +450,13 @@ class TranslationDataModule(HomeworkDataModule[TranslationFiles]):
         if tokenizer is None:
             rank_zero_info(f"Using the SentencePiece model {path}")
             tokenizer = SubwordTokenizer(path.read_bytes())
+        if hp.vocab_size is None:  # the size used, in the checkpoint: `predict` rebuilds the same model
+            if len(tokenizer) < COURSE_VOCAB_SIZE:
+                say = log.warning if rank_zero_only.rank == 0 else log.debug  # (one line, not one per process)
+                say("%s: this corpus makes at most %d SentencePiece pieces, fewer than the course's %d: using %d "
+                    "(--data.vocab_size sets another size)", self.files.train_src.parent, len(tokenizer),
+                    COURSE_VOCAB_SIZE, len(tokenizer))
+            self.save_hyperparameters({**self.hparams, "vocab_size": len(tokenizer)})
         return tokenizer
 
     def ensure_tokenizer(self) -> SubwordTokenizer:

@@ -43,7 +43,7 @@ class SpeakerFiles:
 def read_json(path: Path, keys: tuple[str, ...]) -> dict:
     """A JSON object holding `keys`, or a one-line DataError naming the file."""
     try:
-        value = json.loads(path.read_text())
+        value = json.loads(path.read_text(encoding="utf-8-sig"))  # (a BOM, as Windows editors save, is no error)
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:

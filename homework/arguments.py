@@ -127,3 +127,17 @@ def option(args: list[str], name: str) -> tuple[int, str] | None:
         elif token.startswith(name + "="):
             found = (i, token.partition("=")[2])
     return found
+
+
+def check_training_length(trainer: Namespace) -> None:
+    """`fit --trainer.max_epochs 0` (or max_steps 0) trains nothing, and would leave a "finished" run without a
+    checkpoint: a user mistake, refused before anything is made. -1 means no limit, as in Lightning."""
+    from datamodules.base import DataError
+
+    for key in ("max_epochs", "max_steps"):
+        value = trainer.get(key)
+        if value is None or value == -1 or value >= 1:
+            continue
+        if value == 0:
+            raise DataError(f"--trainer.{key} 0 trains nothing; give at least 1")
+        raise DataError(f"--trainer.{key} {value}: give at least 1 (or -1 for no limit)")

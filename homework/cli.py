@@ -19,6 +19,7 @@ The lecture lab: `critical` (critical.py), `compare` (compare.py), `fit --find_l
 
 import copy
 import os
+import shlex
 import sys
 import warnings
 from pathlib import Path
@@ -147,6 +148,9 @@ class HomeworkCLI(LightningCLI):
         model, homework = self.model_class, self.datamodule_class.homework
         parser.set_defaults({
             "early_stopping.monitor": model.monitor, "early_stopping.mode": model.mode,
+            # checked when validation ends, not when a training epoch does: a fit that stops before validating
+            # (`--trainer.max_steps 3`) has nothing to check, rather than a missing-metric traceback
+            "early_stopping.check_on_train_epoch_end": False,
             "checkpoint.monitor": model.monitor, "checkpoint.mode": model.mode, "checkpoint.save_last": True,
             "checkpoint.filename": "best-{epoch:03d}-{" + model.monitor + ":.4f}",
             "trainer.default_root_dir": f"runs/{homework}",
@@ -168,6 +172,8 @@ class HomeworkCLI(LightningCLI):
         config = self.config[command]
         trainer = config.trainer  # `runs/hwN` (the default) is in the home folder, not always the working directory
         trainer.default_root_dir = str(runs.root_dir(self.datamodule_class.homework, trainer.default_root_dir))
+        if command == "fit":
+            arguments.check_training_length(config.trainer)
         after = self.args[self.args.index(command) + 1:]
         arguments.reset_switched_classes(config, after, self.defaults)
         self._resolve_checkpoint(command, config)
@@ -348,7 +354,7 @@ class HomeworkCLI(LightningCLI):
         if offline:
             print(f"W&B: logged offline; upload with `wandb sync {offline}/offline-run-*`")
         if ckpt is None or ckpt.best_model_score is None:
-            print(f"No checkpoint was saved. Run directory: {self.run_dir}")
+            self._say_no_best(ckpt)
             return
         self._warn_if_diverged(ckpt)
         if not torch.isfinite(ckpt.best_model_score):
@@ -364,6 +370,24 @@ class HomeworkCLI(LightningCLI):
               f"({Path(ckpt.best_model_path).name})\nRun directory: {self.run_dir}")
         # the run itself, not `best`: the model just trained, whatever other runs scored (it brings its data settings)
         print(f"Next: {command(self.datamodule_class.homework, 'predict', '--ckpt_path', self.run_dir)}")
+
+    def _say_no_best(self, ckpt: ModelCheckpoint | None) -> None:
+        """A fit that ended before validating (`--trainer.max_steps 3`, a quick check) has no best checkpoint,
+        but a last one: say so, and the command that trains long enough to validate."""
+        last = Path(ckpt.dirpath) / "last.ckpt" if ckpt is not None and ckpt.dirpath else None
+        if last is None or not last.is_file():
+            print(f"No checkpoint was saved. Run directory: {self.run_dir}")
+            return
+        if ckpt.monitor in self.trainer.callback_metrics:  # validated, but kept no best (--checkpoint.save_top_k 0)
+            print(f"No best checkpoint kept: last.ckpt saved in {last.parent}\nRun directory: {self.run_dir}")
+            return
+        steps, where = self.trainer.global_step, os.path.relpath(last.parent)
+        print(f"No validation ran in {steps} step{'s' * (steps != 1)}, so no best checkpoint: last.ckpt saved in "
+              f"{last.parent if where.startswith('..') else where}\nRun directory: {self.run_dir}")
+        longer, steps_given = compare._take(self.args, "--trainer.max_steps")
+        if steps_given is not None:
+            print(f"Next: {command(self.datamodule_class.homework, *longer)}  "
+                  f"(validation, which keeps the best checkpoint, runs at the end of each epoch)")
 
     def _warn_if_diverged(self, ckpt: ModelCheckpoint) -> None:
         """Early stopping ends a run whose metric turns NaN/inf; say so in words a student acts on."""

@@ -18,6 +18,7 @@ the full spectrum and the minimum ratio.
 
 import copy
 import math
+import sys
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -387,8 +388,13 @@ def critical_command(trainer, model: nn.Module, datamodule, ckpt_path: str | Non
         datamodule.load_state_dict(state)
     from tqdm import tqdm
 
-    # Hessian-vector products are the work: a big model on a CPU takes minutes, so show them coming
-    with tqdm(desc="Hessian-vector products", unit="", leave=False, disable=not trainer.progress_bar_callback) as bar:
+    # Hessian-vector products are the work: a big model on a CPU takes minutes, so show them coming (on a
+    # terminal: piped to a log, a redrawn bar is `\r` fragments, and the report says how long it took)
+    shown = bool(trainer.progress_bar_callback) and sys.stderr.isatty()
+    if trainer.progress_bar_callback and not shown:
+        print("Computing the gradient and the Hessian's extreme eigenvalues (Hessian-vector products) ...",
+              file=sys.stderr, flush=True)
+    with tqdm(desc="Hessian-vector products", unit="", leave=False, disable=not shown) as bar:
         report = run_critical(model.to(trainer.strategy.root_device), datamodule, max_batches, top_k,
                               max_full_params, max_hvps, progress=bar.update)
     print(f"Critical-point analysis of {ckpt_path}\n{format_report(report)}\n({report.seconds:.1f} s)")

@@ -248,17 +248,26 @@ def hold(run_dir: Path) -> None:
     from filelock import FileLock, Timeout
 
     lock = FileLock(run_dir / ".training.lock")
-    try:
-        lock.acquire(timeout=0)
+    try:  # (a second, not 0: a lock won on the file of a run just releasing it is tried again, see `release`)
+        lock.acquire(timeout=1)
     except Timeout:
         raise DataError(f"run {run_dir} is still training in another process; wait for it or stop it first") from None
     _held[run_dir] = lock
 
 
 def release(run_dir: Path) -> None:
+    """Unlock `run_dir` and remove its lock file (filelock leaves it), so a finished run keeps no `.training.lock`.
+
+    Removed while still locked, then unlocked: removed after unlocking, another process could have locked the
+    file in between and go on training while a third locks a new file of the same name. A process that opened
+    the file before the removal and wins its lock after the unlock holds a lock on a removed file, which filelock
+    (since 3.20.4) sees (the file has no name left) and discards, trying again on the name."""
     lock = _held.pop(run_dir, None)
     if lock is not None:
-        lock.release()
+        try:
+            Path(lock.lock_file).unlink(missing_ok=True)
+        finally:
+            lock.release()
 
 
 def describe_split(split: dict) -> str:

@@ -3,6 +3,9 @@
 result. (Not applied silently: the range test's suggestion is a heuristic, to be checked against the plot, and
 the batch size changes the optimization too, as the course's batch-size lecture shows.)"""
 
+import sys
+from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -17,7 +20,8 @@ def find_lr(trainer: pl.Trainer, model: pl.LightningModule, datamodule, run_dir:
     learning rate where the loss falls fastest. Weights are restored afterwards."""
     if not model.automatic_optimization:
         raise DataError("--find_lr records the loss of every optimizer step: add --data.minibatches_per_step 1")
-    finder = Tuner(trainer).lr_find(model, datamodule=datamodule, update_attr=False)
+    with progress_bar_only_on_a_terminal():
+        finder = Tuner(trainer).lr_find(model, datamodule=datamodule, update_attr=False)
     suggestion = finder.suggestion() if finder is not None else None
     plot = run_dir / "lr_find.png"
     if finder is not None:
@@ -28,6 +32,25 @@ def find_lr(trainer: pl.Trainer, model: pl.LightningModule, datamodule, run_dir:
         raise DataError(f"--find_lr: the loss did not fall over the range tried, so there is no suggestion "
                         f"(plot: {plot}); pick --model.optimizer.lr by hand")
     return suggestion, plot
+
+
+@contextmanager
+def progress_bar_only_on_a_terminal():
+    """Lightning's range test draws a tqdm bar of its own, with no option to turn it off: piped to a log it
+    is carriage-return fragments that the result line then shares. There, one line says what runs instead."""
+    from pytorch_lightning.tuner import lr_finder
+
+    if sys.stderr.isatty():
+        yield
+        return
+    print("Learning-rate range test: 100 training steps, the learning rate growing from 1e-8 to 1 ...",
+          file=sys.stderr, flush=True)
+    drawn = lr_finder.tqdm
+    lr_finder.tqdm = partial(drawn, disable=True)
+    try:
+        yield
+    finally:
+        lr_finder.tqdm = drawn
 
 
 def find_batch_size(trainer: pl.Trainer, model: pl.LightningModule, datamodule) -> int:

@@ -174,6 +174,15 @@ def missing_checkpoint(c: Case):
                                                                           f"does not exist",)
 
 
+def no_epochs(c: Case):
+    """It used to make a run directory whose run.json said "finished", with no checkpoint."""
+    return ["fit", "--trainer.max_epochs", "0", *QUIET], ("--trainer.max_epochs 0 trains nothing; give at least 1",)
+
+
+def no_steps(c: Case):
+    return ["fit", "--trainer.max_steps", "0", *QUIET], ("--trainer.max_steps 0 trains nothing; give at least 1",)
+
+
 # --- one homework's files --------------------------------------------------------------------------------
 def hw1_empty_training_file(c: Case):
     train = c.copy() / "covid.train.csv"
@@ -227,6 +236,17 @@ def hw2_inf_in_features(c: Case):
     features[2, 5] = float("inf")
     torch.save(features, path)
     return c.fit(root.parent), (f"{path}: infinite value in frame 2",)
+
+
+def hw2_pickled_object_as_features(c: Case):
+    """A feature file that holds a pandas DataFrame: torch's safe loader refuses it; what it holds is named."""
+    import pandas as pd
+
+    root = c.copy()
+    first = (root / "train_split.txt").read_text().split()[0]
+    path = root / "feat" / "train" / f"{first}.pt"
+    torch.save(pd.DataFrame(torch.load(path).numpy()), path)
+    return c.fit(root.parent), (f"{path}: holds pickled pandas objects, not a tensor",)
 
 
 def hw2_other_classes(c: Case, command: str):
@@ -291,6 +311,16 @@ def hw4_truncated_tensor(c: Case):
     return c.fit(root), (f"{root / first}: cannot be read as a saved tensor",)
 
 
+def hw4_numpy_array_of_another_shape(c: Case):
+    """A numpy array is read (as a tensor would be), and then checked like one: here it has 3 features, not 40."""
+    import numpy as np
+
+    root = c.copy()
+    first = json.loads((root / "testdata.json").read_text())["utterances"][0]["feature_path"]
+    torch.save(np.zeros((5, 3), dtype=np.float32), root / first)
+    return c.fit(root), (f"{root / first}: tensor of shape (5, 3), expected (frames, 40)",)
+
+
 def hw4_empty_split(c: Case):
     root = c.copy()
     metadata = json.loads((root / "metadata.json").read_text())
@@ -337,6 +367,12 @@ def hw5_empty_split(c: Case):
     return c.fit(root), (f"{root / 'train_dev.raw.en'}: the file is empty",)
 
 
+def hw5_vocabulary_the_corpus_cannot_make(c: Case):
+    """Unset, the vocabulary fits the corpus (test_where_students_run.py); a size named stays what was asked."""
+    return c.fit(c.copy(), "--data.vocab_size", "8000"), ("SentencePiece cannot build a 8000-piece vocabulary",
+                                                          "choose another --data.vocab_size")
+
+
 def hw5_line_counts(c: Case):
     root = c.copy()
     (root / "test.raw.zh").write_text("。\n" * 3)
@@ -354,6 +390,8 @@ COMMON: dict[str, Fault] = {
     "weights-only file as checkpoint": weights_only_file_as_checkpoint,
     "tensor file as checkpoint": tensor_file_as_checkpoint,
     "missing checkpoint": missing_checkpoint,
+    "max_epochs 0": no_epochs,
+    "max_steps 0": no_steps,
 }
 SPECIFIC: dict[str, dict[str, Fault]] = {
     "hw1": {"empty split (training file)": hw1_empty_training_file,
@@ -364,6 +402,7 @@ SPECIFIC: dict[str, dict[str, Fault]] = {
             "empty split": hw2_empty_split,
             "truncated tensor file": hw2_truncated_tensor,
             "inf in features": hw2_inf_in_features,
+            "pickled object as feature file": hw2_pickled_object_as_features,
             "checkpoint with other classes (predict)": lambda c: hw2_other_classes(c, "predict"),
             "checkpoint with other classes (validate)": lambda c: hw2_other_classes(c, "validate")},
     "hw3": {"missing split folder": hw3_missing_split_folder,
@@ -374,12 +413,14 @@ SPECIFIC: dict[str, dict[str, Fault]] = {
     "hw4": {"missing mapping.json": hw4_missing_json,
             "truncated tensor file": hw4_truncated_tensor,
             "empty split": hw4_empty_split,
+            "numpy array of another shape as feature file": hw4_numpy_array_of_another_shape,
             "checkpoint with other speakers (predict)": lambda c: hw4_other_speakers(c, "predict"),
             "checkpoint with other speakers (validate)": lambda c: hw4_other_speakers(c, "validate"),
             "checkpoint with renamed speakers (predict)": lambda c: hw4_renamed_speakers(c, "predict")},
     "hw5": {"missing test file": hw5_missing_test_file,
             "empty split": hw5_empty_split,
-            "mismatched line counts (test)": hw5_line_counts},
+            "mismatched line counts (test)": hw5_line_counts,
+            "vocabulary size the corpus cannot make": hw5_vocabulary_the_corpus_cannot_make},
 }
 #: Faults the homework's own test file already checks through the CLI (one test each, not repeated here).
 COVERED = {
