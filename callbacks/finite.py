@@ -10,7 +10,7 @@ import pytorch_lightning as pl
 import torch
 from torchmetrics import Metric
 
-from datamodules.base import DataError
+from datamodules.errors import DataError
 
 
 class NonFiniteLoss(DataError):

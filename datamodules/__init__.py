@@ -1,5 +1,6 @@
 """LightningDataModules, one per homework, over shared machinery in `datamodules.base`."""
-from datamodules.base import DataError, HomeworkDataModule, batch_loader, split_indices
+from datamodules.errors import DataError
+from datamodules.base import HomeworkDataModule, batch_loader, split_indices
 from datamodules.covid import CovidDataModule
 from datamodules.food import FoodDataModule
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from pytorch_lightning.utilities import rank_zero_info
 
-from datamodules.base import DataError
+from datamodules.errors import DataError
 
 #: Every temporary sibling's name ends with this (before the target's own suffix): easy to spot and clean.
 TMP_MARK = ".tmp"

@@ -13,6 +13,8 @@ import torch
 from pytorch_lightning.utilities import rank_zero_only
 from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler, SequentialSampler, random_split
 
+from datamodules.atomic import build_once
+from datamodules.errors import DataError
 from datamodules.workspace import home
 
 log = logging.getLogger(__name__)
@@ -26,10 +28,6 @@ Layout = TypeVar("Layout")
 def available_cpus() -> int:
     """CPU cores this process may use (respects affinity masks, e.g. in containers)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
-class DataError(Exception):
-    """A problem with the user's data or config. The CLI prints it as one line and exits non-zero."""
 
 
 class HomeworkDataModule(pl.LightningDataModule, Generic[Layout]):
@@ -96,8 +94,6 @@ class HomeworkDataModule(pl.LightningDataModule, Generic[Layout]):
     def ensure_demo(cls, directory: Path) -> None:
         """Write the demo set to `directory` unless it holds one: once, atomically (a run started at the same
         moment waits for it, and none reads a half-written set; see datamodules.atomic)."""
-        from datamodules.atomic import build_once
-
         def holds_demo(path: Path) -> bool:
             try:
                 return cls.locate(path) is not None

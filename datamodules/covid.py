@@ -9,7 +9,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from datamodules.base import (SAMPLE_SEED, DataError, HomeworkDataModule, MinibatchesPerStep, batch_loader,
+from datamodules.errors import DataError
+from datamodules.base import (SAMPLE_SEED, HomeworkDataModule, MinibatchesPerStep, batch_loader,
                               check_folds, split_indices)
 
 TARGET = "tested_positive"

@@ -20,7 +20,8 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
 from datamodules.atomic import build_cache, write_atomically
-from datamodules.base import DataError, EpochLoader, HomeworkDataModule, available_cpus
+from datamodules.errors import DataError
+from datamodules.base import EpochLoader, HomeworkDataModule, available_cpus
 from datamodules.packed import source_key
 
 log = logging.getLogger(__name__)

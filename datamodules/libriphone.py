@@ -16,7 +16,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from datamodules.base import DataError, HomeworkDataModule, batch_loader
+from datamodules.errors import DataError
+from datamodules.base import HomeworkDataModule, batch_loader
 from datamodules.packed import PackedTensors, frame_windows, pack_tensors, require_frames
 
 log = logging.getLogger(__name__)

@@ -22,7 +22,7 @@ import torch
 from pytorch_lightning.utilities import rank_zero_info
 
 from datamodules.atomic import build_cache
-from datamodules.base import DataError
+from datamodules.errors import DataError
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,8 @@ from pytorch_lightning.utilities import rank_zero_info, rank_zero_only
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from datamodules.atomic import build_once
-from datamodules.base import (SAMPLE_SEED, DataError, EpochLoader, HomeworkDataModule, length_batches,
+from datamodules.errors import DataError
+from datamodules.base import (SAMPLE_SEED, EpochLoader, HomeworkDataModule, length_batches,
                               split_indices)
 
 log = logging.getLogger(__name__)

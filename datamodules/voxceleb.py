@@ -17,7 +17,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, random_split
 
-from datamodules.base import (DataError, EpochLoader, HomeworkDataModule, MinibatchSampler, check_folds,
+from datamodules.errors import DataError
+from datamodules.base import (EpochLoader, HomeworkDataModule, MinibatchSampler, check_folds,
                               length_batches, split_indices)
 from datamodules.packed import PackedTensors, pack_tensors, require_frames
 

@@ -132,7 +132,7 @@ def option(args: list[str], name: str) -> tuple[int, str] | None:
 def check_training_length(trainer: Namespace) -> None:
     """`fit --trainer.max_epochs 0` (or max_steps 0) trains nothing, and would leave a "finished" run without a
     checkpoint: a user mistake, refused before anything is made. -1 means no limit, as in Lightning."""
-    from datamodules.base import DataError
+    from datamodules.errors import DataError
 
     for key in ("max_epochs", "max_steps"):
         value = trainer.get(key)

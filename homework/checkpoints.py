@@ -7,7 +7,8 @@ from pathlib import Path
 import torch
 from jsonargparse import Namespace
 
-from datamodules.base import DataError
+from datamodules.errors import DataError
+from models.base import plain
 from homework.output import command
 
 #: What Lightning writes in every checkpoint: a file without it was not saved by `fit`.
@@ -62,36 +63,8 @@ def restore_data_settings(checkpoint: dict, data: Namespace, runtime_args: tuple
         if key.startswith("_") or key not in data:
             continue
         if key not in runtime_args or data[key] is None:
-            if key in given and data[key] is not None and _plain(data[key]) != _plain(value):
+            if key in given and data[key] is not None and plain(data[key]) != plain(value):
                 raise DataError(f"--data.{key} {data[key]}: the model in {path or 'the checkpoint'} was trained with "
                                 f"{key} {value}, and works only with the data settings it was trained with; "
                                 f"leave --data.{key} out")
             data[key] = value
-
-
-def _plain(value):
-    """A hyperparameter as comparable data (tuples and lists alike); None for what is not plain data."""
-    if isinstance(value, (bool, int, float, str)) or value is None:
-        return value
-    if isinstance(value, (list, tuple)) and all(isinstance(v, (bool, int, float, str)) for v in value):
-        return list(value)
-    return None
-
-
-def check_data(checkpoint: dict, model, data_dir, path: str | Path | None = None) -> None:
-    """Raise DataError when the data now read gives the model other settings than it was trained with.
-
-    The CLI restores every model setting from the checkpoint, then the data sets those it decides (its
-    links: number of features, classes, speakers, vocabulary size, ...). So a saved setting that differs
-    from the model's now was changed by the data: the weights cannot fit it (or would mean other things).
-    Called when a checkpoint is loaded, before its weights are (`models.base.BaseTask.on_load_checkpoint`).
-    """
-    saved = checkpoint.get("hyper_parameters", {})
-    changed = [(key, saved[key], value) for key, value in model.hparams.items()
-               if not key.startswith("_") and key in saved and _plain(value) is not None
-               and _plain(saved[key]) is not None and _plain(value) != _plain(saved[key])]
-    if changed:
-        was = ", ".join(f"{key} {before}" for key, before, _ in changed)
-        now = ", ".join(f"{key} {after}" for key, _, after in changed)
-        raise DataError(f"{path or 'the checkpoint'}: this model was trained on data with {was}, but the data in "
-                        f"'{data_dir}' gives {now}; use it with data like its training data, or train a model on this")

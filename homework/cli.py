@@ -33,7 +33,8 @@ from pytorch_lightning.cli import ArgsType, LightningArgumentParser, LightningCL
 
 from callbacks import (AtomicCheckpointIO, HomeworkCheckpoint, KaggleSubmissionWriter, LearningCurvePlot,
                        ReproducibleEpochs, StopOnNonFiniteLoss, SubmissionError)
-from datamodules.base import DataError, HomeworkDataModule
+from datamodules.errors import DataError
+from datamodules.base import HomeworkDataModule
 from datamodules.workspace import elsewhere
 from homework import advisor, arguments, checkpoints, compare, hardware, kfold, runs, tracking, tuning
 from homework.critical import critical_command

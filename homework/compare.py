@@ -41,7 +41,7 @@ from typing import Callable
 import yaml
 
 from callbacks.finite import NonFiniteLoss
-from datamodules.base import DataError
+from datamodules.errors import DataError
 from homework import runs
 from homework.arguments import option
 

@@ -373,7 +373,7 @@ def critical_command(trainer, model: nn.Module, datamodule, ckpt_path: str | Non
             the minimum ratio; above it, Lanczos finds the extreme eigenvalues only.
         max_hvps: Lanczos' budget of Hessian-vector products for each end of the spectrum.
     """
-    from datamodules.base import DataError
+    from datamodules.errors import DataError
 
     for name, value, least in (("max_batches", max_batches, 1), ("top_k", top_k, 1), ("max_hvps", max_hvps, 1),
                                ("max_full_params", max_full_params, 0)):

@@ -12,7 +12,7 @@ from typing import Callable
 import pytorch_lightning as pl
 import torch
 
-from datamodules.base import DataError
+from datamodules.errors import DataError
 from homework import runs
 from homework.arguments import option
 from homework.output import command

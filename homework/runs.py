@@ -18,7 +18,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 
 from datamodules.atomic import replacing
-from datamodules.base import DataError
+from datamodules.errors import DataError
 from datamodules.workspace import home
 from homework import tracking
 from homework.arguments import option

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 from pytorch_lightning.tuner import Tuner
 
-from datamodules.base import DataError
+from datamodules.errors import DataError
 
 
 def find_lr(trainer: pl.Trainer, model: pl.LightningModule, datamodule, run_dir: Path) -> tuple[float, Path]:

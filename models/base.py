@@ -10,7 +10,8 @@ from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from datamodules.base import DataError, MinibatchesPerStep
+from datamodules.base import MinibatchesPerStep
+from datamodules.errors import DataError
 
 
 class BaseTask(pl.LightningModule):
@@ -76,8 +77,6 @@ class BaseTask(pl.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         """A checkpoint whose model does not fit the data now read (other features, classes, speakers, ...)
         is one line, before its weights are loaded (or fail to, in a size-mismatch traceback)."""
-        from homework.checkpoints import check_data  # (imported here: models do not need the CLI otherwise)
-
         trainer = self._trainer
         datamodule = getattr(trainer, "datamodule", None)
         check_data(checkpoint, self, getattr(datamodule, "data_dir", None), getattr(trainer, "ckpt_path", None))
@@ -247,3 +246,31 @@ class ClassificationTask(BaseTask):
 
     def predict_step(self, batch, batch_idx):
         return self(*batch[:self.num_inputs]).softmax(-1)
+
+
+def plain(value):
+    """A hyperparameter as comparable data (tuples and lists alike); None for what is not plain data."""
+    if isinstance(value, (bool, int, float, str)) or value is None:
+        return value
+    if isinstance(value, (list, tuple)) and all(isinstance(v, (bool, int, float, str)) for v in value):
+        return list(value)
+    return None
+
+
+def check_data(checkpoint: dict, model, data_dir, path=None) -> None:
+    """Raise DataError when the data now read gives the model other settings than it was trained with.
+
+    The CLI restores every model setting from the checkpoint, then the data sets those it decides (its
+    links: number of features, classes, speakers, vocabulary size, ...). So a saved setting that differs
+    from the model's now was changed by the data: the weights cannot fit it (or would mean other things).
+    Called when a checkpoint is loaded, before its weights are (`BaseTask.on_load_checkpoint`).
+    """
+    saved = checkpoint.get("hyper_parameters", {})
+    changed = [(key, saved[key], value) for key, value in model.hparams.items()
+               if not key.startswith("_") and key in saved and plain(value) is not None
+               and plain(saved[key]) is not None and plain(value) != plain(saved[key])]
+    if changed:
+        was = ", ".join(f"{key} {before}" for key, before, _ in changed)
+        now = ", ".join(f"{key} {after}" for key, _, after in changed)
+        raise DataError(f"{path or 'the checkpoint'}: this model was trained on data with {was}, but the data in "
+                        f"'{data_dir}' gives {now}; use it with data like its training data, or train a model on this")

@@ -3,7 +3,7 @@
 import torchvision
 from torch import nn
 
-from datamodules.base import DataError
+from datamodules.errors import DataError
 
 
 class SampleCNN(nn.Module):

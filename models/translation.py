@@ -9,7 +9,7 @@ from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from pytorch_lightning.loggers import WandbLogger
 from torchmetrics import MeanMetric
 
-from datamodules.base import DataError
+from datamodules.errors import DataError
 from datamodules.translation import BOS_ID, EOS_ID, PAD_ID
 from models.base import BaseTask
 from models.seq2seq import RNNSeq2Seq, TransformerSeq2Seq, beam_search, greedy_search

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from datamodules.base import DataError, HomeworkDataModule
+from datamodules.errors import DataError
+from datamodules.base import HomeworkDataModule
 from datamodules.covid import ML2023, CovidDataModule, write_demo_covid
 from datamodules.food import FoodDataModule
 from datamodules.libriphone import LibriPhoneDataModule

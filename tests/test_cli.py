@@ -227,7 +227,7 @@ def test_bad_values_given_to_classes_are_one_line(capsys, flags, message):
 
 
 def test_a_run_that_fails_after_wandb_started_leaves_nothing_and_ends_with_the_error(capsys, monkeypatch):
-    from datamodules.base import DataError
+    from datamodules.errors import DataError
 
     monkeypatch.setenv("WANDB_MODE", "offline")
 

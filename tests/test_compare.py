@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from datamodules.base import DataError
+from datamodules.errors import DataError
 from datamodules.covid import CovidDataModule
 from homework import compare
 from homework.cli import HomeworkCLI

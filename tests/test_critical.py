@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from datamodules.base import DataError
+from datamodules.errors import DataError
 from datamodules.covid import CovidDataModule
 from homework.cli import HomeworkCLI
 from homework.critical import (LOCAL_MINIMUM, NOT_CRITICAL, SADDLE_POINT, analyze_function, analyze_module,

@@ -12,7 +12,8 @@ import torch
 import yaml
 
 from callbacks import LearningCurvePlot
-from datamodules.base import SAMPLE_SEED, DataError, split_indices
+from datamodules.errors import DataError
+from datamodules.base import SAMPLE_SEED, split_indices
 from datamodules.covid import LAYOUTS, ML2021, ML2022, ML2023, CovidDataModule, write_demo_covid
 from homework.hardware import auto_precision
 from homework.hw1 import main

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from callbacks import validate_submission
-from datamodules.base import DataError
+from datamodules.errors import DataError
 from datamodules.libriphone import (ML2021, ML2022, ML2023, LibriPhoneDataModule, sample_split,
                                     write_demo_libriphone)
 from datamodules.packed import PackedTensors, frame_windows, pack_tensors, require_frames

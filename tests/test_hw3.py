@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from callbacks import ClassificationPlots, validate_submission
-from datamodules.base import DataError
+from datamodules.errors import DataError
 from datamodules.food import DEMO_CLASSES, LAYOUTS, ML2021, ML2022, ML2023, FoodDataModule, FoodLayout, write_demo_food
 from homework.hw3 import main
 from models.classifier import ImageClassifier

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from callbacks import validate_submission
-from datamodules.base import DataError
+from datamodules.errors import DataError
 from datamodules.base import length_batches
 from datamodules.voxceleb import PAD_VALUE, VoxCelebDataModule, pad_crops, write_demo_voxceleb
 from homework.hw4 import main

@@ -9,7 +9,7 @@ import torch
 from pytorch_lightning.trainer.connectors.data_connector import _get_distributed_sampler, _update_dataloader
 from torch.utils.data import DataLoader
 
-from datamodules.base import DataError
+from datamodules.errors import DataError
 from datamodules.translation import (BOS_ID, EOS_ID, PAD_ID, SentencePairs, TokenBatchSampler, TranslationDataModule,
                                      clean_corpus, clean_s, number_en, number_zh, read_lines, strQ2B,
                                      write_demo_translation)

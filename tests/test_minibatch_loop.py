@@ -4,7 +4,8 @@ import math
 import pytest
 import torch
 
-from datamodules.base import DataError, MinibatchSampler, batch_loader
+from datamodules.errors import DataError
+from datamodules.base import MinibatchSampler, batch_loader
 from homework.hw1 import main
 from tests.conftest import QUIET
 

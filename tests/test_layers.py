@@ -1,0 +1,112 @@
+"""The project's dependencies point one way (docs/architecture.md):
+
+    homework/hwN.py  ->  homework/cli, homework/runs, homework/lab  ->  models, callbacks  ->  datamodules  ->  errors
+
+A module imports only from its own layer or below, never upward, and no set of modules imports each other in a
+cycle. Every import counts, also one inside a function: a lazy import is no way around a layer.
+"""
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("homework", "models", "callbacks", "datamodules")
+
+
+def layer(module: str) -> int:
+    """0 the leaf for user errors, 1 data, 2 models and callbacks, 3 the commands' machinery, 4 entry points."""
+    parts = module.split(".")
+    if module == "datamodules.errors":
+        return 0
+    if parts[0] == "datamodules":
+        return 1
+    if parts[0] in ("models", "callbacks"):
+        return 2
+    if parts[0] == "homework" and len(parts) == 2 and parts[1].startswith("hw") and parts[1][2:].isdigit():
+        return 4
+    return 3
+
+
+def project_modules() -> dict[str, Path]:
+    modules = {}
+    for package in PACKAGES:
+        for path in (ROOT / package).rglob("*.py"):
+            name = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+            modules[name.removesuffix(".__init__")] = path
+    return modules
+
+
+def imports(path: Path, name: str, known: set[str]) -> set[str]:
+    """The project modules `path` imports (absolute or relative, at any depth of the file)."""
+    found = set()
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    for node in ast.walk(ast.parse(path.read_text())):
+        targets = []
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join(package.split(".")[:len(package.split(".")) - node.level + 1] + ([base] if base else []))
+            targets = [f"{base}.{alias.name}" for alias in node.names] + [base]
+        for target in targets:
+            while target and target not in known:  # `from pkg import name`: the module, or the package
+                target = target.rpartition(".")[0]
+            if target and target != name:
+                found.add(target)
+    return found
+
+
+GRAPH = {name: imports(path, name, set(project_modules())) for name, path in project_modules().items()}
+
+
+def test_the_leaf_for_user_errors_imports_nothing_of_the_project():
+    assert GRAPH["datamodules.errors"] == set()
+
+
+@pytest.mark.parametrize("module", sorted(GRAPH))
+def test_no_module_imports_upward(module):
+    upward = sorted(target for target in GRAPH[module] if layer(target) > layer(module)
+                    and not module.endswith("__init__") and target != module.rpartition(".")[0])
+    assert not upward, f"{module} (layer {layer(module)}) imports {upward} from a higher layer"
+
+
+def test_no_import_cycles():
+    """Tarjan's strongly connected components: any component of more than one module is a cycle. A package's
+    `__init__` re-exporting its own modules is not one (they do not import the package back)."""
+    index, low, stack, on_stack, cycles, counter = {}, {}, [], set(), [], [0]
+
+    def visit(v):
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on_stack.add(v)
+        for w in GRAPH.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                cycles.append(sorted(component))
+
+    for v in GRAPH:
+        if v not in index:
+            visit(v)
+    assert not cycles, f"import cycles: {cycles}"
+
+
+def test_the_test_sees_a_planted_upward_import(tmp_path):
+    """The checker itself: an upward import in a datamodule is found (so a passing run means something)."""
+    planted = tmp_path / "x.py"
+    planted.write_text("def f():\n    from homework import runs\n")
+    assert "homework.runs" in imports(planted, "datamodules.x", set(project_modules()))
