@@ -73,10 +73,12 @@ class RunConfigSaver(SaveConfigCallback):
         if isinstance(trainer.logger, WandbLogger):
             import yaml
 
-            trainer.logger.log_hyperparams(yaml.safe_load(self.parser.dump(self.config, skip_none=False)))
-            # a copy inside the W&B run's files is uploaded with it (W&B keeps its own config.yaml there)
-            (Path(trainer.logger.experiment.dir) / "lightning_config.yaml").write_text(
-                (Path(trainer.log_dir) / self.config_filename).read_text())
+            config = self.parser.dump(self.config, skip_none=False)  # what setup wrote to config.yaml
+            trainer.logger.log_hyperparams(yaml.safe_load(config))
+            # a copy inside the W&B run's files is uploaded with it (W&B keeps its own config.yaml there).
+            # Not read back from `trainer.log_dir`: that is a broadcast, and this runs on process 0 only, so
+            # under DDP process 0 waited forever in the next collective (ModelCheckpoint.setup) for the others
+            (Path(trainer.logger.experiment.dir) / "lightning_config.yaml").write_text(config)
 
 
 class HomeworkCLI(LightningCLI):
