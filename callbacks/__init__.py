@@ -2,7 +2,7 @@
 from callbacks.checkpointing import AtomicCheckpointIO, HomeworkCheckpoint
 from callbacks.classification_plots import ClassificationPlots
 from callbacks.finite import NonFiniteLoss, StopOnNonFiniteLoss
-from callbacks.interrupt import StopOnCtrlC, ignore_ctrl_c_if_launched
+from callbacks.interrupt import StopOnCtrlC, launched_processes_ignore_ctrl_c
 from callbacks.plots import LearningCurvePlot
 from callbacks.reproducibility import ReproducibleEpochs
 from callbacks.schedulers import InverseSqrtLR, WarmupCosineLR
@@ -10,4 +10,5 @@ from callbacks.submission import KaggleSubmissionWriter, SubmissionError, valida
 
 __all__ = ["AtomicCheckpointIO", "ClassificationPlots", "HomeworkCheckpoint", "InverseSqrtLR", "KaggleSubmissionWriter",
            "LearningCurvePlot", "NonFiniteLoss", "ReproducibleEpochs", "StopOnCtrlC", "StopOnNonFiniteLoss",
-           "SubmissionError", "WarmupCosineLR", "ignore_ctrl_c_if_launched", "validate_submission", "write_atomically"]
+           "SubmissionError", "WarmupCosineLR", "launched_processes_ignore_ctrl_c", "validate_submission",
+           "write_atomically"]

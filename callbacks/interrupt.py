@@ -2,16 +2,15 @@
 
 The terminal sends SIGINT to its whole process group, and Lightning's DDP launcher starts the other devices'
 processes in that group. Each would stop on its own, mid-step: one that leaves training while another is
-inside a collective (the gradients' all-reduce, a barrier) leaves that one waiting forever, and Lightning's
-process observer then SIGKILLs process 0 before it has said what was kept. So the processes Lightning starts
-ignore Ctrl-C (`ignore_ctrl_c_if_launched`, first thing in the command), and process 0 alone stops the run:
-Lightning's graceful shutdown calls the `on_exception` hooks, where `StopOnCtrlC` ends the other processes
-(as Lightning's own handler does after its teardown, but first, so that none is left waiting while process
-0 saves the learning curve and closes W&B) and gives SIGINT its default action back (Lightning ignores it
-while shutting down: a second Ctrl-C did nothing).
+inside a collective (the gradients' all-reduce, a barrier) leaves that one waiting forever, and one that dies
+while still starting up makes Lightning's process observer SIGKILL process 0 before it has said anything. So
+the processes Lightning starts ignore Ctrl-C from their first instruction (`launched_processes_ignore_ctrl_c`),
+and process 0 alone stops the run: Lightning's graceful shutdown calls the `on_exception` hooks, where
+`StopOnCtrlC` ends the other processes (as Lightning's own handler does after its teardown, but first, so that
+none is left waiting while process 0 saves the learning curve and closes W&B) and gives SIGINT its default
+action back (Lightning ignores it while shutting down: a second Ctrl-C did nothing).
 """
 
-import os
 import signal
 import sys
 
@@ -19,17 +18,24 @@ import pytorch_lightning as pl
 from pytorch_lightning.strategies.launchers import _SubprocessScriptLauncher
 
 
-def launched_by_lightning() -> bool:
-    """This process was started by Lightning's DDP launcher for another device: it runs the command again with
-    LOCAL_RANK > 0 (torchrun and SLURM also set RANK / SLURM_PROCID, and handle Ctrl-C themselves)."""
-    return (int(os.environ.get("LOCAL_RANK", 0) or 0) > 0
-            and "RANK" not in os.environ and "SLURM_PROCID" not in os.environ)
+def launched_processes_ignore_ctrl_c(trainer: pl.Trainer) -> None:
+    """The processes Lightning's DDP launcher starts for the other devices ignore Ctrl-C from their very first
+    instruction, the import of torch included: an ignored signal stays ignored across exec (and Python then
+    installs no KeyboardInterrupt handler), so SIGINT is ignored here just while the launcher starts them.
+    (torchrun and SLURM start the processes themselves: nothing to do.)"""
+    launcher = trainer.strategy.launcher
+    if not isinstance(launcher, _SubprocessScriptLauncher) or not hasattr(launcher, "_call_children_scripts"):
+        return
+    start = launcher._call_children_scripts
 
+    def start_ignoring_ctrl_c() -> None:
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            start()
+        finally:
+            signal.signal(signal.SIGINT, previous)
 
-def ignore_ctrl_c_if_launched() -> None:
-    """In a process Lightning's launcher started: ignore Ctrl-C; process 0 stops the run and this process."""
-    if launched_by_lightning():
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    launcher._call_children_scripts = start_ignoring_ctrl_c
 
 
 def stop_launched_processes(trainer: pl.Trainer) -> None:
@@ -43,7 +49,7 @@ def stop_launched_processes(trainer: pl.Trainer) -> None:
     children = list(launcher.procs)
     launcher.procs.clear()
     for child in children:
-        child.kill()  # (they ignore SIGINT; SIGKILL is what Lightning's own handler sends)
+        child.kill()  # (they ignore SIGINT; SIGKILL is what Lightning's own handler sends them)
     for child in children:
         child.wait()
 
@@ -59,5 +65,4 @@ class StopOnCtrlC(pl.Callback):
         stop_launched_processes(trainer)
         signal.signal(signal.SIGINT, signal.SIG_DFL)  # Lightning set SIG_IGN for its shutdown
         if trainer.is_global_zero:
-            print("Stopping after Ctrl-C: keeping what was saved (press Ctrl-C again to stop at once)",
-                  file=sys.stderr, flush=True)
+            print("Stopping after Ctrl-C (press Ctrl-C again to stop at once)", file=sys.stderr, flush=True)

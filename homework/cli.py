@@ -34,7 +34,7 @@ from pytorch_lightning.cli import ArgsType, LightningArgumentParser, LightningCL
 
 from callbacks import (AtomicCheckpointIO, HomeworkCheckpoint, KaggleSubmissionWriter, LearningCurvePlot,
                        ReproducibleEpochs, StopOnCtrlC, StopOnNonFiniteLoss, SubmissionError,
-                       ignore_ctrl_c_if_launched)
+                       launched_processes_ignore_ctrl_c)
 from datamodules.base import DataError, HomeworkDataModule
 from homework import advisor, arguments, checkpoints, compare, hardware, kfold, runs, tracking, tuning
 from homework.critical import critical_command
@@ -306,6 +306,7 @@ class HomeworkCLI(LightningCLI):
         hardware.set_cpu_threads(self.trainer, getattr(self.datamodule, "num_workers", 0) or 0,
                                  config.torch_num_threads)
         tracking.prepare(self.trainer)
+        launched_processes_ignore_ctrl_c(self.trainer)  # on Ctrl-C, process 0 ends them (callbacks/interrupt.py)
         if isinstance(self.trainer.strategy.launcher, _MultiProcessingLauncher):  # ddp_spawn, ddp_fork, ddp_notebook
             strategy = config.trainer.strategy
             strategy = strategy if isinstance(strategy, str) else type(self.trainer.strategy).__name__
@@ -454,7 +455,6 @@ def run(model_class: type[BaseTask], datamodule_class: type[LightningDataModule]
         args: ArgsType = None, links: dict[str, str] | None = None) -> HomeworkCLI | list[HomeworkCLI]:
     """Build and run the CLI; a user mistake ends in one line on stderr and exit code 2."""
     silence_known_noise()
-    ignore_ctrl_c_if_launched()  # (process 0 stops the processes Lightning starts: callbacks/interrupt.py)
     args = list(sys.argv[1:] if args is None else args)
     try:
         if compare.asks_for_comparison(args):
