@@ -97,14 +97,26 @@ class LearningCurvePlot(pl.Callback):
 
     # --- drawing --------------------------------------------------------------------------------
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        path = self._draw(trainer, pl_module)
+        for logger in trainer.loggers if path else []:
+            if hasattr(logger, "log_image"):  # W&B
+                logger.log_image(key="learning_curve", images=[str(path)])
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        """A fit that stops early (Ctrl-C, a NaN loss, a crash) still gets the curve of its completed epochs
+        (not sent to W&B: its run is being closed as failed)."""
+        try:
+            self._draw(trainer, pl_module)
+        except Exception as err:  # never hide why the fit stopped
+            log.warning("Could not draw the learning curve: %s", err)
+
+    def _draw(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> Path | None:
         if not trainer.is_global_zero or not self.history:
-            return
+            return None
         path = Path(trainer.default_root_dir) / self.filename
         self.plot(path, getattr(pl_module, "monitor", None), getattr(pl_module, "mode", "min"))
         log.info("Learning curve: %s", path)
-        for logger in trainer.loggers:
-            if hasattr(logger, "log_image"):  # W&B
-                logger.log_image(key="learning_curve", images=[str(path)])
+        return path
 
     def best(self, monitor: str | None, mode: str = "min") -> tuple[int, float] | None:
         """(epoch, value) of the best epoch: the best checkpoint's, else the monitor's best value."""

@@ -19,7 +19,7 @@ The lecture lab: `critical` (critical.py), `compare` (compare.py), `fit --find_l
 
 import copy
 import os
-import shlex
+import signal
 import sys
 import warnings
 from pathlib import Path
@@ -29,12 +29,14 @@ from jsonargparse import ArgumentError
 from pytorch_lightning import LightningDataModule, Trainer
 from pytorch_lightning.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.plugins.io import CheckpointIO
+from pytorch_lightning.strategies.launchers import _MultiProcessingLauncher
 from pytorch_lightning.cli import ArgsType, LightningArgumentParser, LightningCLI, SaveConfigCallback
 
 from callbacks import (AtomicCheckpointIO, HomeworkCheckpoint, KaggleSubmissionWriter, LearningCurvePlot,
-                       ReproducibleEpochs, StopOnNonFiniteLoss, SubmissionError)
-from datamodules.errors import DataError
+                       ReproducibleEpochs, StopOnCtrlC, StopOnNonFiniteLoss, SubmissionError,
+                       launched_processes_ignore_ctrl_c)
 from datamodules.base import HomeworkDataModule
+from datamodules.errors import DataError
 from datamodules.workspace import elsewhere
 from homework import advisor, arguments, checkpoints, compare, hardware, kfold, runs, tracking, tuning
 from homework.critical import critical_command
@@ -54,6 +56,13 @@ def launched_rank() -> int:
     if "SLURM_PROCID" in os.environ:
         return int(os.environ["SLURM_PROCID"])
     return int(os.environ.get("LOCAL_RANK", 0)) + int(os.environ.get("NODE_RANK", 0))
+
+
+def user_interrupt(error: BaseException) -> bool:
+    """Ctrl-C: a KeyboardInterrupt, or the `sys.exit(1)` that Lightning's graceful shutdown raises while
+    handling one (in `pytorch_lightning.trainer.call._call_and_handle_interrupt`)."""
+    return isinstance(error, KeyboardInterrupt) or (isinstance(error, SystemExit)
+                                                    and isinstance(error.__context__, KeyboardInterrupt))
 
 
 class HomeworkTrainer(Trainer):
@@ -76,10 +85,12 @@ class RunConfigSaver(SaveConfigCallback):
         if isinstance(trainer.logger, WandbLogger):
             import yaml
 
-            trainer.logger.log_hyperparams(yaml.safe_load(self.parser.dump(self.config, skip_none=False)))
-            # a copy inside the W&B run's files is uploaded with it (W&B keeps its own config.yaml there)
-            (Path(trainer.logger.experiment.dir) / "lightning_config.yaml").write_text(
-                (Path(trainer.log_dir) / self.config_filename).read_text())
+            config = self.parser.dump(self.config, skip_none=False)  # what setup wrote to config.yaml
+            trainer.logger.log_hyperparams(yaml.safe_load(config))
+            # a copy inside the W&B run's files is uploaded with it (W&B keeps its own config.yaml there).
+            # Not read back from `trainer.log_dir`: that is a broadcast, and this runs on process 0 only, so
+            # under DDP process 0 waited forever in the next collective (ModelCheckpoint.setup) for the others
+            (Path(trainer.logger.experiment.dir) / "lightning_config.yaml").write_text(config)
 
 
 class HomeworkCLI(LightningCLI):
@@ -109,9 +120,17 @@ class HomeworkCLI(LightningCLI):
                                  save_config_kwargs={"overwrite": True},  # a resumed run's config is the updated one
                                  auto_configure_optimizers=False, args=self.args,
                                  parser_kwargs={**no_exit, **{name: no_exit for name in self.subcommands()}})
-        except BaseException:
-            if self.resume_dir is None:
-                runs.discard_if_empty(self.run_dir)  # a run that failed before its first checkpoint leaves nothing
+        except BaseException as err:
+            interrupted = user_interrupt(err)
+            if interrupted:
+                signal.signal(signal.SIGINT, signal.SIG_DFL)  # a second Ctrl-C stops at once
+            discarded = False
+            if self.resume_dir is None and self.holds_run_dir:  # (only the process that made it)
+                # a run that failed before its first checkpoint leaves nothing
+                discarded = runs.discard_if_empty(self.run_dir)
+            if interrupted:
+                self._say_interrupted(discarded)
+                raise SystemExit(130) from None  # a shell's code for Ctrl-C
             raise
         finally:
             if self.holds_run_dir:
@@ -267,19 +286,20 @@ class HomeworkCLI(LightningCLI):
 
     def instantiate_trainer(self, **kwargs) -> Trainer:
         config = self.config_init[self.subcommand]
-        extra = []
+        first, extra = [StopOnCtrlC()], []  # (first: on Ctrl-C, before other callbacks take seconds to shut down)
         if self.subcommand == "fit":
             dm = self.datamodule
             self.record = runs.RunRecord(self.run_dir, dm.homework, dm.data_dir, dm.is_demo, dm.split_settings(dm.hparams))
             if self.resume_dir:
                 self.record.resume()
-            extra += [LearningCurvePlot(), self.record, ReproducibleEpochs(), StopOnNonFiniteLoss()]
+            first.append(self.record)  # run.json says "interrupted" before a second Ctrl-C can cut the shutdown short
+            extra += [LearningCurvePlot(), ReproducibleEpochs(), StopOnNonFiniteLoss()]
         if config.trainer.get("logger"):
             extra.append(LearningRateMonitor())
         if config.trainer.get("enable_progress_bar") is not False and not sys.stderr.isatty():
             extra.append(EpochLines())  # logs piped to a file: one line per epoch, not a redrawn bar
         callbacks = config.trainer.get("callbacks") or []
-        config.trainer.callbacks = (callbacks if isinstance(callbacks, list) else [callbacks]) + extra
+        config.trainer.callbacks = first + (callbacks if isinstance(callbacks, list) else [callbacks]) + extra
         if self.run_dir is not None:
             kwargs["default_root_dir"] = str(self.run_dir)
         plugins = config.trainer.get("plugins") or []
@@ -297,6 +317,13 @@ class HomeworkCLI(LightningCLI):
         hardware.set_cpu_threads(self.trainer, getattr(self.datamodule, "num_workers", 0) or 0,
                                  config.torch_num_threads)
         tracking.prepare(self.trainer)
+        launched_processes_ignore_ctrl_c(self.trainer)  # on Ctrl-C, process 0 ends them (callbacks/interrupt.py)
+        if isinstance(self.trainer.strategy.launcher, _MultiProcessingLauncher):  # ddp_spawn, ddp_fork, ddp_notebook
+            strategy = config.trainer.strategy
+            strategy = strategy if isinstance(strategy, str) else type(self.trainer.strategy).__name__
+            raise DataError(f"--trainer.strategy {strategy}: its processes hand back only the weights, "
+                            f"so the run's record, best checkpoint and results would be lost; use --trainer.strategy "
+                            f"ddp (the same training, one process per device)")
         if self.subcommand == "fit":
             self.model.check_trainer(self.trainer)  # before Lightning starts processes or raises its own traceback
             self.model.check_optimizer()
@@ -306,10 +333,12 @@ class HomeworkCLI(LightningCLI):
         try:
             super()._run_subcommand(subcommand)
         except BaseException as err:
+            interrupted = user_interrupt(err)
+            if interrupted:
+                signal.signal(signal.SIGINT, signal.SIG_DFL)  # a second Ctrl-C stops at once
             tracking.finish(self.trainer, failed=True)
-            if self.record is not None:  # Ctrl-C: Lightning shuts down gracefully and exits (with SystemExit)
-                ctrl_c = isinstance(err, (KeyboardInterrupt, SystemExit))
-                self.record.finish(self.trainer, "interrupted" if ctrl_c else "failed")
+            if self.record is not None and not (interrupted and self.record.record["status"] == "finished"):
+                self.record.finish(self.trainer, "interrupted" if interrupted else "failed")
             raise
 
     def before_fit(self) -> None:
@@ -389,6 +418,39 @@ class HomeworkCLI(LightningCLI):
         if steps_given is not None:
             print(f"Next: {command(self.datamodule_class.homework, *longer)}  "
                   f"(validation, which keeps the best checkpoint, runs at the end of each epoch)")
+
+    def _say_interrupted(self, discarded: bool) -> None:
+        """Ctrl-C ends like every command: what was kept, where, and the command that continues the run."""
+        if launched_rank() > 0:
+            return
+        sys.stderr.flush()
+        if getattr(self, "subcommand", None) != "fit" or self.run_dir is None or self.tuned:
+            print("Interrupted (Ctrl-C)", flush=True)
+            return
+        if discarded or not self.run_dir.is_dir():
+            print(f"Interrupted (Ctrl-C) before the first checkpoint: nothing was kept, and the run directory "
+                  f"{self.run_dir} was removed", flush=True)
+            return
+        offline = tracking.offline_dir(self.config[self.subcommand].trainer)
+        if offline:
+            print(f"W&B: logged offline; upload with `wandb sync {offline}/offline-run-*`")
+        record = runs.read_record(self.run_dir) or {}
+        homework = self.datamodule_class.homework
+        if record.get("status") == "finished":  # (Ctrl-C came after training, e.g. during the diagnosis)
+            print(f"Interrupted (Ctrl-C) after training finished\nRun directory: {self.run_dir}\n"
+                  f"Next: {command(homework, 'predict', '--ckpt_path', self.run_dir)}", flush=True)
+            return
+        best = ""
+        if record.get("best_score") is not None:
+            best = f"; best {record['monitor']} {record['best_score']:.4f} at epoch {record['best_epoch']}"
+        last = self.run_dir / "checkpoints" / "last.ckpt"
+        if last.is_file():
+            print(f"Interrupted (Ctrl-C). Kept {last} ({runs.saved_at(last)}){best}\nRun directory: {self.run_dir}\n"
+                  f"Continue: {command(homework, 'fit', '--resume', self.run_dir)}", flush=True)
+        else:  # --checkpoint.save_last false: the checkpoints kept cannot be resumed, only started from
+            print(f"Interrupted (Ctrl-C). Kept the checkpoints in {self.run_dir / 'checkpoints'}{best}, but no "
+                  f"last.ckpt to resume from (--checkpoint.save_last false)\nRun directory: {self.run_dir}\n"
+                  f"Next: {command(homework, 'predict', '--ckpt_path', self.run_dir)}", flush=True)
 
     def _warn_if_diverged(self, ckpt: ModelCheckpoint) -> None:
         """Early stopping ends a run whose metric turns NaN/inf; say so in words a student acts on."""

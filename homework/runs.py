@@ -122,6 +122,10 @@ class RunRecord(pl.Callback):
                                best_score=score if math.isfinite(score) else None)
             self._save(trainer)
 
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        """Said at once, before the seconds of shutdown that a second Ctrl-C may cut short."""
+        self.finish(trainer, "interrupted" if isinstance(exception, KeyboardInterrupt) else "failed")
+
     def finish(self, trainer: pl.Trainer, status: str) -> None:
         self.record["status"] = status
         self._save(trainer)
@@ -132,6 +136,21 @@ def read_record(run_dir: Path) -> dict | None:
         return json.loads((run_dir / RECORD).read_text())
     except (OSError, ValueError):
         return None
+
+
+def saved_at(checkpoint: Path) -> str:
+    """When in training a checkpoint was saved, read from the file itself: `the end of epoch 6` or
+    `epoch 7, after 120 of its batches` (mapped, not read whole: HW5's are large)."""
+    import torch
+
+    try:
+        saved = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)
+        epoch, batches = saved["epoch"], saved["loops"]["fit_loop"]["epoch_loop.batch_progress"]
+    except Exception:  # (not a checkpoint of this project's `fit`: say nothing rather than something wrong)
+        return "saved during training"
+    if batches.get("is_last_batch"):
+        return f"the end of epoch {epoch}"
+    return f"epoch {epoch}, after {batches['current']['completed']} of its batches"
 
 
 def discard_if_empty(run_dir: Path | None) -> bool:

@@ -1,9 +1,10 @@
 """Every homework under Lightning DDP, on two CPU processes (gloo): `fit` completes once (one run directory,
 one record, its last lines printed once, every epoch metric synchronised) and `predict` writes the very file
-one process writes from the same checkpoint.
+one process writes from the same checkpoint. HW1 trains on three processes (an odd share of every epoch).
 
 Lightning's `ddp` strategy starts the other process by running the script again, so these tests run the
-homework scripts as subprocesses (from a scratch directory, as a student would).
+homework scripts as subprocesses (from a scratch directory, as a student would), with W&B as a new user has
+it: offline, since nobody is logged in (a W&B call on process 0 alone once made every DDP fit hang).
 """
 import importlib
 import json
@@ -17,11 +18,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import QUIET
+from tests.conftest import QUIET, user_error
 
 ROOT = Path(__file__).resolve().parents[1]
 DDP = ["--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp"]
 FIT = ["fit", *DDP, "--trainer.num_sanity_val_steps", "0"]
+#: Processes per homework's fit (given after DDP's --trainer.devices 2: the last one counts).
+PROCESSES = {"hw1": 3}
 #: Small and short: each homework's tiny model, one or two epochs.
 TINY = {
     "hw1": ["--trainer.max_epochs", "2"],
@@ -38,14 +41,20 @@ TINY = {
             "--model.beam_size", "2", "--model.val_bleu_sentences", "8", "--model.max_len_b", "5"],
 }
 HOMEWORKS = sorted(TINY)
+
+
+def fit_args(homework: str) -> list[str]:
+    return [*FIT, *TINY[homework], "--trainer.devices", str(PROCESSES.get(homework, 2))]
 #: What Lightning says when an epoch metric is logged unsynchronised under DDP.
 UNSYNCED = "when logging on epoch level in distributed setting"
 
 
 def run_script(homework: str, args: list[str], cwd: Path, timeout: float = 240) -> subprocess.CompletedProcess:
-    """`python homework/hwN.py ARGS` in `cwd`; a hung process group (a DDP deadlock) is killed, not waited on."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-           "WANDB_MODE": "disabled", "PYTHONWARNINGS": "default"}
+    """`python homework/hwN.py ARGS` in `cwd`; a hung process group (a DDP deadlock) is killed, not waited on.
+    W&B is as without a login (HOME is the test's temp dir, without a .netrc): offline, not disabled."""
+    env = {**{k: v for k, v in os.environ.items() if k not in ("WANDB_MODE", "WANDB_API_KEY")},
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+           "PYTHONWARNINGS": "default"}
     command = [sys.executable, str(ROOT / "homework" / f"{homework}.py"), *args, "--torch_num_threads", "1", *QUIET]
     process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                start_new_session=True)  # rank 1 is its child: killed with it on a timeout
@@ -62,33 +71,46 @@ def run_script(homework: str, args: list[str], cwd: Path, timeout: float = 240) 
 
 @pytest.fixture(scope="module")
 def ddp_fit(tmp_path_factory):
-    """One 2-process `fit` per homework, shared by the tests below: (scratch directory, completed process)."""
+    """One multi-process `fit` per homework, shared by the tests below: (scratch directory, completed process)."""
     fits = {}
 
     def fit(homework: str):
         if homework not in fits:
             cwd = tmp_path_factory.mktemp(f"ddp_{homework}")
-            fits[homework] = cwd, run_script(homework, [*FIT, *TINY[homework]], cwd)
+            fits[homework] = cwd, run_script(homework, fit_args(homework), cwd)
         return fits[homework]
 
     return fit
 
 
-@pytest.mark.parametrize("homework", HOMEWORKS)
-def test_fit_on_two_processes_completes_once(ddp_fit, homework):
-    cwd, result = ddp_fit(homework)
-    (run,) = [d for d in (cwd / "runs" / homework).iterdir()]  # rank 1 made no directory of its own
+def assert_completed_once(cwd: Path, homework: str, result: subprocess.CompletedProcess) -> None:
+    """One run directory, finished, with its checkpoints, config and W&B run; its last lines printed once."""
+    (run,) = [d for d in (cwd / "runs" / homework).iterdir()]  # the other processes made no directory of their own
     record = json.loads((run / "run.json").read_text())
     assert record["status"] == "finished" and record["best_checkpoint"]
     assert (run / record["best_checkpoint"]).is_file() and (run / "checkpoints" / "last.ckpt").is_file()
     assert (run / "config.yaml").is_file()
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["epoch"] == record["epochs"] - 1
     out = result.stdout
-    for line in (f"Best {record['monitor']} = ", "Run directory: ", f"Next: python homework/{homework}.py predict"):
+    for line in (f"Best {record['monitor']} = ", "Run directory: ", f"Next: python {ROOT / 'homework' / homework}.py predict"):
         assert out.count(line) == 1, (line, out[-2000:])
     assert out.rstrip().splitlines()[-1].startswith("Next: ")
     assert (result.stdout + result.stderr).count("DEMO DATA") == 1  # the demo banner, from process 0 only
     assert UNSYNCED not in result.stderr, [line for line in result.stderr.splitlines() if UNSYNCED in line][:3]
+    assert list(run.glob("wandb/offline-run-*/files/lightning_config.yaml"))  # tracked, offline
+
+
+@pytest.mark.parametrize("homework", HOMEWORKS)
+def test_fit_on_several_processes_completes_once(ddp_fit, homework):
+    cwd, result = ddp_fit(homework)
+    assert_completed_once(cwd, homework, result)
+
+
+def test_spawning_strategies_are_refused_in_one_line(capsys):
+    """ddp_spawn's processes hand back only the weights: the run's record and results would be silently lost."""
+    main = importlib.import_module("homework.hw1").main
+    line = user_error(capsys, main, ["fit", *DDP[:-1], "ddp_spawn", *QUIET])
+    assert line.startswith("error: --trainer.strategy ddp_spawn: ") and "use --trainer.strategy ddp" in line
 
 
 @pytest.mark.parametrize("homework", HOMEWORKS)
@@ -109,20 +131,21 @@ def test_predict_on_two_processes_writes_the_one_process_file(ddp_fit, homework,
 
 
 def test_hw1_whole_epoch_steps_fall_back_to_one_minibatch_per_step_under_ddp(ddp_fit):
-    """HW1's default (the whole epoch in one Lightning step) trains on two processes exactly as
-    --data.minibatches_per_step 1 does: each process gets half of the minibatches, one per step."""
+    """HW1's default (the whole epoch in one Lightning step) trains on three processes exactly as
+    --data.minibatches_per_step 1 does: each process gets a third of the minibatches, one per step."""
     cwd, result = ddp_fit("hw1")
-    assert result.stdout.count("Training on 2 processes: one minibatch per step") + \
-        result.stderr.count("Training on 2 processes: one minibatch per step") == 1
+    n = PROCESSES["hw1"]
+    assert result.stdout.count(f"Training on {n} processes: one minibatch per step") + \
+        result.stderr.count(f"Training on {n} processes: one minibatch per step") == 1
     (epoch,) = [d for d in (cwd / "runs" / "hw1").iterdir()]
-    run_script("hw1", [*FIT, *TINY["hw1"], "--data.minibatches_per_step", "1"], cwd)
+    run_script("hw1", [*fit_args("hw1"), "--data.minibatches_per_step", "1"], cwd)
     (single,) = [d for d in (cwd / "runs" / "hw1").iterdir() if d != epoch]
     first, second = (json.loads((d / "run.json").read_text()) for d in (epoch, single))
     assert first["best_score"] == second["best_score"]
     steps = [torch.load(d / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] for d in (epoch, single)]
     batch_size = 128
     train_rows = 1500 - int(1500 * 0.2)  # the demo's training file, less the validation split
-    assert steps[0] == steps[1] == 2 * math.ceil(math.ceil(train_rows / batch_size) / 2)
+    assert steps[0] == steps[1] == 2 * math.ceil(math.ceil(train_rows / batch_size) / n)  # 2 epochs
 
 
 def test_cross_validation_predict_averages_the_folds_on_two_processes(monkeypatch, capsys, tmp_path):
