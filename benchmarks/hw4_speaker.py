@@ -234,7 +234,7 @@ def stage_infer(root: Path, queue, config: str, count: int) -> None:
 
 
 def _in_child(target, *args) -> None:
-    torch.set_num_threads(1)  # a shared 2-core machine: see homework/hardware.py
+    torch.set_num_threads(1)  # a shared 2-core machine: see homework/cli/hardware.py
     target(*args)
 
 

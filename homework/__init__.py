@@ -1,1 +1,20 @@
-"""Thin entry points, one per homework: `python homework/hwN.py fit|validate|test|predict`."""
+"""The homeworks' commands, in three layers (docs/architecture.md):
+
+- `hw1.py` ... `hw5.py`, the entry points: which DataModule, which task, which recipe (`configs/`);
+- `cli/`, the command every homework shares, and `runs/`, where runs live, what they record and which
+  checkpoint `best`/`last` mean, W&B tracking, k-fold;
+- `lab/`, the lecture lab's optional analyses.
+"""
+import importlib
+
+#: Modules that moved into cli/, runs/ and lab/, by their old names: a config.yaml saved before the move names
+#: e.g. `homework.tracking.WandbLogger`, which jsonargparse finds as an attribute of this package.
+MOVED = {"tracking": "homework.runs.tracking", "checkpoints": "homework.runs.checkpoints",
+         "kfold": "homework.runs.kfold", "advisor": "homework.lab.advisor", "critical": "homework.lab.critical",
+         "compare": "homework.lab.compare", "tuning": "homework.lab.finders"}
+
+
+def __getattr__(name: str):
+    if name in MOVED:
+        return importlib.import_module(MOVED[name])
+    raise AttributeError(f"module 'homework' has no attribute {name!r}")

@@ -7,7 +7,7 @@
 from pytorch_lightning.cli import ArgsType
 
 from datamodules.covid import CovidDataModule
-from homework.cli import HomeworkCLI, run
+from homework.cli.main import HomeworkCLI, run
 from models.regression import CovidRegressor
 
 

@@ -8,7 +8,7 @@
 from pytorch_lightning.cli import ArgsType
 
 from datamodules.libriphone import LibriPhoneDataModule
-from homework.cli import HomeworkCLI, run
+from homework.cli.main import HomeworkCLI, run
 from models.phoneme import PhonemeClassifier
 
 

@@ -8,7 +8,7 @@
 from pytorch_lightning.cli import ArgsType
 
 from datamodules.food import FoodDataModule
-from homework.cli import HomeworkCLI, run
+from homework.cli.main import HomeworkCLI, run
 from models.classifier import ImageClassifier
 
 

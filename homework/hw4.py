@@ -8,7 +8,7 @@
 from pytorch_lightning.cli import ArgsType
 
 from datamodules.voxceleb import VoxCelebDataModule
-from homework.cli import HomeworkCLI, run
+from homework.cli.main import HomeworkCLI, run
 from models.speaker import SpeakerClassifier
 
 

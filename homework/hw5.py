@@ -9,7 +9,7 @@
 from pytorch_lightning.cli import ArgsType
 
 from datamodules.translation import TranslationDataModule
-from homework.cli import HomeworkCLI, run
+from homework.cli.main import HomeworkCLI, run
 from models.translation import Translator
 
 

@@ -7,8 +7,8 @@ import re
 import pytest
 import torch
 
-from homework import advisor
-from homework.advisor import Reference, diagnose, format_diagnosis
+from homework.lab import advisor
+from homework.lab.advisor import Reference, diagnose, format_diagnosis
 from tests.conftest import QUIET
 
 

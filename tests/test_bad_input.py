@@ -491,7 +491,7 @@ def test_a_nan_loss_before_any_checkpoint_leaves_no_run(capsys):
 def test_a_data_setting_named_against_the_checkpoint_is_an_error_not_silently_replaced():
     from jsonargparse import Namespace
 
-    from homework.checkpoints import restore_data_settings
+    from homework.runs.checkpoints import restore_data_settings
 
     saved = {"datamodule_hyper_parameters": {"concat_nframes": 21, "batch_size": 512, "seed": 0}}
     data = Namespace(concat_nframes=5, batch_size=64, seed=0)

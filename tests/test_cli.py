@@ -186,7 +186,7 @@ def test_a_piped_fit_and_predict_print_a_line_per_epoch_and_end_with_the_result(
     run_dir = lines[-2].removeprefix("Run directory: ")
     # the run just trained, with the script as it was started: a command that works where the user is
     assert lines[-1] == f"Next: python {ROOT / 'homework/hw1.py'} predict --ckpt_path {run_dir}"
-    assert any(line.startswith("Diagnosis (practical methodology): ") for line in lines[-12:-3])  # homework/advisor.py
+    assert any(line.startswith("Diagnosis (practical methodology): ") for line in lines[-12:-3])  # homework/lab/advisor.py
     assert len(lines) < 50
 
     code, lines = command(*shlex.split(lines[-1])[3:], cwd=tmp_path)
@@ -302,7 +302,7 @@ def test_plot_schedule_draws_the_configured_schedule_before_training(capsys):
     (run,) = run_dirs()
     assert (run / "schedule.png").stat().st_size > 10_000 and not list(run.rglob("*.ckpt"))
     assert cli.trainer.global_step == 0 and capsys.readouterr().out.strip().splitlines()[-1].startswith("Next: ")
-    from homework.tuning import PlotSchedule
+    from homework.lab.finders import PlotSchedule
 
     (plotted,) = [c for c in cli.trainer.callbacks if isinstance(c, PlotSchedule)]
     # HW1's demo: 10 optimizer steps a epoch, 2 epochs; StepLR (an epoch schedule) cuts lr 10x after epoch 0

@@ -8,7 +8,7 @@ import yaml
 
 from datamodules.errors import DataError
 from datamodules.covid import CovidDataModule
-from homework import compare
+from homework.lab import compare
 from homework.cli import HomeworkCLI
 from models.regression import CovidRegressor
 from tests.conftest import QUIET

@@ -11,7 +11,7 @@ from torch import nn
 from datamodules.errors import DataError
 from datamodules.covid import CovidDataModule
 from homework.cli import HomeworkCLI
-from homework.critical import (LOCAL_MINIMUM, NOT_CRITICAL, SADDLE_POINT, analyze_function, analyze_module,
+from homework.lab.critical import (LOCAL_MINIMUM, NOT_CRITICAL, SADDLE_POINT, analyze_function, analyze_module,
                                critical_command, format_report, run_critical, training_batches)
 from homework.hw1 import main as hw1
 from models.regression import CovidRegressor

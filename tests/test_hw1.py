@@ -15,7 +15,7 @@ from callbacks import LearningCurvePlot
 from datamodules.errors import DataError
 from datamodules.base import SAMPLE_SEED, split_indices
 from datamodules.covid import LAYOUTS, ML2021, ML2022, ML2023, CovidDataModule, write_demo_covid
-from homework.hardware import auto_precision
+from homework.cli.hardware import auto_precision
 from homework.hw1 import main
 from tests.conftest import QUIET, shared_data, user_error
 

@@ -110,3 +110,18 @@ def test_the_test_sees_a_planted_upward_import(tmp_path):
     planted = tmp_path / "x.py"
     planted.write_text("def f():\n    from homework import runs\n")
     assert "homework.runs" in imports(planted, "datamodules.x", set(project_modules()))
+
+
+def test_a_config_saved_before_the_layout_changed_still_loads(tmp_path, default_logger):
+    """A run's config.yaml from before cli/, runs/ and lab/ names `homework.tracking.WandbLogger`: `fit --config`
+    it (or `--resume` the run) still trains, tracked by the project's W&B logger (offline: no login)."""
+    from homework.hw1 import main
+    from homework.runs.tracking import WandbLogger
+    from tests.conftest import QUIET
+
+    old = tmp_path / "old.yaml"
+    old.write_text("trainer:\n  max_epochs: 1\n  logger:\n    class_path: homework.tracking.WandbLogger\n"
+                   "    init_args:\n      project: ntu-ml-hw1\n")
+    cli = main(["fit", "--config", str(old), *QUIET])
+    assert isinstance(cli.trainer.logger, WandbLogger)
+    assert list(cli.run_dir.glob("wandb/offline-run-*"))

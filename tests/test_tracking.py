@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from homework import tracking
+from homework.runs import tracking
 from homework.hw1 import main
 from tests.conftest import QUIET
 

@@ -20,8 +20,8 @@ import pytorch_lightning as pl
 from datamodules.atomic import replacing
 from datamodules.errors import DataError
 from datamodules.workspace import home
-from homework import tracking
-from homework.arguments import option
+from homework.runs import tracking
+from homework.cli.arguments import option
 
 RECORD = "run.json"
 COMPARISON = "_compare"  # the name ending of a `compare` directory: its variants are not candidates for best/last

@@ -43,9 +43,8 @@ import yaml
 from callbacks.finite import NonFiniteLoss
 from datamodules.errors import DataError
 from homework import runs
-from homework.arguments import option
+from homework.cli.arguments import CONFIG_DIR, option
 
-CONFIG_DIR = Path(__file__).parent / "configs"
 NO_EARLY_STOP = "1000000"  # patience longer than any budget: every variant trains the same epochs
 
 OPTIMIZERS: dict[str, tuple[str, float, dict]] = {  # name -> (class, usual lr, other arguments)
@@ -160,7 +159,7 @@ def compare_command(args: list[str], make_cli: Callable[[list[str]], object], da
     rest, lr = _take(rest, "--lr")
     if len(kinds) != 1:
         raise DataError("compare runs one kind of variant: give exactly one of --optimizers a,b,..., "
-                        "--schedules a,b,... or --batch_sizes m,n,... (see the module docstring of homework/compare.py)")
+                        "--schedules a,b,... or --batch_sizes m,n,... (see the module docstring of homework/lab/compare.py)")
     (kind, value), = kinds.items()
     names = _names(kind, value)
     if lr is not None:

@@ -360,7 +360,7 @@ def critical_command(trainer, model: nn.Module, datamodule, ckpt_path: str | Non
     """Critical-point analysis ("optimization" lecture): is the trained model at a local minimum or a saddle point?
 
     Computes the training loss's gradient norm and the extreme eigenvalues of its Hessian at the
-    checkpoint's weights (`homework/critical.py`), and prints the numbers and a verdict.
+    checkpoint's weights (`homework/lab/critical.py`), and prints the numbers and a verdict.
 
     Args:
         model: The homework's model (built by the CLI).

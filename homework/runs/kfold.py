@@ -14,8 +14,8 @@ import torch
 
 from datamodules.errors import DataError
 from homework import runs
-from homework.arguments import option
-from homework.output import command
+from homework.cli.arguments import option
+from homework.cli.output import command
 
 
 def asks_for_all_folds(args: list[str]) -> bool:

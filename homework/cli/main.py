@@ -38,12 +38,15 @@ from callbacks import (AtomicCheckpointIO, HomeworkCheckpoint, KaggleSubmissionW
 from datamodules.base import HomeworkDataModule
 from datamodules.errors import DataError
 from datamodules.workspace import elsewhere
-from homework import advisor, arguments, checkpoints, compare, hardware, kfold, runs, tracking, tuning
-from homework.critical import critical_command
-from homework.output import EpochLines, command, fail, silence_known_noise
+from homework import runs
+from homework.cli import arguments, hardware
+from homework.cli.arguments import CONFIG_DIR
+from homework.lab import advisor, compare, finders
+from homework.lab.critical import critical_command
+from homework.runs import checkpoints, kfold, tracking
+from homework.cli.output import EpochLines, command, fail, silence_known_noise
 from models.base import BaseTask
 
-CONFIG_DIR = Path(__file__).parent / "configs"
 RUN_DIR_ENV = "NTU_ML_RUN_DIR"  # the run directory, for the other processes of a multi-device fit
 EVALUATING = ("validate", "test", "predict", "critical")  # commands that read a trained model
 
@@ -346,11 +349,11 @@ class HomeworkCLI(LightningCLI):
 
     def fit(self, model, datamodule, **kwargs) -> None:
         config = self.config[self.subcommand]
-        if config.find_lr or config.find_batch_size or config.plot_schedule:  # instead of training: tuning.py
+        if config.find_lr or config.find_batch_size or config.plot_schedule:  # instead of training: lab/finders.py
             self.tuned = True
             same = [a for a in self.args if a not in ("--find_lr", "--find_batch_size", "--plot_schedule", "true",
                                                       "True")]
-            tuning.run(self.trainer, model, datamodule, self.run_dir, config.find_lr, config.find_batch_size,
+            finders.run(self.trainer, model, datamodule, self.run_dir, config.find_lr, config.find_batch_size,
                        command(self.datamodule_class.homework, *same), config.plot_schedule)
             return
         self.trainer.fit(model, datamodule=datamodule, **kwargs)

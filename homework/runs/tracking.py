@@ -24,8 +24,9 @@ from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.loggers import WandbLogger as LightningWandbLogger
 from pytorch_lightning.utilities import rank_zero_only
 
-WANDB_LOGGER = "homework.tracking.WandbLogger"
-WANDB_LOGGERS = (WANDB_LOGGER, "pytorch_lightning.loggers.WandbLogger", "pytorch_lightning.loggers.wandb.WandbLogger")
+WANDB_LOGGER = "homework.runs.tracking.WandbLogger"
+WANDB_LOGGERS = (WANDB_LOGGER, "homework.tracking.WandbLogger",  # (its path before homework/runs/)
+                 "pytorch_lightning.loggers.WandbLogger", "pytorch_lightning.loggers.wandb.WandbLogger")
 #: Seconds `wandb.init` may take before the run falls back to the CSV log (W&B's own default is 90; set
 #: WANDB_INIT_TIMEOUT to change it). A healthy start online takes a few seconds; offline, well under one.
 INIT_TIMEOUT = 20.0
