@@ -10,6 +10,8 @@ import yaml
 from jsonargparse import Namespace
 from jsonargparse.typing import import_object
 
+from homework.adapters import option_strings
+
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"  # homework/configs: each homework's recipes
 SECTIONS = ("trainer", "model", "data", "early_stopping", "checkpoint", "submission")
 
@@ -76,10 +78,6 @@ def reset_switched_classes(config: Namespace, args: list[str], defaults: dict) -
                 init_args[name] = parameter.default
         reset.append(key)
     return reset
-
-
-def option_strings(parser) -> list[str]:
-    return [s for action in parser._actions for s in action.option_strings if s.startswith("--")]
 
 
 def one_line(message: str, parser, config_files: list[str] = ()) -> str:

@@ -38,7 +38,7 @@ from callbacks import (AtomicCheckpointIO, HomeworkCheckpoint, KaggleSubmissionW
 from datamodules.base import HomeworkDataModule
 from datamodules.errors import DataError
 from datamodules.workspace import elsewhere
-from homework import runs
+from homework import adapters, runs
 from homework.cli import arguments, hardware
 from homework.cli.arguments import CONFIG_DIR
 from homework.lab import advisor, compare, finders
@@ -123,10 +123,13 @@ class HomeworkCLI(LightningCLI):
                                  save_config_kwargs={"overwrite": True},  # a resumed run's config is the updated one
                                  auto_configure_optimizers=False, args=self.args,
                                  parser_kwargs={**no_exit, **{name: no_exit for name in self.subcommands()}})
-        except BaseException as err:
+        except BaseException as err:  # a failed or interrupted command: its W&B run closed, its record says so
             interrupted = user_interrupt(err)
             if interrupted:
                 signal.signal(signal.SIGINT, signal.SIG_DFL)  # a second Ctrl-C stops at once
+            tracking.finish(getattr(self, "trainer", None), failed=True)
+            if self.record is not None and not (interrupted and self.record.record["status"] == "finished"):
+                self.record.finish(self.trainer, "interrupted" if interrupted else "failed")
             discarded = False
             if self.resume_dir is None and self.holds_run_dir:  # (only the process that made it)
                 # a run that failed before its first checkpoint leaves nothing
@@ -186,7 +189,7 @@ class HomeworkCLI(LightningCLI):
             super().parse_arguments(parser, args)
         except ArgumentError as err:
             command = next((a for a in self.args if a in self.subcommands()), None)
-            subparser = parser._subcommands_action._name_parser_map.get(command) if command else None
+            subparser = adapters.subcommand_parser(parser, command)
             configs = [v for k, v in zip(self.args, self.args[1:]) if k == "--config"]
             raise DataError(arguments.one_line(str(err), subparser or parser, configs)) from None
         command = self.config.get("subcommand")
@@ -201,7 +204,7 @@ class HomeworkCLI(LightningCLI):
         arguments.reset_switched_classes(config, after, self.defaults)
         self._resolve_checkpoint(command, config)
         if self.print_config:
-            print(self._parser(command).dump(config, skip_none=False), end="")
+            print(adapters.command_parser(self, command).dump(config, skip_none=False), end="")
             raise SystemExit(0)
 
     def _resolve_checkpoint(self, command: str, config) -> None:
@@ -332,18 +335,6 @@ class HomeworkCLI(LightningCLI):
             self.model.check_optimizer()
 
     # --- 4. run and say what came out ---------------------------------------------------------
-    def _run_subcommand(self, subcommand: str) -> None:
-        try:
-            super()._run_subcommand(subcommand)
-        except BaseException as err:
-            interrupted = user_interrupt(err)
-            if interrupted:
-                signal.signal(signal.SIGINT, signal.SIG_DFL)  # a second Ctrl-C stops at once
-            tracking.finish(self.trainer, failed=True)
-            if self.record is not None and not (interrupted and self.record.record["status"] == "finished"):
-                self.record.finish(self.trainer, "interrupted" if interrupted else "failed")
-            raise
-
     def before_fit(self) -> None:
         self.datamodule.check_test_data()  # a broken test file is found now, not after hours of training
 

@@ -24,6 +24,8 @@ from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.loggers import WandbLogger as LightningWandbLogger
 from pytorch_lightning.utilities import rank_zero_only
 
+from homework.adapters import started_wandb_run, wandb_init_arguments
+
 WANDB_LOGGER = "homework.runs.tracking.WandbLogger"
 WANDB_LOGGERS = (WANDB_LOGGER, "homework.tracking.WandbLogger",  # (its path before homework/runs/)
                  "pytorch_lightning.loggers.WandbLogger", "pytorch_lightning.loggers.wandb.WandbLogger")
@@ -96,7 +98,8 @@ class WandbLogger(LightningWandbLogger):
         """The W&B run, started on first use (Lightning does so before `setup`). When it cannot start, the
         trainer's loggers get the CSV logger in this one's place, so callbacks that look for W&B skip it."""
         if self.fallback is not None:
-            return self._experiment if self._experiment is not None else self.fallback.experiment
+            started = started_wandb_run(self)
+            return started if started is not None else self.fallback.experiment
         try:
             return super().experiment
         except Exception as err:  # no network, a bad key, W&B's service not starting, a timeout, ...
@@ -221,14 +224,15 @@ def prepare(trainer: Trainer) -> None:
         if isinstance(logger, LightningWandbLogger):
             if trainer.is_global_zero:  # (the other processes of a multi-device run write nothing)
                 Path(logger.save_dir).mkdir(parents=True, exist_ok=True)  # W&B warns when its root does not exist
-            logger._wandb_init.pop("anonymous", None)
-            settings = logger._wandb_init.get("settings")
+            init = wandb_init_arguments(logger)
+            init.pop("anonymous", None)
+            settings = init.get("settings")
             if settings is None or isinstance(settings, dict):
                 settings = dict(settings or {})
                 settings.setdefault("silent", True)
                 if "WANDB_INIT_TIMEOUT" not in os.environ:  # init settings override W&B's environment
                     settings.setdefault("init_timeout", INIT_TIMEOUT)
-                logger._wandb_init["settings"] = settings
+                init["settings"] = settings
         if isinstance(logger, WandbLogger):
             logger._trainer = weakref.ref(trainer)
 
@@ -237,8 +241,8 @@ def run_id(trainer: Trainer | None) -> str | None:
     """The id of the W&B run this trainer logs to (to continue it later with `WandbLogger(id=...)`);
     None when it does not track with W&B, or W&B has not started or could not start."""
     for logger in trainer.loggers if trainer is not None else []:
-        if isinstance(logger, LightningWandbLogger) and logger._experiment is not None:
-            return getattr(logger._experiment, "id", None)
+        if isinstance(logger, LightningWandbLogger) and started_wandb_run(logger) is not None:
+            return getattr(started_wandb_run(logger), "id", None)
     return None
 
 

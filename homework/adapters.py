@@ -1,0 +1,42 @@
+"""Every private API of another library this project uses, in one place, each checked against the version named
+beside it and by a test in tests/test_adapters.py that fails if its behaviour changes. Nothing else in the
+project touches another library's `_private` names: an upgrade that breaks one breaks it here.
+
+    jsonargparse 4.53.0, pytorch-lightning 2.6.6, wandb 0.31.0
+"""
+import argparse
+from typing import Any
+
+
+# --- jsonargparse / argparse ---------------------------------------------------------------------------
+def subcommand_parser(parser: Any, name: str | None) -> Any | None:
+    """The parser of subcommand `name` of a LightningCLI parser, None when there is none (to name the closest
+    option of *that* command in an error). jsonargparse 4.53.0: `parser._subcommands_action._name_parser_map`;
+    there is no public getter."""
+    action = getattr(parser, "_subcommands_action", None)
+    return action._name_parser_map.get(name) if action is not None and name else None
+
+
+def option_strings(parser: argparse.ArgumentParser) -> list[str]:
+    """Every `--option` a parser accepts (for "did you mean"). argparse's `_actions`, unchanged since Python 3.2
+    and what jsonargparse 4.53.0 builds on."""
+    return [s for action in parser._actions for s in action.option_strings if s.startswith("--")]
+
+
+def command_parser(cli: Any, name: str) -> Any:
+    """The parser LightningCLI built for subcommand `name` (to print its config as `--print_config` would).
+    pytorch-lightning 2.6.6: `LightningCLI._parser(subcommand)`."""
+    return cli._parser(name)
+
+
+# --- Lightning's WandbLogger ------------------------------------------------------------------------------
+def wandb_init_arguments(logger: Any) -> dict:
+    """The keyword arguments Lightning's WandbLogger will pass to `wandb.init` (a dict we may edit before the run
+    starts: there is no public way to drop `anonymous` or add settings). pytorch-lightning 2.6.6: `_wandb_init`."""
+    return logger._wandb_init
+
+
+def started_wandb_run(logger: Any) -> Any | None:
+    """The W&B run a WandbLogger has started, None before it starts (the public `experiment` would start one).
+    pytorch-lightning 2.6.6: `_experiment`."""
+    return logger._experiment

@@ -1,0 +1,50 @@
+"""The private APIs of other libraries (homework/adapters.py) still do what the project relies on: an upgrade
+that changes one fails here, by name, instead of somewhere in a command."""
+import pytest
+from jsonargparse import ArgumentParser
+
+from homework import adapters
+
+
+def test_a_subcommands_parser_is_found_by_name():
+    parser, fit = ArgumentParser(exit_on_error=False), ArgumentParser(exit_on_error=False)
+    fit.add_argument("--max_epochs", type=int)
+    parser.add_subcommands().add_subcommand("fit", fit)
+    assert adapters.subcommand_parser(parser, "fit") is fit
+    assert adapters.subcommand_parser(parser, "nope") is None and adapters.subcommand_parser(parser, None) is None
+    assert adapters.subcommand_parser(ArgumentParser(), "fit") is None  # no subcommands at all
+
+
+def test_option_strings_lists_every_long_option():
+    parser = ArgumentParser()
+    parser.add_argument("--model.hidden_dims", type=list[int])
+    parser.add_argument("-x", "--extra", type=int)
+    assert {"--model.hidden_dims", "--extra"} <= set(adapters.option_strings(parser))
+    assert "-x" not in adapters.option_strings(parser)
+
+
+def test_lightning_cli_gives_each_subcommands_parser():
+    from homework.hw1 import main
+
+    cli = main(["fit", "--trainer.fast_dev_run", "1", "--trainer.enable_progress_bar", "false", "--diagnose", "false"])
+    dumped = adapters.command_parser(cli, "fit").dump(cli.config["fit"], skip_none=False)
+    assert "max_epochs:" in dumped and "hidden_dims:" in dumped
+
+
+def test_the_wandb_loggers_init_arguments_are_editable_before_it_starts(tmp_path, monkeypatch):
+    from pytorch_lightning.loggers import WandbLogger
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    logger = WandbLogger(project="p", save_dir=str(tmp_path), anonymous=True)
+    init = adapters.wandb_init_arguments(logger)
+    assert init["project"] == "p" and "anonymous" in init
+    init.pop("anonymous")
+    init["settings"] = {"silent": True}
+    assert adapters.started_wandb_run(logger) is None  # not started by looking
+    run = logger.experiment  # starts it, with the edited arguments
+    try:
+        assert adapters.started_wandb_run(logger) is run and run.settings.silent
+    finally:
+        import wandb
+
+        wandb.finish()
