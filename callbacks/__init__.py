@@ -6,9 +6,9 @@ from callbacks.interrupt import StopOnCtrlC, launched_processes_ignore_ctrl_c
 from callbacks.plots import LearningCurvePlot
 from callbacks.reproducibility import ReproducibleEpochs
 from callbacks.schedulers import InverseSqrtLR, WarmupCosineLR
-from callbacks.submission import KaggleSubmissionWriter, SubmissionError, validate_submission, write_atomically
+from callbacks.submission import KaggleSubmissionWriter, SubmissionError, validate_submission, write_submission
 
 __all__ = ["AtomicCheckpointIO", "ClassificationPlots", "HomeworkCheckpoint", "InverseSqrtLR", "KaggleSubmissionWriter",
            "LearningCurvePlot", "NonFiniteLoss", "ReproducibleEpochs", "StopOnCtrlC", "StopOnNonFiniteLoss",
            "SubmissionError", "WarmupCosineLR", "launched_processes_ignore_ctrl_c", "validate_submission",
-           "write_atomically"]
+           "write_submission"]

@@ -13,7 +13,7 @@ from pytorch_lightning.callbacks import BasePredictionWriter
 from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler, UnrepeatedDistributedSamplerWrapper
 from torch.utils.data import DistributedSampler
 
-from datamodules.atomic import replacing
+from datamodules.atomic import replacing, write_atomically
 
 log = logging.getLogger(__name__)
 SOURCES = "predictions.json"  # beside the files written: which data directory each was predicted from
@@ -67,14 +67,11 @@ def validate_submission(frame: "pandas.DataFrame | list[str]", columns: list[str
         raise SubmissionError("infinite values in the predictions")
 
 
-def write_atomically(frame: "pandas.DataFrame | list[str]", path: Path) -> None:
-    """Write a CSV (or lines of text) through a temp file + rename, so an interrupted export never
-    leaves a truncated file."""
-    with replacing(path, "w", newline="", encoding="utf-8") as f:
-        if isinstance(frame, list):
-            f.writelines(line + "\n" for line in frame)
-        else:
-            frame.to_csv(f, index=False)
+def write_submission(frame: "pandas.DataFrame | list[str]", path: Path) -> None:
+    """The Kaggle file as text (a CSV, or one line per prediction), written atomically (`datamodules.atomic`):
+    an interrupted export never leaves a truncated file."""
+    text = "".join(line + "\n" for line in frame) if isinstance(frame, list) else frame.to_csv(index=False, lineterminator="\n")
+    write_atomically(path, text)
 
 
 def _rows(output: Any, n: int) -> list:
@@ -194,7 +191,7 @@ class KaggleSubmissionWriter(BasePredictionWriter):
         if self.filename is None:  # (a file the user named is theirs to replace)
             path = self.free_path(path, source)
         self.replaced = path.exists()
-        write_atomically(frame, path)
+        write_submission(frame, path)
         self.record_source(path, source)
         self.written_path = path
         self.summary = self.describe(path, len(frame), datamodule.kaggle_competition,

@@ -13,7 +13,7 @@ import pytest
 import torch
 import yaml
 
-from callbacks import write_atomically
+from callbacks import write_submission
 from datamodules.covid import ML2022, CovidDataModule, write_demo_covid
 from homework.hw1 import main
 from tests.conftest import QUIET, user_error
@@ -243,8 +243,8 @@ def test_a_run_that_fails_after_wandb_started_leaves_nothing_and_ends_with_the_e
 def test_submission_files_get_the_usual_permissions(tmp_path):
     old = os.umask(0o022)
     try:
-        write_atomically(pd.DataFrame({"id": [0]}), tmp_path / "pred.csv")
-        write_atomically(["a line"], tmp_path / "prediction.txt")
+        write_submission(pd.DataFrame({"id": [0]}), tmp_path / "pred.csv")
+        write_submission(["a line"], tmp_path / "prediction.txt")
     finally:
         os.umask(old)
     for name in ("pred.csv", "prediction.txt"):
