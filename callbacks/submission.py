@@ -70,7 +70,10 @@ def validate_submission(frame: "pandas.DataFrame | list[str]", columns: list[str
 def write_submission(frame: "pandas.DataFrame | list[str]", path: Path) -> None:
     """The Kaggle file as text (a CSV, or one line per prediction), written atomically (`datamodules.atomic`):
     an interrupted export never leaves a truncated file."""
-    text = "".join(line + "\n" for line in frame) if isinstance(frame, list) else frame.to_csv(index=False, lineterminator="\n")
+    if isinstance(frame, list):
+        text = "".join(line + "\n" for line in frame)
+    else:
+        text = frame.to_csv(index=False, lineterminator="\n")
     write_atomically(path, text)
 
 

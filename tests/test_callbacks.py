@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 import torch
 
-from callbacks import SubmissionError, WarmupCosineLR, validate_submission, write_atomically
+from callbacks import SubmissionError, WarmupCosineLR, validate_submission, write_submission
 
 
 def submission(rows: int = 3) -> pd.DataFrame:
@@ -29,14 +29,14 @@ def test_validator_rejects_bad_files(frame, rows, message):
 
 def test_atomic_write_never_leaves_a_truncated_file(tmp_path, monkeypatch):
     path = tmp_path / "pred.csv"
-    write_atomically(submission(3), path)
+    write_submission(submission(3), path)
     before = path.read_text()
 
     def crash(self, *args, **kwargs):
         raise KeyboardInterrupt  # interrupted half-way through writing
     monkeypatch.setattr(pd.DataFrame, "to_csv", crash)
     with pytest.raises(KeyboardInterrupt):
-        write_atomically(submission(5), path)
+        write_submission(submission(5), path)
     assert path.read_text() == before
     assert [p.name for p in tmp_path.iterdir()] == ["pred.csv"]  # no temp file left behind
 
