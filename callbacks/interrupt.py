@@ -15,43 +15,8 @@ import signal
 import sys
 
 import pytorch_lightning as pl
-from pytorch_lightning.strategies.launchers import _SubprocessScriptLauncher
 
-
-def launched_processes_ignore_ctrl_c(trainer: pl.Trainer) -> None:
-    """The processes Lightning's DDP launcher starts for the other devices ignore Ctrl-C from their very first
-    instruction, the import of torch included: an ignored signal stays ignored across exec (and Python then
-    installs no KeyboardInterrupt handler), so SIGINT is ignored here just while the launcher starts them.
-    (torchrun and SLURM start the processes themselves: nothing to do.)"""
-    launcher = trainer.strategy.launcher
-    if not isinstance(launcher, _SubprocessScriptLauncher) or not hasattr(launcher, "_call_children_scripts"):
-        return
-    start = launcher._call_children_scripts
-
-    def start_ignoring_ctrl_c() -> None:
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-        try:
-            start()
-        finally:
-            signal.signal(signal.SIGINT, previous)
-
-    launcher._call_children_scripts = start_ignoring_ctrl_c
-
-
-def stop_launched_processes(trainer: pl.Trainer) -> None:
-    """End the processes Lightning's launcher started for the other devices, and wait for them.
-
-    They are taken off the launcher's list first: Lightning's process observer watches that list, and on
-    seeing a process killed it SIGKILLs this one too, within 5 s."""
-    launcher = trainer.strategy.launcher
-    if not isinstance(launcher, _SubprocessScriptLauncher) or not launcher.procs:
-        return
-    children = list(launcher.procs)
-    launcher.procs.clear()
-    for child in children:
-        child.kill()  # (they ignore SIGINT; SIGKILL is what Lightning's own handler sends them)
-    for child in children:
-        child.wait()
+from adapters import launched_processes_ignore_ctrl_c, stop_launched_processes  # noqa: F401 (re-exported)
 
 
 class StopOnCtrlC(pl.Callback):

@@ -10,7 +10,7 @@ import yaml
 from jsonargparse import Namespace
 from jsonargparse.typing import import_object
 
-from homework.adapters import option_strings
+from adapters import option_strings
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"  # homework/configs: each homework's recipes
 SECTIONS = ("trainer", "model", "data", "early_stopping", "checkpoint", "submission")

@@ -38,7 +38,8 @@ from callbacks import (AtomicCheckpointIO, HomeworkCheckpoint, KaggleSubmissionW
 from datamodules.base import HomeworkDataModule
 from datamodules.errors import DataError
 from datamodules.workspace import elsewhere
-from homework import adapters, runs
+import adapters
+from homework import runs
 from homework.cli import arguments, hardware
 from homework.cli.arguments import CONFIG_DIR
 from homework.lab import advisor, compare, finders

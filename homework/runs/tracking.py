@@ -24,7 +24,7 @@ from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.loggers import WandbLogger as LightningWandbLogger
 from pytorch_lightning.utilities import rank_zero_only
 
-from homework.adapters import started_wandb_run, wandb_init_arguments
+from adapters import started_wandb_run, wandb_init_arguments
 
 WANDB_LOGGER = "homework.runs.tracking.WandbLogger"
 WANDB_LOGGERS = (WANDB_LOGGER, "homework.tracking.WandbLogger",  # (its path before homework/runs/)

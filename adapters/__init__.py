@@ -3,9 +3,15 @@ beside it and by a test in tests/test_adapters.py that fails if its behaviour ch
 project touches another library's `_private` names: an upgrade that breaks one breaks it here.
 
     jsonargparse 4.53.0, pytorch-lightning 2.6.6, wandb 0.31.0
+
+It imports nothing of the project, so every layer may use it (tests/test_layers.py).
 """
 import argparse
+import signal
 from typing import Any
+
+import pytorch_lightning as pl
+from pytorch_lightning.strategies.launchers import _SubprocessScriptLauncher
 
 
 # --- jsonargparse / argparse ---------------------------------------------------------------------------
@@ -40,3 +46,42 @@ def started_wandb_run(logger: Any) -> Any | None:
     """The W&B run a WandbLogger has started, None before it starts (the public `experiment` would start one).
     pytorch-lightning 2.6.6: `_experiment`."""
     return logger._experiment
+
+
+# --- Lightning's DDP launcher (callbacks/interrupt.py: Ctrl-C stops every process) --------------------------
+# pytorch-lightning 2.6.6: `_SubprocessScriptLauncher`, its `_call_children_scripts` and `procs` (the list its
+# process observer watches) are private; there is no public way to start the children with SIGINT ignored.
+def launched_processes_ignore_ctrl_c(trainer: pl.Trainer) -> None:
+    """The processes Lightning's DDP launcher starts for the other devices ignore Ctrl-C from their very first
+    instruction, the import of torch included: an ignored signal stays ignored across exec (and Python then
+    installs no KeyboardInterrupt handler), so SIGINT is ignored here just while the launcher starts them.
+    (torchrun and SLURM start the processes themselves: nothing to do.)"""
+    launcher = trainer.strategy.launcher
+    if not isinstance(launcher, _SubprocessScriptLauncher) or not hasattr(launcher, "_call_children_scripts"):
+        return
+    start = launcher._call_children_scripts
+
+    def start_ignoring_ctrl_c() -> None:
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            start()
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    launcher._call_children_scripts = start_ignoring_ctrl_c
+
+
+def stop_launched_processes(trainer: pl.Trainer) -> None:
+    """End the processes Lightning's launcher started for the other devices, and wait for them.
+
+    They are taken off the launcher's list first: Lightning's process observer watches that list, and on
+    seeing a process killed it SIGKILLs this one too, within 5 s."""
+    launcher = trainer.strategy.launcher
+    if not isinstance(launcher, _SubprocessScriptLauncher) or not launcher.procs:
+        return
+    children = list(launcher.procs)
+    launcher.procs.clear()
+    for child in children:
+        child.kill()  # (they ignore SIGINT; SIGKILL is what Lightning's own handler sends them)
+    for child in children:
+        child.wait()
