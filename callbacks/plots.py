@@ -1,11 +1,14 @@
 """Pictures people would rather look at than read: the learning curve of every fit."""
 
+import json
 import logging
 import math
 from collections import defaultdict
 from pathlib import Path
 
 import pytorch_lightning as pl
+
+from datamodules.atomic import replacing
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +104,8 @@ class LearningCurvePlot(pl.Callback):
             return
         path = Path(trainer.default_root_dir) / self.filename
         self.plot(path, getattr(pl_module, "monitor", None), getattr(pl_module, "mode", "min"))
+        with replacing(path.with_suffix(".json"), "w") as f:  # the numbers behind it (`diagnose` reads them)
+            json.dump(self.state_dict(), f)
         log.info("Learning curve: %s", path)
         for logger in trainer.loggers:
             if hasattr(logger, "log_image"):  # W&B

@@ -318,7 +318,7 @@ class CovidDataModule(HomeworkDataModule[CovidFiles]):
         self._read_training_file()
         names = self.layout.feature_names
         train, val = sample_rows(len(self.train_x), max_samples, 0), sample_rows(len(self.val_x), max_samples, 1)
-        return ReferenceData("regression", f"the same {len(self.transform.names)} features the network gets",
+        return ReferenceData("regression", "the network's own (selected, standardized) features",
                              self.transform(self.train_x[train], names), self.train_y[train],
                              self.transform(self.val_x[val], names), self.val_y[val],
                              len(self.train_x), len(self.val_x))
