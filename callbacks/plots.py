@@ -93,7 +93,8 @@ class LearningCurvePlot(pl.Callback):
     def state_dict(self) -> dict:
         return {"history": {k: [list(p) for p in v] for k, v in self.history.items()},
                 "lr_history": [list(p) for p in self.lr_history], "best_epoch": self.best_epoch,
-                "best_path": self._best_path, "recorded_epochs": self.recorded_epochs, "recipe": self.recipe}
+                "best_path": self._best_path, "recorded_epochs": self.recorded_epochs, "recipe": self.recipe,
+                "stopped_epoch": self.stopped_epoch, "stop_reason": self.stop_reason}
 
     def load_state_dict(self, state: dict) -> None:
         self.history = defaultdict(list, {k: [(int(e), float(v)) for e, v in points]
@@ -102,6 +103,7 @@ class LearningCurvePlot(pl.Callback):
         self.best_epoch, self._best_path = state.get("best_epoch"), state.get("best_path")
         self.recorded_epochs = state.get("recorded_epochs", 0)
         self.recipe = state.get("recipe")
+        self.stopped_epoch, self.stop_reason = state.get("stopped_epoch"), state.get("stop_reason")
 
     # --- drawing --------------------------------------------------------------------------------
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

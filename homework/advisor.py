@@ -9,7 +9,8 @@ the advisor compares with the student's earlier runs of the same homework, data 
 The simple reference is what the lecture would accept as "a simple model": a linear model (logistic
 regression for classes, ridge regression for a number) that cannot memorize the training split:
   - its L2 penalty is chosen on a held-out quarter of (a sample of) its training rows, kept apart by group
-    where rows overlap (HW2's frames of one utterance), the strongest penalty among the best on held-out rows;
+    where rows overlap (HW2's frames of one utterance): the strongest penalty not clearly worse there than the
+    best one (so on labels it cannot predict, the strongest, which cannot memorize them);
   - its features are capped at one per ROWS_PER_FEATURE training rows of a class (principal components
     beyond that), so it has too few weights to learn each row by heart;
   - it is compared by its *held-out* value (on the validation split), the number "what a simple model really
@@ -64,7 +65,7 @@ ROWS_PER_FEATURE = 2  # features capped at (training rows per class) / this: too
 SELECTION_ROWS = 5_000  # rows its L2 penalty is chosen on (a quarter of them held out)
 PCA_ROWS = 2_000  # rows the features' scale (and principal components, when capped) are found on
 #: L2 penalties tried, per training row (strongest first: among equally good ones the strongest wins)
-PENALTIES = (1.0, 0.1, 0.01, 1e-3, 1e-4)
+PENALTIES = (100.0, 10.0, 1.0, 0.1, 0.01, 1e-3, 1e-4)
 
 #: Remedies every homework shares: they are the command line's, not a homework's.
 COMMON_REMEDIES = (
@@ -214,9 +215,13 @@ def _score(model, x: np.ndarray, y: np.ndarray, classify: bool) -> float:
 
 
 def _choose_penalty(x: np.ndarray, y: np.ndarray, groups: np.ndarray | None, classify: bool):
-    """The L2 penalty with the best value on a held-out quarter of (at most SELECTION_ROWS of) the training
-    rows, ties to the stronger penalty, and the model fitted with it there. Rows of one group stay on one side
-    (overlapping windows of one utterance would otherwise be held out next to their near-copies)."""
+    """The L2 penalty chosen on a held-out quarter of (at most SELECTION_ROWS of) the training rows, and the
+    model fitted with it there: the strongest penalty that is not clearly worse on the held-out rows than the
+    best one, i.e. by less than two standard errors of their row-by-row difference (in the spirit of the
+    "one-standard-error rule": the simpler model unless the data says otherwise; on labels it cannot predict,
+    the penalties differ only by noise and the strongest, which cannot memorize them, wins). Rows of one group
+    stay on one side (overlapping windows of one utterance would otherwise be held out next to their
+    near-copies)."""
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.model_selection import GroupShuffleSplit, ShuffleSplit
 
@@ -228,15 +233,18 @@ def _choose_penalty(x: np.ndarray, y: np.ndarray, groups: np.ndarray | None, cla
         fit, held = next(ShuffleSplit(1, test_size=0.25, random_state=0).split(x))
     if classify and len(np.unique(y[fit])) < 2:
         return PENALTIES[0], _model(classify, PENALTIES[0], len(fit))
-    scores, models, model = [], [], _model(classify, PENALTIES[0], len(fit))
+    losses, models, model = [], [], _model(classify, PENALTIES[0], len(fit))
     with warnings.catch_warnings():  # 200 iterations are plenty for a reference; not converging is fine
         warnings.simplefilter("ignore", ConvergenceWarning)
         for penalty in PENALTIES:  # strongest first, each warm-started from the last (classes)
             model.set_params(**_strength(classify, penalty, len(fit))).fit(x[fit], y[fit])
-            scores.append(_score(model, x[held], y[held], classify))
+            predicted = model.predict(x[held])
+            losses.append((predicted != y[held]).astype(float) if classify else (predicted - y[held]) ** 2)
             models.append(copy.deepcopy(model))
-    best = int(np.argmin(scores))
-    return PENALTIES[best], models[best]
+    best = losses[int(np.argmin([loss.mean() for loss in losses]))]
+    chosen = next(i for i, loss in enumerate(losses)
+                  if (loss - best).mean() <= 2 * (loss - best).std() / np.sqrt(len(best)))
+    return PENALTIES[chosen], models[chosen]
 
 
 def reference_score(datamodule) -> tuple[Reference | None, str]:
@@ -244,12 +252,12 @@ def reference_score(datamodule) -> tuple[Reference | None, str]:
     start = time.perf_counter()
     hook = getattr(datamodule, "reference_data", None)
     if not callable(hook):
-        return None, (f"no simple reference is available for this homework ({type(datamodule).__name__} has no "
+        return None, (f"the simple reference is not available for this homework ({type(datamodule).__name__} has no "
                       f"reference_data()), so model bias was not checked")
     data = hook(MAX_SAMPLES)
     if data is None:
-        return None, (f"no simple reference for this homework's data ({type(datamodule).__name__}.reference_data() "
-                      f"gives none), so model bias was not checked")
+        return None, (f"the simple reference is not available for this homework ({type(datamodule).__name__}."
+                      f"reference_data() gives none: no simple model compares), so model bias was not checked")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # scikit-learn's notices of changing defaults
         reference = fit_reference(data)
@@ -327,14 +335,19 @@ def _falling(series: list[tuple[int, float]]) -> tuple[int, float, float] | None
     return (window, then, now) if now < (1 - STILL_FALLING) * then else None
 
 
-def train_longer(series: list[tuple[int, float]], name: str, settings: dict, run_dir: Path | None = None) -> str | None:
-    """"train longer" with a number from the epochs actually run, where `series` was still falling at the end."""
+def train_longer(series: list[tuple[int, float]], name: str, settings: dict, run_dir: Path | None = None,
+                 stopped_early: bool = False) -> str | None:
+    """"train longer", with a number from the epochs actually run, where `series` was still falling at the end."""
     fall = _falling(series)
     if fall is None:
         return None
     window, then, now = fall
     ran, planned = series[-1][0] + 1, settings.get("trainer.max_epochs")
     why = f"{name} still fell {1 - now / then:.1%} over the last {window} epoch(s), {then:.4g} -> {now:.4g}"
+    if stopped_early:
+        patience = settings.get("early_stopping.patience")
+        more = f"--early_stopping.patience {2 * patience}" if isinstance(patience, int) else "--early_stopping.patience"
+        return f"more patience: {more} (early stopping ended the run after {ran} epochs while {why})"
     if isinstance(planned, int) and 0 < ran < planned:  # stopped before its planned end (interrupted, max_time)
         where = f" {run_dir}" if run_dir is not None else ""
         return f"train to the planned {planned} epochs (it stopped after {ran}; {why}): fit --resume{where}"
@@ -343,7 +356,7 @@ def train_longer(series: list[tuple[int, float]], name: str, settings: dict, run
 
 def diagnose(history: dict, reference: Reference | None, remedies=(), settings: dict | None = None,
              this: RunSize | None = None, sizes: list[RunSize] = (), why_no_reference: str = "",
-             run_dir: Path | None = None) -> Diagnosis | None:
+             run_dir: Path | None = None, stopped_early: bool = False) -> Diagnosis | None:
     """The verdict from the per-epoch history (`LearningCurvePlot.history`: name -> [(epoch, value)]), the
     reference, and earlier runs' sizes (see the module docstring for the rules). `remedies`: the homework's
     `Remedy` entries; `settings`: the run's flattened config. None: no training and validation curves."""
@@ -379,7 +392,7 @@ def diagnose(history: dict, reference: Reference | None, remedies=(), settings: 
                          f"{v_best:.4g}): what it learned is not linear in these features, so the reference sets no "
                          f"bar and model bias was not checked against it")
         bar = None
-    longer = train_longer(train, f"training {quantity}", settings, run_dir)
+    longer = train_longer(train, f"training {quantity}", settings, run_dir, stopped_early)
     if verdict is None and this is not None:
         smaller = [s for s in sizes if s.parameters < this.parameters and s.train_loss < (1 - SIZE_MARGIN) * this.train_loss]
         fair = [s for s in smaller if this.epochs >= s.epochs]
@@ -441,7 +454,7 @@ def diagnose(history: dict, reference: Reference | None, remedies=(), settings: 
     window = max(1, math.ceil(LATE * len(val)))
     if verdict != "nothing to learn" and len(val) > window and best_epoch >= val[-window][0]:
         still = train_longer(val, f"validation {quantity}", settings, run_dir)
-        if still is not None and not any(line.startswith("train") for line in fix):
+        if still is not None and not any(line.startswith(("train", "more patience")) for line in fix):
             notes.append(f"still improving at the end (best epoch {best_epoch} of {val[-1][0] + 1}): {still}")
     first_train, first_val = train_at.get(val[0][0]), val[0][1]
     if first_train is not None and first_train > 0 and first_val >= MISMATCH * first_train:
@@ -499,7 +512,8 @@ def advise(trainer, model, datamodule, record=None) -> str | None:
     """What the CLI prints after a fit (and logs to W&B): the diagnosis, or None when there is nothing to
     say (no learning-curve history, no validation). `record`: the run's RunRecord, which keeps the reference
     (for `diagnose` later). The reference takes seconds on the training split."""
-    history = _history(trainer)
+    curve = _curve(trainer)
+    history = dict(curve.history) if curve is not None else None
     if not history:
         return None
     run_dir = Path(trainer.default_root_dir)
@@ -516,20 +530,21 @@ def advise(trainer, model, datamodule, record=None) -> str | None:
                             dict(getattr(datamodule, "hparams", {}) or {}))
     this = RunSize.of("this run", values)
     sizes = comparable_sizes(run_dir, values) if this is not None else []
-    diagnosis = diagnose(history, reference, remedies_of(model, datamodule), settings, this, sizes, why, run_dir)
+    diagnosis = diagnose(history, reference, remedies_of(model, datamodule), settings, this, sizes, why, run_dir,
+                         curve.stopped_epoch is not None)
     return None if diagnosis is None else format_diagnosis(diagnosis, reference)
 
 
-def _history(trainer) -> dict | None:
+def _curve(trainer):
     from callbacks import LearningCurvePlot
 
-    curve = next((c for c in trainer.callbacks if isinstance(c, LearningCurvePlot)), None)
-    return None if curve is None else dict(curve.history)
+    return next((c for c in trainer.callbacks if isinstance(c, LearningCurvePlot)), None)
 
 
-def learning_history(run_dir: Path, checkpoint: dict | None) -> dict:
-    """A run's learning-curve history: learning_curve.json (written at the end of a fit), else what its last
-    checkpoint holds (a run still training, or stopped: up to the epoch before its last checkpoint)."""
+def learning_history(run_dir: Path, checkpoint: dict | None) -> tuple[dict, bool]:
+    """A run's learning-curve history, and whether early stopping ended it: learning_curve.json (written at
+    the end of a fit), else what its last checkpoint holds (a run still training, or killed: up to the epoch
+    before its last checkpoint)."""
     import json
 
     path = run_dir / "learning_curve.json"
@@ -541,7 +556,9 @@ def learning_history(run_dir: Path, checkpoint: dict | None) -> dict:
             state = None
     if state is None and checkpoint is not None:
         state = next((v for k, v in (checkpoint.get("callbacks") or {}).items() if k.startswith("LearningCurvePlot")), None)
-    return {k: [(int(e), float(v)) for e, v in points] for k, points in ((state or {}).get("history") or {}).items()}
+    state = state or {}
+    history = {k: [(int(e), float(v)) for e, v in points] for k, points in (state.get("history") or {}).items()}
+    return history, state.get("stopped_epoch") is not None
 
 
 def diagnose_run(run_dir: Path, model_class=None, datamodule_class=None) -> str:
@@ -560,7 +577,7 @@ def diagnose_run(run_dir: Path, model_class=None, datamodule_class=None) -> str:
         raise DataError(f"diagnose: {run_dir} holds no run.json, so it is not a run directory of `fit`")
     last = run_dir / "checkpoints" / "last.ckpt"
     checkpoint = torch.load(last, map_location="cpu", weights_only=False) if last.is_file() else None
-    history = learning_history(run_dir, checkpoint)
+    history, stopped_early = learning_history(run_dir, checkpoint)
     if not history:
         raise DataError(f"diagnose: run {run_dir} recorded no learning curve (no epoch finished)")
     checkpoint = checkpoint or {}
@@ -578,7 +595,7 @@ def diagnose_run(run_dir: Path, model_class=None, datamodule_class=None) -> str:
     this = RunSize.of("this run", record)
     sizes = comparable_sizes(run_dir, record) if this is not None else []
     diagnosis = diagnose(history, reference, remedies_of(model_class, datamodule_class), settings, this, sizes, why,
-                         run_dir)
+                         run_dir, stopped_early)
     head = f"Run {run_dir} ({record.get('status')}, {record.get('epochs')} epochs)"
     return head + "\n" + (format_diagnosis(diagnosis, reference) if diagnosis else "no validation curve to diagnose")
 

@@ -74,11 +74,16 @@ def suggest_lr(lrs, losses) -> LrSuggestion:
 
 def find_lr(trainer: pl.Trainer, model: pl.LightningModule, datamodule, run_dir: Path) -> tuple[LrSuggestion, Path]:
     """The learning-rate range test (Smith 2017), run by Lightning's Tuner: over 100 optimizer steps the
-    learning rate grows exponentially from 1e-8 to 1 while the (running-average) training loss is recorded.
-    Weights are restored afterwards. The suggestion is `suggest_lr`'s, drawn and explained in lr_find.png."""
+    learning rate grows exponentially from 1e-8 to 1 while the (running-average) training loss is recorded
+    (over as many epochs as that takes: `--trainer.max_epochs` is the planned fit's). Weights are restored. The suggestion is `suggest_lr`'s, drawn and explained in lr_find.png."""
     if not model.automatic_optimization:
         raise DataError("--find_lr records the loss of every optimizer step: add --data.minibatches_per_step 1")
-    finder = Tuner(trainer).lr_find(model, datamodule=datamodule, update_attr=False)
+    epochs = trainer.fit_loop.max_epochs
+    trainer.fit_loop.max_epochs = -1  # the test is its 100 steps, however few epochs the planned fit has
+    try:
+        finder = Tuner(trainer).lr_find(model, datamodule=datamodule, update_attr=False)
+    finally:
+        trainer.fit_loop.max_epochs = epochs
     if finder is None:
         raise DataError("--find_lr: the range test recorded nothing (no training batches?)")
     lrs, losses = finder.results["lr"], finder.results["loss"]
