@@ -64,7 +64,7 @@ MAX_SAMPLES = 20_000  # training (and validation) rows the reference sees: secon
 ROWS_PER_FEATURE = 2  # features capped at (training rows per class) / this: too few weights to memorize
 SELECTION_ROWS = 5_000  # rows its L2 penalty is chosen on (a quarter of them held out)
 PCA_ROWS = 2_000  # rows the features' scale (and principal components, when capped) are found on
-#: L2 penalties tried, per training row (strongest first: among equally good ones the strongest wins)
+#: L2 penalties tried, per training row, strongest first (the strongest not clearly worse than the best wins)
 PENALTIES = (100.0, 10.0, 1.0, 0.1, 0.01, 1e-3, 1e-4)
 
 #: Remedies every homework shares: they are the command line's, not a homework's.
@@ -108,8 +108,9 @@ class Reference:
         """How it was fitted, on what: the line under the diagnosis."""
         capped = (f", cut to their first {self.components} principal components (one per {ROWS_PER_FEATURE} training "
                   f"rows of a class)" if self.components < self.num_features else "")
-        return (f"{self.model} on {self.features} ({self.num_features} features){capped}; L2 penalty {self.penalty:g} per row, chosen on a held-out quarter of "
-                f"its training rows{' (whole groups held out)' if self.grouped else ''}; trained on "
+        return (f"{self.model} on {self.features} ({self.num_features} features){capped}; L2 penalty "
+                f"{self.penalty:g} per row, chosen on a held-out quarter of its training rows"
+                f"{' (whole groups held out)' if self.grouped else ''}; trained on "
                 f"{self.train_rows:,} of {self.train_total:,} training rows, scored on {self.val_rows:,} of "
                 f"{self.val_total:,} validation rows; fitted in {self.seconds:.1f} s")
 
@@ -151,7 +152,8 @@ def _fit_reference(data: ReferenceData) -> Reference:
     start = time.perf_counter()
     classify = data.task == "classification"
     x, xv = _array(data.train_x, np.float32), _array(data.val_x, np.float32)
-    y, yv = _array(data.train_y, np.int64 if classify else np.float64), _array(data.val_y, np.int64 if classify else np.float64)
+    target = np.int64 if classify else np.float64
+    y, yv = _array(data.train_y, target), _array(data.val_y, target)
     groups = None if data.groups is None else _array(data.groups, np.int64)
     if len(x) < 8 or len(xv) == 0:
         raise ValueError(f"{len(x)} training and {len(xv)} validation rows are too few for a reference model")
@@ -304,7 +306,8 @@ def comparable_sizes(run_dir: Path, record: dict, root: Path | None = None) -> l
 # --- the diagnosis ----------------------------------------------------------------------------
 @dataclass
 class Diagnosis:
-    verdict: str  # "nothing to learn" | "optimization trouble" | "model bias or optimization trouble" | "overfitting" | "healthy"
+    # "nothing to learn" | "optimization trouble" | "model bias or optimization trouble" | "overfitting" | "healthy"
+    verdict: str
     evidence: list[str]  # the statements the verdict rests on, each with its numbers
     remedies: list[str]  # the lecture's remedies as flags, derived from the run's own settings
     notes: list[str] = field(default_factory=list)  # still improving, mismatch, what was not checked
@@ -364,7 +367,8 @@ def diagnose(history: dict, reference: Reference | None, remedies=(), settings: 
     if found is None:
         return None
     quantity, train, val = found
-    settings, remedies = settings or {}, tuple(remedies) + COMMON_REMEDIES
+    own = tuple(remedies)
+    settings, remedies = settings or {}, own + COMMON_REMEDIES
     t_end, v_end = train[-1][1], val[-1][1]
     best_epoch, v_best = min(val, key=lambda p: p[1])
     train_at = dict(train)
@@ -394,7 +398,8 @@ def diagnose(history: dict, reference: Reference | None, remedies=(), settings: 
         bar = None
     longer = train_longer(train, f"training {quantity}", settings, run_dir, stopped_early)
     if verdict is None and this is not None:
-        smaller = [s for s in sizes if s.parameters < this.parameters and s.train_loss < (1 - SIZE_MARGIN) * this.train_loss]
+        smaller = [s for s in sizes
+                   if s.parameters < this.parameters and s.train_loss < (1 - SIZE_MARGIN) * this.train_loss]
         fair = [s for s in smaller if this.epochs >= s.epochs]
         if fair:
             s = min(fair, key=lambda s: s.train_loss)
@@ -433,7 +438,8 @@ def diagnose(history: dict, reference: Reference | None, remedies=(), settings: 
         gap = v_end >= GAP_RATIO * t_end and v_end > 0
         if bar is not None:
             evidence.append(f"training {quantity} {t_end:.4g} is clearly below what a simple model reaches on held-out "
-                            f"rows, {bar.heldout:.4g} ({bar.model}), so neither model bias nor optimization holds it back")
+                            f"rows, {bar.heldout:.4g} ({bar.model}), so neither model bias nor optimization holds it "
+                            f"back")
         if gap or rose:
             verdict = "overfitting"
             if gap:
@@ -469,6 +475,9 @@ def diagnose(history: dict, reference: Reference | None, remedies=(), settings: 
     if bar is not None and bar.heldout < v_best:
         notes.append(f"the reference validates better than the network's best ({bar.heldout:.4g} vs {v_best:.4g} "
                      f"at epoch {best_epoch}): a simpler model or fewer features may be the better submission")
+    if not own and verdict not in ("healthy", "nothing to learn"):
+        notes.append("this homework declares no remedies of its own (`remedies` on its task or DataModule, "
+                     "homework/lab.py), so only the command line's are suggested")
     if reference is None:
         notes.append(why_no_reference or "no simple reference model for this homework, so model bias was not checked")
     return Diagnosis(verdict, evidence, fix, notes)
@@ -522,7 +531,8 @@ def advise(trainer, model, datamodule, record=None) -> str | None:
         try:
             reference, why = reference_score(datamodule)
         except Exception as err:  # the diagnosis goes on without it, and says so
-            why = f"the simple reference could not be fitted ({type(err).__name__}: {err}), so model bias was not checked"
+            why = (f"the simple reference could not be fitted ({type(err).__name__}: {err}), so model bias was not "
+                   f"checked")
     values = record.record if record is not None else {}
     if record is not None and reference is not None:
         record.add(trainer, reference=reference.as_dict())
@@ -555,7 +565,8 @@ def learning_history(run_dir: Path, checkpoint: dict | None) -> tuple[dict, bool
         except ValueError:
             state = None
     if state is None and checkpoint is not None:
-        state = next((v for k, v in (checkpoint.get("callbacks") or {}).items() if k.startswith("LearningCurvePlot")), None)
+        states = (checkpoint.get("callbacks") or {}).items()
+        state = next((v for k, v in states if k.startswith("LearningCurvePlot")), None)
     state = state or {}
     history = {k: [(int(e), float(v)) for e, v in points] for k, points in (state.get("history") or {}).items()}
     return history, state.get("stopped_epoch") is not None

@@ -80,6 +80,10 @@ class Remedy:
     unless: tuple = ()  # run values for which the remedy is already in effect (a schedule that warms up)
     note: str = ""  # said after the flag, e.g. "(or fit --find_lr true)"
 
+    def __post_init__(self) -> None:
+        if self.problem not in PROBLEMS:  # (a misspelt problem would never be advised: said at import)
+            raise ValueError(f"Remedy {self.what!r}: problem must be one of {PROBLEMS}, not {self.problem!r}")
+
     def suggest(self, settings: dict) -> str | None:
         """The advice for a run with these settings (flattened `section.name` -> value), or None where it
         would repeat what the run already does or cannot be derived from it."""
@@ -93,7 +97,8 @@ class Remedy:
         values = [v for v in values if v is not None and not same(v, current)]
         if not values:
             return None
-        return f"{self.what}: {self.flag} " + " or ".join(render(v) for v in values) + (f" {self.note}" if self.note else "")
+        text = f"{self.what}: {self.flag} " + " or ".join(render(v) for v in values)
+        return text + (f" {self.note}" if self.note else "")
 
     def _values(self, current: Any, known: bool) -> list:
         if self.value is not None:

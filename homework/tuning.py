@@ -75,7 +75,8 @@ def suggest_lr(lrs, losses) -> LrSuggestion:
 def find_lr(trainer: pl.Trainer, model: pl.LightningModule, datamodule, run_dir: Path) -> tuple[LrSuggestion, Path]:
     """The learning-rate range test (Smith 2017), run by Lightning's Tuner: over 100 optimizer steps the
     learning rate grows exponentially from 1e-8 to 1 while the (running-average) training loss is recorded
-    (over as many epochs as that takes: `--trainer.max_epochs` is the planned fit's). Weights are restored. The suggestion is `suggest_lr`'s, drawn and explained in lr_find.png."""
+    (over as many epochs as that takes: `--trainer.max_epochs` is the planned fit's). Weights are restored.
+    The suggestion is `suggest_lr`'s, drawn and explained in lr_find.png."""
     if not model.automatic_optimization:
         raise DataError("--find_lr records the loss of every optimizer step: add --data.minibatches_per_step 1")
     epochs = trainer.fit_loop.max_epochs
@@ -109,7 +110,8 @@ def plot_lr_finder(lrs, losses, suggestion: LrSuggestion, path: Path) -> None:
     s = suggestion
     if s.lr is not None:
         ax.axvspan(s.start, s.end, color="tab:green", alpha=0.15,
-                   label=f"falling stretch: lr {s.start:.2g} to {s.end:.2g} (smoothed loss {s.high:.3g} -> {s.low:.3g})")
+                   label=f"falling stretch: lr {s.start:.2g} to {s.end:.2g} "
+                         f"(smoothed loss {s.high:.3g} -> {s.low:.3g})")
         at = float(np.interp(np.log(s.lr), np.log(lrs[keep]), smoothed(losses[keep])))
         ax.plot([s.lr], [at], "o", color="tab:red", markersize=8, zorder=5,
                 label=f"suggested lr {s.lr:.3g}: the middle of the falling stretch (log scale)")

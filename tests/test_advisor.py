@@ -25,7 +25,8 @@ def history(train: list[float], val: list[float], prefix: str = "loss") -> dict:
 
 def errors(train: list[float], val: list[float]) -> dict:
     """A classifier's run: its accuracies from error rates (and losses that the comparison must not use)."""
-    return {**history([1 - e for e in train], [1 - e for e in val], "acc"), **history([2.0] * len(train), [2.0] * len(val))}
+    losses = history([2.0] * len(train), [2.0] * len(val))
+    return {**history([1 - e for e in train], [1 - e for e in val], "acc"), **losses}
 
 
 def decay(start: float, end: float, n: int) -> list[float]:
@@ -124,7 +125,8 @@ def test_overfit_run_is_overfitting_by_the_gap_and_the_turn_with_remedies_from_i
     text = format_diagnosis(d)
     assert "validation is 17.8x training" in text and "rose 75%" in text and "best at epoch 21 (1.02)" in text
     for line in ("fewer parameters: --model.hidden_dims [32,16]", "dropout: --model.dropout 0.2",
-                 "regularization: --model.optimizer.weight_decay 0.05", "earlier stopping: --early_stopping.patience 100",
+                 "regularization: --model.optimizer.weight_decay 0.05",
+                 "earlier stopping: --early_stopping.patience 100",
                  "fewer features: --data.features 16", "more training data: --data.val_ratio 0.1"):
         assert line in d.remedies
 
@@ -270,7 +272,8 @@ def test_no_advice_names_a_setting_already_in_effect_in_the_default_recipe(homew
     source = inspect.getsource(module)
     model, data = (getattr(module, name) for name in re.search(r"run\((\w+), (\w+)", source).groups())
     remedies = advisor.remedies_of(model, data) + COMMON_REMEDIES
-    lines = [line for problem in ("optimization", "bias", "overfitting") for line in advice(problem, remedies, settings)]
+    lines = [line for problem in ("optimization", "bias", "overfitting")
+             for line in advice(problem, remedies, settings)]
     run = history([10 / (i + 1) for i in range(4)], [11 / (i + 1) for i in range(4)])  # still falling after 4 epochs
     ran = {**settings, "trainer.max_epochs": 4}  # (as if run with --trainer.max_epochs 4; above the bar: optimization)
     lines += diagnose(run, reference(1.0, 30), remedies, ran).remedies
