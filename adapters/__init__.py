@@ -8,6 +8,8 @@ It imports nothing of the project, so every layer may use it (tests/test_layers.
 """
 import argparse
 import signal
+from contextlib import contextmanager
+from functools import partial
 from typing import Any
 
 import pytorch_lightning as pl
@@ -85,3 +87,18 @@ def stop_launched_processes(trainer: pl.Trainer) -> None:
         child.kill()  # (they ignore SIGINT; SIGKILL is what Lightning's own handler sends them)
     for child in children:
         child.wait()
+
+
+# --- Lightning's learning-rate finder (homework/lab/finders.py: no redrawn bar in piped output) ----------------
+@contextmanager
+def lr_finder_without_progress_bar():
+    """Lightning's range test draws its own tqdm bar, with no option to turn it off. pytorch-lightning 2.6.6:
+    the module attribute `pytorch_lightning.tuner.lr_finder.tqdm`, swapped for a disabled one meanwhile."""
+    from pytorch_lightning.tuner import lr_finder
+
+    drawn = lr_finder.tqdm
+    lr_finder.tqdm = partial(drawn, disable=True)
+    try:
+        yield
+    finally:
+        lr_finder.tqdm = drawn

@@ -1,11 +1,14 @@
 """Pictures people would rather look at than read: the learning curve of every fit."""
 
+import json
 import logging
 import math
 from collections import defaultdict
 from pathlib import Path
 
 import pytorch_lightning as pl
+
+from datamodules.atomic import replacing
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +44,7 @@ class LearningCurvePlot(pl.Callback):
         self.stopped_epoch: int | None = None  # where early stopping ended the run; None: it ran to the end
         self.stop_reason: str | None = None
         self.recorded_epochs = 0
+        self.recipe: str | None = None  # the optimizer, schedule and batch the curve shows (compare's variants)
         self._best_path: str | None = None
 
     # --- recording ------------------------------------------------------------------------------
@@ -58,6 +62,9 @@ class LearningCurvePlot(pl.Callback):
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._record(trainer)
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.recipe = recipe(trainer) or self.recipe
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._record(trainer)
@@ -86,7 +93,8 @@ class LearningCurvePlot(pl.Callback):
     def state_dict(self) -> dict:
         return {"history": {k: [list(p) for p in v] for k, v in self.history.items()},
                 "lr_history": [list(p) for p in self.lr_history], "best_epoch": self.best_epoch,
-                "best_path": self._best_path, "recorded_epochs": self.recorded_epochs}
+                "best_path": self._best_path, "recorded_epochs": self.recorded_epochs, "recipe": self.recipe,
+                "stopped_epoch": self.stopped_epoch, "stop_reason": self.stop_reason}
 
     def load_state_dict(self, state: dict) -> None:
         self.history = defaultdict(list, {k: [(int(e), float(v)) for e, v in points]
@@ -94,6 +102,8 @@ class LearningCurvePlot(pl.Callback):
         self.lr_history = [(float(x), float(lr)) for x, lr in state.get("lr_history", [])]
         self.best_epoch, self._best_path = state.get("best_epoch"), state.get("best_path")
         self.recorded_epochs = state.get("recorded_epochs", 0)
+        self.recipe = state.get("recipe")
+        self.stopped_epoch, self.stop_reason = state.get("stopped_epoch"), state.get("stop_reason")
 
     # --- drawing --------------------------------------------------------------------------------
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -115,6 +125,8 @@ class LearningCurvePlot(pl.Callback):
             return None
         path = Path(trainer.default_root_dir) / self.filename
         self.plot(path, getattr(pl_module, "monitor", None), getattr(pl_module, "mode", "min"))
+        with replacing(path.with_suffix(".json"), "w") as f:  # the numbers behind it (`diagnose` reads them)
+            json.dump(self.state_dict(), f)
         log.info("Learning curve: %s", path)
         return path
 
@@ -155,23 +167,28 @@ class LearningCurvePlot(pl.Callback):
         best = self.best(monitor, mode) if monitor else None
         for ax, (kind, names) in zip(axes, panels):
             if kind == "lr":
-                xs, lrs = zip(*self.lr_history)
+                xs, lrs = zip(*self.lr_steps())
                 ax.plot(xs, lrs, color="tab:purple", linewidth=1.3, label="learning rate")
                 ax.set_ylabel("learning rate")
                 ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
                 ax.set_ylim(bottom=0)
             else:
-                self._draw_series(ax, [n for n in names if n in self.history], monitor, mode, best)
+                self._draw_series(ax, [n for n in names if n in self.history], monitor, best)
                 ax.set_ylabel("loss" if kind == "loss" else metric[4:])
             self._mark_epochs(ax, best, monitor)
             ax.grid(alpha=0.3, which="both")
         shown = " (= " + self.alias["val_loss"] + ", the monitored metric)" if self.alias else ""
-        axes[0].set_title(f"loss{shown}: train vs validation" + (", log scale" if axes[0].get_yscale() == "log" else ""))
+        title = f"loss{shown}: train vs validation" + (", log scale" if axes[0].get_yscale() == "log" else "")
+        axes[0].set_title(title if not self.recipe else f"{self.recipe}\n{title}")
         if metric:
-            axes[1].set_title(f"{metric[4:]}: train vs validation ({'higher' if mode == 'max' else 'lower'} is better; "
-                              f"{metric} picks the best epoch)")
-        axes[-1].set_xlabel("epoch (from 0)")
+            better = "higher" if mode == "max" else "lower"
+            axes[1].set_title(f"{metric[4:]}: train vs validation ({better} is better; {metric} picks the best epoch)"
+                              if f"train_{metric[4:]}" in self.history else  # (HW5 scores BLEU on validation only)
+                              f"{metric[4:]} on the validation split ({better} is better; it picks the best epoch)")
+        axes[-1].set_xlabel("epoch (from 0" + ("; each epoch's steps drawn around its tick)"
+                                                if self._fractional() else ")"))
         axes[-1].xaxis.set_major_locator(MaxNLocator(integer=True))
+        axes[-1].set_xlim(*self._epoch_span())
         fig.text(0.5, 0.0, "both losses high: model bias or optimization trouble · train low, validation high or "
                            "rising: overfitting\n(early stopping keeps the best epoch's weights)",
                  ha="center", va="top", fontsize=8.5, color="dimgray")
@@ -184,7 +201,26 @@ class LearningCurvePlot(pl.Callback):
                    fontsize=9, frameon=False)
         return fig
 
-    def _draw_series(self, ax, names: list[str], monitor: str | None, mode: str, best) -> None:
+    def _fractional(self) -> bool:
+        """Whether the learning rate was recorded within epochs (several steps each), not once per epoch."""
+        return any(not float(x).is_integer() for x, _ in self.lr_history)
+
+    def lr_steps(self) -> list[tuple[float, float]]:
+        """(x, learning rate) as drawn: an epoch's steps spread across the half epoch either side of its tick
+        (its metrics' point), so the last epoch's steps end half an epoch after it, not a whole epoch."""
+        shift = 0.5 if self._fractional() else 0.0
+        return [(x - shift, lr) for x, lr in self.lr_history]
+
+    def _epoch_span(self) -> tuple[float, float]:
+        """The x range: the epochs drawn, with the learning rate's steps, and a small margin (no empty epoch)."""
+        xs = [e for points in self.history.values() for e, _ in points] + [x for x, _ in self.lr_steps()]
+        if self.stopped_epoch is not None:
+            xs.append(self.stopped_epoch)
+        low, high = min(xs), max(xs + [min(xs) + 1])
+        margin = 0.02 * (high - low)
+        return low - margin, high + margin
+
+    def _draw_series(self, ax, names: list[str], monitor: str | None, best) -> None:
         for name in names:
             epochs, values = zip(*self.history[name])
             main = monitor in (name, self.alias.get(name))
@@ -192,12 +228,8 @@ class LearningCurvePlot(pl.Callback):
             ax.plot(epochs, values, label=split,
                     linewidth=1.9 if main else 1.2, color="tab:blue" if name.startswith("train_") else "tab:orange",
                     marker="." if len(epochs) < 30 else None)
-            if main and best is not None:
-                epoch, value = best
-                ax.plot(epoch, value, "o", color=BEST_COLOR, markersize=7, zorder=5)
-                right = epoch > (epochs[0] + epochs[-1]) / 2
-                ax.annotate(f"best {value:.4g}", (epoch, value), xytext=(-6 if right else 6, 8 if mode == "min" else -14),
-                            textcoords="offset points", fontsize=9, color=BEST_COLOR, ha="right" if right else "left")
+            if main and best is not None:  # its value is in the legend: a label on the axes would cross the curves
+                ax.plot(*best, "o", color=BEST_COLOR, markersize=7, zorder=5)
         values = [v for n in names for _, v in self.history[n] if math.isfinite(v)]
         if values and min(values) > 0 and max(values) / min(values) > 20:  # early epochs would flatten the rest
             ax.set_yscale("log")
@@ -206,9 +238,30 @@ class LearningCurvePlot(pl.Callback):
         """Vertical lines at the best epoch and where early stopping ended the run, labelled in the legend."""
         if best is not None:
             ax.axvline(best[0], color=BEST_COLOR, linestyle="--", linewidth=1.1,
-                       label=f"best epoch {best[0]} ({monitor})")
+                       label=f"best epoch {best[0]} ({monitor} {best[1]:.4g})")
         if self.stopped_epoch is not None:
             reason = f": {self.stop_reason}" if self.stop_reason else ""
             ax.axvline(self.stopped_epoch, color=STOP_COLOR, linestyle=":", linewidth=1.4,
                        label=f"early stop, epoch {self.stopped_epoch}{reason}")
 
+
+def recipe(trainer: pl.Trainer) -> str | None:
+    """The optimizer, schedule and batch size a fit trains with, in a few words for the figure's title
+    ("AdamW lr 0.003, weight decay 0.01 · WarmupCosineLR · batch 128")."""
+    if not trainer.optimizers:
+        return None
+    optimizer = trainer.optimizers[0]
+    group = optimizer.param_groups[0]
+    words = [f"{type(optimizer).__name__} lr {group.get('initial_lr', group['lr']):.3g}"]
+    if group.get("momentum"):
+        words[0] += f", momentum {group['momentum']:g}"
+    if group.get("weight_decay"):
+        words[0] += f", weight decay {group['weight_decay']:g}"
+    configs = trainer.lr_scheduler_configs
+    words.append(type(configs[0].scheduler).__name__ if configs else "constant lr")
+    hparams = getattr(trainer.datamodule, "hparams", {}) if trainer.datamodule is not None else {}
+    for key, what in (("batch_size", "batch"), ("max_tokens", "batches of")):
+        if hparams.get(key):
+            words.append(f"{what} {hparams[key]}" + (" tokens" if key == "max_tokens" else ""))
+            break
+    return " · ".join(words)

@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler, Sequen
 from datamodules.atomic import build_once
 from datamodules.errors import DataError
 from datamodules.workspace import home
+from datamodules.lab_hooks import ReferenceData, Remedy
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,15 @@ class HomeworkDataModule(pl.LightningDataModule, Generic[Layout]):
     #: The data settings that decide which samples are validated on: runs that share them (and the data
     #: directory) have comparable validation scores, which is what `--ckpt_path best` picks among.
     split_args: ClassVar[tuple[str, ...]] = ("val_ratio", "seed", "num_folds", "fold")
+
+    #: The lecture's remedies that are this DataModule's flags (datamodules/lab_hooks.py); the task declares its own.
+    remedies: ClassVar[tuple[Remedy, ...]] = ()
+
+    def reference_data(self, max_samples: int) -> ReferenceData | None:
+        """The data of the methodology advisor's simple reference model, after `setup("fit")`: at most
+        `max_samples` training and validation rows, sampled with a fixed seed (datamodules/lab_hooks.py). None: no simple
+        model applies to this homework's data, which the diagnosis says."""
+        return None
 
     @classmethod
     def find_layout(cls, directory: Path) -> Layout | None:

@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader
 from datamodules.errors import DataError
 from datamodules.base import (SAMPLE_SEED, HomeworkDataModule, MinibatchesPerStep, batch_loader,
                               check_folds, split_indices)
+from datamodules.lab_hooks import ReferenceData, Remedy, sample_rows
 
 TARGET = "tested_positive"
 
@@ -185,6 +186,12 @@ class CovidDataModule(HomeworkDataModule[CovidFiles]):
     homework = "hw1"
     kaggle_competition = "ml2022spring-hw1"
     expected_files = "covid.train.csv + covid.test.csv (ML2021/ML2022) or covid_train.csv + covid_test.csv (ML2023)"
+    remedies = (
+        Remedy("optimization", "normalization", "--data.normalize", value=True),
+        Remedy("bias", "more features", "--data.features", value="all"),
+        Remedy("overfitting", "fewer features", "--data.features", times=0.5, start=16),
+        Remedy("overfitting", "more training data", "--data.val_ratio", times=0.5),
+    )
 
     def __init__(
         self,
@@ -306,6 +313,16 @@ class CovidDataModule(HomeworkDataModule[CovidFiles]):
         self.train_x, self.train_y = features[train_idx], target[train_idx]
         self.val_x, self.val_y = features[val_idx], target[val_idx]
         self.transform = self._fit_transform(self.train_x, self.train_y)
+
+    def reference_data(self, max_samples: int) -> ReferenceData:
+        """The same selected, standardized features the network gets, and the target."""
+        self._read_training_file()
+        names = self.layout.feature_names
+        train, val = sample_rows(len(self.train_x), max_samples, 0), sample_rows(len(self.val_x), max_samples, 1)
+        return ReferenceData("regression", "the network's own (selected, standardized) features",
+                             self.transform(self.train_x[train], names), self.train_y[train],
+                             self.transform(self.val_x[val], names), self.val_y[val],
+                             len(self.train_x), len(self.val_x))
 
     #: Rows per predict batch, however many processes predict: a matrix product's last bits depend on its size,
     #: so the same batches are what makes a multi-device submission identical to a one-process one.

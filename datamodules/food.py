@@ -23,6 +23,7 @@ from datamodules.atomic import build_cache, write_atomically
 from datamodules.errors import DataError
 from datamodules.base import EpochLoader, HomeworkDataModule, available_cpus
 from datamodules.packed import source_key
+from datamodules.lab_hooks import ReferenceData, Remedy, sample_rows
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,8 @@ DEMO_CLASSES = (*"0123456789", "2x2 plate")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
 #: ImageNet statistics: food photos are natural images, and every torchvision recipe uses them.
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+#: The advisor's simple reference sees each image as a thumbnail of this many pixels a side (8 x 8 x RGB).
+THUMBNAIL = 8
 
 
 @dataclass(frozen=True)
@@ -238,6 +241,13 @@ class FoodDataModule(HomeworkDataModule[FoodFiles]):
     num_classes = 11
     # How a run executes, not what the model learns: a later command's values win over the checkpoint's.
     runtime_args = HomeworkDataModule.runtime_args + ("cache", "cache_dir", "bad_images", "tta_views", "tta_weight")
+    remedies = (
+        Remedy("bias", "larger images", "--data.image_size", times=1.25),
+        Remedy("overfitting", "augmentation", "--data.auto_augment", ladder=(None, "trivial")),
+        Remedy("overfitting", "augmentation", "--data.random_erasing", plus=0.25, start=0.25, most=0.5),
+        Remedy("overfitting", "mixing images", "--data.mixup_alpha", ladder=(0.0, 0.2)),
+        Remedy("overfitting", "mixing images", "--data.cutmix_alpha", ladder=(0.0, 1.0)),
+    )
 
     def __init__(
         self,
@@ -360,6 +370,25 @@ class FoodDataModule(HomeworkDataModule[FoodFiles]):
             self.valid = self._read_split("valid", labelled=True)
         if stage == "predict" and self.test is None:
             self.test = self._read_split("test", labelled=False)
+
+    def reference_data(self, max_samples: int) -> ReferenceData:
+        """Each image as a THUMBNAIL x THUMBNAIL colour thumbnail: its colours and coarse layout, which a
+        linear model can use (raw pixels would give it tens of thousands of features per image)."""
+        import torch.nn.functional as F
+
+        self.setup("fit")
+
+        def thumbnails(split: Split, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+            keep = split.keep[sample_rows(len(split.keep), max_samples, seed).numpy()]
+            pooled = []
+            for chunk in np.array_split(keep, max(1, len(keep) // 256)):  # a few MB of pixels at a time
+                images = split.images.array[chunk] if isinstance(split.images, MappedImages) else split.images[chunk]
+                pooled.append(F.adaptive_avg_pool2d(torch.as_tensor(np.asarray(images)).float() / 255, THUMBNAIL))
+            return torch.cat(pooled).flatten(1), split.labels[torch.as_tensor(keep)]
+
+        return ReferenceData("classification", f"{THUMBNAIL}x{THUMBNAIL} colour thumbnails of the images",
+                             *thumbnails(self.train, 0), *thumbnails(self.valid, 1),
+                             len(self.train.keep), len(self.valid.keep))
 
     def check_test_data(self) -> None:
         """A test folder without images is found when `fit` starts (decoding them waits for `predict`)."""

@@ -19,11 +19,13 @@ from torch.utils.data import DataLoader
 from datamodules.errors import DataError
 from datamodules.base import HomeworkDataModule, batch_loader
 from datamodules.packed import PackedTensors, frame_windows, pack_tensors, require_frames
+from datamodules.lab_hooks import ReferenceData, Remedy, sample_rows
 
 log = logging.getLogger(__name__)
 
 FEATURE_DIM = 39  # MFCC (13) + delta + delta-delta, per frame
 TIMIT_FRAMES = 11  # ML2021's rows hold 11 concatenated frames
+TIMIT_GROUP = 100  # consecutive timit_11 rows kept together when the advisor's reference picks its regularization
 DEMO_NFRAMES = 11  # the demo set's default `concat_nframes` (it trains on a CPU in about a minute)
 
 
@@ -141,6 +143,11 @@ class FrameSource:
         u = utterance[rows].long()
         return frame_windows(data, rows, offsets[u], offsets[u + 1], self.concat_nframes).float()
 
+    def groups(self, rows: torch.Tensor) -> torch.Tensor:
+        """Which rows overlap in their windows: each row's utterance (timit_11 stores no utterance bounds: runs
+        of TIMIT_GROUP consecutive rows, which hold each row's neighbours but a few at the ends)."""
+        return self.utterance[rows].long() if self.utterance is not None else rows // TIMIT_GROUP
+
 
 class LibriPhoneDataModule(HomeworkDataModule[PhoneFiles]):
     """HW2 phoneme frames from any year's layout, each frame classified from a window of its neighbours.
@@ -168,6 +175,7 @@ class LibriPhoneDataModule(HomeworkDataModule[PhoneFiles]):
                       "(ML2022/ML2023), or timit_11/ with train_11.npy, train_label_11.npy, test_11.npy (ML2021)")
     runtime_args = HomeworkDataModule.runtime_args + ("cache_dir",)
     feature_dim = FEATURE_DIM
+    remedies = (Remedy("bias", "more context", "--data.concat_nframes", plus=10, odd=True),)
 
     def __init__(
         self,
@@ -333,6 +341,16 @@ class LibriPhoneDataModule(HomeworkDataModule[PhoneFiles]):
             return self.train_source.windows(rows), labels
         (rows,) = batch
         return (self.test_source.windows(rows),)
+
+    def reference_data(self, max_samples: int) -> ReferenceData:
+        """Sampled frames' windows, flattened (what the sample's MLP gets), grouped by utterance."""
+        self.setup("fit")
+        train, val = sample_rows(len(self.train_rows), max_samples, 0), sample_rows(len(self.val_rows), max_samples, 1)
+        rows = self.train_rows[train]
+        return ReferenceData("classification", f"frame windows of {self.concat_nframes} x {FEATURE_DIM} features",
+                             self.train_source.windows(rows).flatten(1), self.train_y[train],
+                             self.train_source.windows(self.val_rows[val]).flatten(1), self.val_y[val],
+                             len(self.train_rows), len(self.val_rows), groups=self.train_source.groups(rows))
 
     # --- Kaggle export ----------------------------------------------------------------------
     submission_filename = "prediction.csv"

@@ -21,6 +21,7 @@ from datamodules.errors import DataError
 from datamodules.base import (EpochLoader, HomeworkDataModule, MinibatchSampler, check_folds,
                               length_batches, split_indices)
 from datamodules.packed import PackedTensors, pack_tensors, require_frames
+from datamodules.lab_hooks import ReferenceData, Remedy, sample_rows
 
 log = logging.getLogger(__name__)
 
@@ -197,6 +198,7 @@ class VoxCelebDataModule(HomeworkDataModule[Path]):  # the layout is the Dataset
     kaggle_competition = "ml2022spring-hw4"
     expected_files = "Dataset/ with mapping.json, metadata.json, testdata.json and the uttr-*.pt features"
     runtime_args = HomeworkDataModule.runtime_args + ("cache_dir", "max_frames")
+    remedies = (Remedy("bias", "longer crops", "--data.segment_len", times=2),)
 
     def __init__(
         self,
@@ -287,6 +289,20 @@ class VoxCelebDataModule(HomeworkDataModule[Path]):  # the layout is the Dataset
     def check_test_data(self) -> None:
         if self.test_packed is None:
             self.test_packed = self._pack("test", self.files.test)
+
+    def reference_data(self, max_samples: int) -> ReferenceData:
+        """Each utterance as the mean and standard deviation of its mel bins over time: a speaker's average
+        spectrum and how much it moves, without the order of the frames."""
+        self.setup("fit")
+
+        def summaries(index: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+            index = index[sample_rows(len(index), max_samples, seed)]
+            frames = [self.train_packed[int(k)].float() for k in index]
+            return torch.stack([torch.cat([f.mean(0), f.std(0, correction=0)]) for f in frames]), self.labels[index]
+
+        return ReferenceData("classification", f"each utterance's mean and spread of its {self.n_mels} mel bins",
+                             *summaries(self.train_index, 0), *summaries(self.val_index, 1),
+                             len(self.train_index), len(self.val_index))
 
     def train_dataloader(self) -> DataLoader:
         sampler = MinibatchSampler(len(self.train_index), self.batch_size, shuffle=True)

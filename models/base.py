@@ -1,6 +1,7 @@
 """The base classes every homework's LightningModule builds on."""
 
 import math
+from typing import ClassVar
 
 import pytorch_lightning as pl
 import torch
@@ -12,6 +13,11 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from datamodules.base import MinibatchesPerStep
 from datamodules.errors import DataError
+from datamodules.lab_hooks import Remedy
+
+#: Schedules that already warm up; optimizers that already adapt their learning rate per parameter.
+WARMUP_SCHEDULES = ("callbacks.WarmupCosineLR", "callbacks.InverseSqrtLR")
+ADAPTIVE_OPTIMIZERS = ("torch.optim.Adam", "torch.optim.AdamW", "torch.optim.RAdam", "torch.optim.NAdam")
 
 
 class BaseTask(pl.LightningModule):
@@ -27,6 +33,16 @@ class BaseTask(pl.LightningModule):
 
     monitor: str = "val_loss"
     mode: str = "min"
+    #: The lecture's remedies as this task's flags (datamodules/lab_hooks.py); subclasses add their own to these.
+    remedies: ClassVar[tuple[Remedy, ...]] = (
+        Remedy("optimization", "learning rate", "--model.optimizer.lr", times=(0.3, 3.0),
+               note="(or look first: fit --find_lr true)"),
+        Remedy("optimization", "an adaptive learning rate", "--model.optimizer", value="torch.optim.AdamW",
+               unless=ADAPTIVE_OPTIMIZERS),
+        Remedy("optimization", "warmup", "--model.lr_scheduler", value="callbacks.WarmupCosineLR",
+               unless=WARMUP_SCHEDULES),
+        Remedy("overfitting", "regularization", "--model.optimizer.weight_decay", times=5, start=0.01, most=0.5),
+    )
 
     def __init__(
         self,
@@ -135,6 +151,10 @@ class MinibatchLoopTask(BaseTask):
         """The training loss of one minibatch."""
         raise NotImplementedError
 
+    def batch_loss(self, batch) -> tuple[torch.Tensor, int]:
+        """The training loss of one minibatch and its size (the lab's hook: datamodules/lab_hooks.py)."""
+        return self.minibatch_loss(batch), len(batch[0])
+
     def training_step(self, batch, batch_idx):
         if self.automatic_optimization:
             loss = self.minibatch_loss(batch)
@@ -227,6 +247,11 @@ class ClassificationTask(BaseTask):
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return self.criterion(logits, labels)
+
+    def batch_loss(self, batch) -> tuple[torch.Tensor, int]:
+        """The training loss of one (inputs..., labels) batch and its size (the lab's hook: datamodules/lab_hooks.py)."""
+        labels = batch[self.num_inputs]
+        return self.loss(self(*batch[:self.num_inputs]), labels), len(labels)
 
     def training_step(self, batch, batch_idx):
         inputs, labels = batch[:self.num_inputs], batch[self.num_inputs]

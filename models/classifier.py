@@ -6,8 +6,13 @@ from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
+from datamodules.lab_hooks import Remedy
 from models.base import BaseTask
 from models.cnn import build_net
+
+
+#: The networks from smallest to biggest, for "a bigger/smaller network" (any torchvision name also works).
+NETS = ("sample", "resnet18", "resnet34", "resnet50")
 
 
 class ImageClassifier(BaseTask):
@@ -29,6 +34,11 @@ class ImageClassifier(BaseTask):
 
     monitor = "val_acc"
     mode = "max"
+    remedies = BaseTask.remedies + (
+        Remedy("bias", "a bigger network", "--model.net", ladder=NETS),
+        Remedy("overfitting", "a smaller network", "--model.net", ladder=NETS, plus=-1),
+        Remedy("overfitting", "label smoothing", "--model.label_smoothing", plus=0.1, start=0.1, most=0.3),
+    )
 
     def __init__(
         self,
@@ -59,6 +69,11 @@ class ImageClassifier(BaseTask):
         self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(x), sync_dist=True)
         self.log_dict(self.train_metrics, on_step=False, on_epoch=True)
         return loss
+
+    def batch_loss(self, batch) -> tuple[torch.Tensor, int]:
+        """The training loss of one (images, targets) batch and its size (the lab's hook: datamodules/lab_hooks.py)."""
+        x, y = batch
+        return self.loss(self(x), y), len(x)
 
     def _evaluate(self, batch, metrics: MetricCollection, prefix: str) -> torch.Tensor:
         x, y = batch

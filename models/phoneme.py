@@ -5,6 +5,7 @@ from typing import Literal
 import torch
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 
+from datamodules.lab_hooks import Remedy
 from models.base import ClassificationTask
 from models.nets import MLP
 from models.rnn import WindowRNN
@@ -27,6 +28,15 @@ class PhonemeClassifier(ClassificationTask):
         optimizer: Optimizer class and its arguments.
         lr_scheduler: Learning-rate schedule (e.g. callbacks.WarmupCosineLR), or none.
     """
+
+    remedies = ClassificationTask.remedies + (
+        Remedy("optimization", "normalization", "--model.batch_norm", value=True),
+        Remedy("bias", "a bigger model", "--model.hidden_dim", times=2),
+        Remedy("bias", "a bigger model", "--model.num_layers", plus=1),
+        Remedy("overfitting", "dropout", "--model.dropout", plus=0.2, start=0.2, most=0.7),
+        Remedy("overfitting", "fewer parameters", "--model.hidden_dim", times=0.5),
+        Remedy("overfitting", "label smoothing", "--model.label_smoothing", plus=0.1, start=0.1, most=0.3),
+    )
 
     def __init__(
         self,

@@ -6,6 +6,7 @@ from torch import nn
 from torchmetrics import MeanSquaredError
 
 from datamodules.base import MinibatchesPerStep
+from datamodules.lab_hooks import Remedy
 from models.base import MinibatchLoopTask
 from models.nets import MLP
 
@@ -25,6 +26,12 @@ class CovidRegressor(MinibatchLoopTask):
 
     monitor = "val_mse"
     mode = "min"
+    remedies = MinibatchLoopTask.remedies + (
+        Remedy("optimization", "normalization", "--model.batch_norm", value=True),
+        Remedy("bias", "a bigger model", "--model.hidden_dims", times=2),
+        Remedy("overfitting", "fewer parameters", "--model.hidden_dims", times=0.5),
+        Remedy("overfitting", "dropout", "--model.dropout", plus=0.2, start=0.2, most=0.7),
+    )
 
     def __init__(
         self,

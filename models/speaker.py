@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 
+from datamodules.lab_hooks import Remedy
 from models.base import ClassificationTask
 
 
@@ -181,6 +182,12 @@ class SpeakerClassifier(ClassificationTask):
     """
 
     num_inputs = 2  # batches are (mels, padding mask, labels)
+    remedies = ClassificationTask.remedies + (
+        Remedy("bias", "a bigger model", "--model.d_model", times=2),
+        Remedy("bias", "a bigger model", "--model.num_layers", plus=2),
+        Remedy("overfitting", "dropout", "--model.dropout", plus=0.1, start=0.1, most=0.5),
+        Remedy("overfitting", "fewer parameters", "--model.num_layers", plus=-1, least=1),
+    )
 
     def __init__(
         self,

@@ -11,6 +11,7 @@ from torchmetrics import MeanMetric
 
 from datamodules.errors import DataError
 from datamodules.translation import BOS_ID, EOS_ID, PAD_ID
+from datamodules.lab_hooks import Remedy
 from models.base import BaseTask
 from models.seq2seq import RNNSeq2Seq, TransformerSeq2Seq, beam_search, greedy_search
 
@@ -52,6 +53,13 @@ class Translator(BaseTask):
 
     monitor = "val_bleu"
     mode = "max"
+    remedies = BaseTask.remedies + (
+        Remedy("optimization", "gradient clipping", "--trainer.gradient_clip_val", value=1.0),
+        Remedy("bias", "a bigger model", "--model.encoder_layers", plus=3),
+        Remedy("bias", "a bigger model", "--model.decoder_layers", plus=3),
+        Remedy("overfitting", "dropout", "--model.dropout", plus=0.1, start=0.1, most=0.5),
+        Remedy("overfitting", "label smoothing", "--model.label_smoothing", plus=0.1, start=0.1, most=0.3),
+    )
 
     def __init__(
         self,
@@ -102,6 +110,10 @@ class Translator(BaseTask):
         loss = F.cross_entropy(logits.flatten(0, 1).float(), batch["tgt_out"].flatten(), ignore_index=PAD_ID,
                                label_smoothing=self.hparams.label_smoothing)
         return loss, tokens
+
+    def batch_loss(self, batch: dict) -> tuple[torch.Tensor, int]:
+        """The training loss of one batch and the target tokens it averages over (the lab's hook: datamodules/lab_hooks.py)."""
+        return self.loss(batch)
 
     def translate(self, src: torch.Tensor, beam_size: int | None = None) -> list[list[int]]:
         """Token ids of the translations of `src` (B, S), without specials."""

@@ -59,3 +59,12 @@ def test_lightnings_ddp_launcher_still_starts_children_through_the_method_we_wra
 
     assert callable(getattr(_SubprocessScriptLauncher, "_call_children_scripts", None))
     assert "self.procs" in inspect.getsource(_SubprocessScriptLauncher)
+
+
+def test_lightnings_lr_finder_draws_its_bar_through_a_module_attribute():
+    from pytorch_lightning.tuner import lr_finder
+
+    drawn = lr_finder.tqdm
+    with adapters.lr_finder_without_progress_bar():
+        assert lr_finder.tqdm is not drawn and lr_finder.tqdm(range(3)).disable
+    assert lr_finder.tqdm is drawn

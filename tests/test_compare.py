@@ -98,3 +98,16 @@ def test_help_says_what_each_variant_means(capsys):
     out = capsys.readouterr().out
     assert "sgd_momentum  torch.optim.SGD lr 0.01, momentum 0.9" in out and "python homework/hw1.py fit --help" in out
     assert not Path("runs").exists()
+
+
+def test_every_panel_of_the_comparison_says_what_its_y_axis_is(monkeypatch):
+    import matplotlib.figure
+
+    saved = []
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", lambda fig, *a, **k: saved.append(fig))
+    history = {"train_loss": [(e, 1 / (e + 1)) for e in range(5)], "val_loss": [(e, 1.2 / (e + 1)) for e in range(5)],
+               "val_acc": [(e, 0.5 + 0.05 * e) for e in range(5)]}
+    results = [compare.Result(name, Path(name), "val_acc", "max", 0.7, 4, 5, 1.0, history) for name in ("sgd", "adam")]
+    compare.plot_comparison(results, Path("comparison.png"), "hw2: 2 optimizers")
+    labels = [ax.get_ylabel() for ax in saved[0].axes]
+    assert labels == ["loss", "loss", "val_acc"]

@@ -163,3 +163,13 @@ def test_hw1_critical_subcommand(capsys):
     assert "Critical-point analysis of " in out and "  gradient norm  " in out and "\nVerdict: " in out
     assert "minimum ratio  0." in out or "minimum ratio  1.000" in out  # 8 hidden units: the full spectrum
     assert not list(Path("runs/hw1").glob("*critical*"))  # an analysis makes no run directory
+
+
+def test_a_model_without_the_batch_loss_hook_is_told_critical_is_not_available():
+    """critical asks the task for `batch_loss(batch)` (datamodules/lab_hooks.py), never which homework's model it has."""
+    with pytest.raises(DataError, match="critical is not available for this homework: Linear has no batch_loss"):
+        run_critical(nn.Linear(2, 1), SimpleNamespace())
+    model = CovidRegressor(in_features=3)
+    x, y = torch.randn(5, 3), torch.randn(5)
+    loss, count = model.batch_loss((x, y))
+    assert count == 5 and float(loss) == pytest.approx(float(((model(x) - y) ** 2).mean()))

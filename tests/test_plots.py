@@ -1,4 +1,5 @@
 """The learning curve: what it records during a fit, and that the figure shows it (panels, labels, markers)."""
+import json
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -32,20 +33,37 @@ def test_figure_has_loss_metric_and_learning_rate_panels_with_the_marked_epochs(
     assert loss.get_ylabel() == "loss" and "train vs validation" in loss.get_title()
     assert metric.get_ylabel() == "acc" and "val_acc picks the best epoch" in metric.get_title()
     assert "higher is better" in metric.get_title()
-    assert lr.get_ylabel() == "learning rate" and lr.get_xlabel() == "epoch (from 0)"
+    assert lr.get_ylabel() == "learning rate" and lr.get_xlabel().startswith("epoch (from 0; each epoch's steps")
     for ax in (loss, metric, lr):  # best epoch and early stop marked on every panel
         assert vertical_lines(ax) == {7, 14}
     (schedule,) = [line for line in lr.get_lines() if line.get_label() == "learning rate"]
-    assert list(schedule.get_xdata()) == [x for x, _ in curve.lr_history]
+    # each epoch's steps drawn around its tick, so the x axis ends half an epoch after the last epoch
+    assert list(schedule.get_xdata()) == [x - 0.5 for x, _ in curve.lr_history]
     assert list(schedule.get_ydata()) == [v for _, v in curve.lr_history]
-    # the best point sits on the monitored curve at the best epoch
+    assert loss.get_xlim()[1] == pytest.approx(14.25 + 0.02 * 14.75)
+    # the best point sits on the monitored curve at the best epoch; its value is in the legend, not on the axes
     dots = [line for line in metric.get_lines() if line.get_marker() == "o" and len(line.get_xdata()) == 1]
     assert [(d.get_xdata()[0], d.get_ydata()[0]) for d in dots] == [(7, pytest.approx(0.78))]
+    assert not metric.texts
     (legend,) = fig.legends
     labels = [t.get_text() for t in legend.get_texts()]
-    assert {"train", "validation", "learning rate", "best epoch 7 (val_acc)",
+    assert {"train", "validation", "learning rate", "best epoch 7 (val_acc 0.78)",
             "early stop, epoch 14: no better val_acc for 7 epochs"} == set(labels)
     assert loss.get_yscale() == "linear"
+    assert "train vs validation" in metric.get_title() and curve.recipe is None and "\n" not in loss.get_title()
+
+
+def test_the_figure_says_its_recipe_and_a_validation_only_metric_is_titled_so():
+    curve = LearningCurvePlot()
+    for epoch in range(4):  # HW5: BLEU is scored on the validation split only
+        curve.history["train_loss"].append((epoch, 8 - epoch))
+        curve.history["val_loss"].append((epoch, 7.5 - epoch))
+        curve.history["val_bleu"].append((epoch, 1 + 2 * epoch))
+    curve.recipe = "AdamW lr 0.001 · InverseSqrtLR · batches of 2048 tokens"
+    loss, metric = curve.figure(monitor="val_bleu", mode="max").axes
+    assert loss.get_title().startswith("AdamW lr 0.001 · InverseSqrtLR · batches of 2048 tokens\nloss: ")
+    assert metric.get_title().startswith("bleu on the validation split (higher is better")
+    assert "train" not in metric.get_title() and loss.get_xlim()[1] < 3.1  # one value per epoch: no empty epoch
 
 
 def test_losses_over_orders_of_magnitude_use_a_log_axis_and_one_panel_when_the_metric_is_the_loss(tmp_path):
@@ -98,3 +116,6 @@ def test_a_fit_records_the_schedule_the_best_epoch_and_the_early_stop():
     assert lrs[-1] == pytest.approx(trainer.optimizers[0].param_groups[0]["lr"], rel=0.2)
     run_dir = Path(trainer.default_root_dir)
     assert (run_dir / "learning_curve.png").is_file()
+    assert curve.recipe == "AdamW lr 0.05, weight decay 0.01 · WarmupCosineLR · batch 128"
+    saved = json.loads((run_dir / "learning_curve.json").read_text())  # the numbers behind it, for `diagnose`
+    assert saved["history"]["val_mse"][-1] == list(curve.history["val_mse"][-1]) and saved["stopped_epoch"] == stopper.stopped_epoch

@@ -13,8 +13,9 @@ Each `homework/hwN.py` calls `run(Model, DataModule, "hwN.yaml", args)`. The sto
    command (output.py).
 A run that fails before its first checkpoint leaves nothing behind. `--data.fold all` runs every
 fold of a k-fold split, and `predict --ckpt_path <cross-validation dir>` averages the folds (kfold.py).
-The lecture lab: `critical` (critical.py), `compare` (compare.py), `fit --find_lr / --find_batch_size /
---plot_schedule` (tuning.py). Several devices: only process 0 makes directories and speaks.
+The lecture lab: `critical` (critical.py), `compare` (compare.py), `diagnose [RUN_DIR]` (advisor.py),
+`fit --find_lr / --find_batch_size / --plot_schedule` (tuning.py). Several devices: only process 0 makes
+directories and speaks.
 """
 
 import copy
@@ -366,7 +367,7 @@ class HomeworkCLI(LightningCLI):
         self.record.finish(trainer, status)
         advice = None
         if not self.tuned and self.config[self.subcommand].diagnose and trainer.is_global_zero:
-            advice = advisor.advise(trainer, self.model, self.datamodule)
+            advice = advisor.advise(trainer, self.model, self.datamodule, self.record)
             for logger in trainer.loggers if advice else []:
                 if hasattr(logger, "log_text"):
                     logger.log_text(key="diagnosis", columns=["diagnosis"], data=[[advice]])
@@ -483,6 +484,8 @@ def run(model_class: type[BaseTask], datamodule_class: type[LightningDataModule]
             not any(a.startswith("--print_config") for a in args):
         print(note, file=sys.stderr, flush=True)
     try:
+        if "diagnose" in args:  # a finished run's diagnosis again, without building a model or data
+            return advisor.diagnose_command(args, model_class, datamodule_class)
         if compare.asks_for_comparison(args):
             return compare.compare_command(args, lambda a: HomeworkCLI(model_class, datamodule_class, config_file,
                                                                        links, a), datamodule_class)

@@ -284,7 +284,8 @@ def plot_comparison(results: list[Result], path: Path, title: str) -> None:
     if losses and min(losses) > 0 and max(losses) / min(losses) > 20:  # early epochs would flatten the rest
         for ax in axes[:2]:
             ax.set_yscale("log")
-    axes[0].set_ylabel("loss" + (" (log scale)" if axes[0].get_yscale() == "log" else ""))
+    for ax, (name, label, _) in zip(axes, panels):  # every panel says what its y axis is
+        ax.set_ylabel((monitor if name == monitor else "loss") + (" (log scale)" if ax.get_yscale() == "log" else ""))
     if losses:  # one scale for both loss panels, so train and validation compare by eye; the first tenth
         # of the epochs (from the untrained model's loss down) would squeeze where the variants differ
         low, high = min(axes[0].get_ylim()[0], axes[1].get_ylim()[0]), max(axes[0].get_ylim()[1], axes[1].get_ylim()[1])
@@ -295,7 +296,8 @@ def plot_comparison(results: list[Result], path: Path, title: str) -> None:
         for ax in axes[:2]:
             ax.set_ylim(low, min(high, cut))
         if cut < high:
-            axes[0].set_ylabel(axes[0].get_ylabel() + "; top cut at 2x the\nworst value after a tenth of the epochs")
+            for ax in axes[:2]:
+                ax.set_ylabel(ax.get_ylabel() + "; top cut at 2x the\nworst value after a tenth of the epochs")
     fig.suptitle(title + ": training loss dashed, validation solid", fontsize=11)
     fig.tight_layout()
     handles, labels = axes[1].get_legend_handles_labels()

@@ -233,18 +233,19 @@ def analyze_function(f: Callable[[torch.Tensor], torch.Tensor], theta: torch.Ten
 
 # --- a homework's model on a fixed set of training batches --------------------------------------------
 def batch_training_loss(model: nn.Module, batch) -> tuple[torch.Tensor, int]:
-    """The loss training minimizes on one batch, and what it averages over (examples, or HW5's tokens).
+    """The loss training minimizes on one batch, and what it averages over (examples, or HW5's tokens): the
+    task's `batch_loss` hook (datamodules/lab_hooks.py), the loss-only part of its training_step (which also logs,
+    updates metrics and, for HW1, steps the optimizer)."""
+    return model.batch_loss(batch)
 
-    Each homework's model computes it in its own training_step (which also logs, updates metrics and,
-    for HW1, steps the optimizer); these are the loss-only methods behind them."""
-    from models.base import MinibatchLoopTask
 
-    if isinstance(model, MinibatchLoopTask):  # HW1
-        return model.minibatch_loss(batch), len(batch[0])
-    if isinstance(batch, dict):  # HW5: label-smoothed cross-entropy per target token
-        return model.loss(batch)
-    n = getattr(model, "num_inputs", 1)  # HW2, HW3, HW4: (inputs..., labels)
-    return model.loss(model(*batch[:n]), batch[n]), len(batch[n])
+def check_batch_loss(model: nn.Module) -> None:
+    """`critical` needs the task's `batch_loss(batch)` hook: without it, one line saying so."""
+    from datamodules.base import DataError
+
+    if not callable(getattr(model, "batch_loss", None)):
+        raise DataError(f"critical is not available for this homework: {type(model).__name__} has no "
+                        f"batch_loss(batch) method (the training loss of one batch; see datamodules/lab_hooks.py)")
 
 
 class _BatchLoss(nn.Module):
@@ -344,6 +345,7 @@ def run_critical(model: nn.Module, datamodule, max_batches: int | None = None, t
                  dtype: torch.dtype | None = None, progress: Callable[[], None] | None = None) -> CriticalPointReport:
     """The `critical` subcommand's work: `model` holds the checkpoint's weights and `datamodule` is set up
     for "fit" (its training loader is read here). See `training_batches` for which batches."""
+    check_batch_loss(model)
     start = time.perf_counter()
     device = next(model.parameters()).device
     batches, whole = training_batches(datamodule, max_batches, device)
@@ -379,6 +381,7 @@ def critical_command(trainer, model: nn.Module, datamodule, ckpt_path: str | Non
                                ("max_full_params", max_full_params, 0)):
         if value is not None and value < least:
             raise DataError(f"--{name} must be at least {least} (got {value})")
+    check_batch_loss(model)
     checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
     model.load_state_dict(checkpoint["state_dict"])
     datamodule.prepare_data()

@@ -3,34 +3,99 @@
 result. (Not applied silently: the range test's suggestion is a heuristic, to be checked against the plot, and
 the batch size changes the optimization too, as the course's batch-size lecture shows.)"""
 
+import math
 import sys
 from contextlib import contextmanager
-from functools import partial
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytorch_lightning as pl
 from pytorch_lightning.tuner import Tuner
+
+from adapters import lr_finder_without_progress_bar
 
 from datamodules.errors import DataError
 
 
-def find_lr(trainer: pl.Trainer, model: pl.LightningModule, datamodule, run_dir: Path) -> tuple[float, Path]:
-    """The learning-rate range test (Smith 2017): over 100 optimizer steps the learning rate grows
-    exponentially from 1e-8 to 1 while the (smoothed) training loss is recorded; Lightning suggests the
-    learning rate where the loss falls fastest. Weights are restored afterwards."""
+#: The suggestion rule's constants (see `suggest_lr`).
+SMOOTHING = 0.1  # the centred moving average spans this share of the recorded steps
+CLEAR_FALL = 0.10  # a falling stretch must take the smoothed loss down by 10% of its value at its top
+MIN_STRETCH = 5  # ... over at least this many recorded steps
+STRETCH_ENDS = (0.1, 0.9)  # the stretch runs from where 10% of that fall is done to where 90% is
+
+
+@dataclass
+class LrSuggestion:
+    """The suggested learning rate (None: the curve has no clear falling stretch) and the stretch it comes from."""
+
+    lr: float | None
+    reason: str  # how it was picked, or why there is none
+    start: float = math.nan  # the falling stretch's learning rates and smoothed losses at its ends
+    end: float = math.nan
+    high: float = math.nan
+    low: float = math.nan
+
+
+def smoothed(losses: np.ndarray) -> np.ndarray:
+    """A centred moving average over SMOOTHING of the points (shorter at the ends)."""
+    half = max(1, int(SMOOTHING * len(losses)) // 2)
+    kernel = np.ones(2 * half + 1)
+    padded = np.convolve(np.ones_like(losses), kernel, "same")
+    return np.convolve(losses, kernel, "same") / padded
+
+
+def suggest_lr(lrs, losses) -> LrSuggestion:
+    """The middle (on the log scale) of the falling stretch of the smoothed loss curve: its deepest fall from
+    an earlier top, trimmed to where 10%..90% of that fall happens. (The deepest fall, not the lowest point:
+    the running average starts at the first batch's loss, which may lie below everything after it.)
+
+    Why not Lightning's `suggestion()`: it takes the steepest slope of the loss with respect to the learning
+    rate itself, not its logarithm, after skipping 10 steps; the first steps' learning rates are ~1e-8 apart,
+    so a wiggle of a noisy loss there (HW1's minibatches differ a lot, and the running average starts from
+    the first batch's loss) is the "steepest" point, even on a rising stretch (HW1's demo: 2.75e-07). The
+    middle of the stretch where the loss clearly falls is where training makes progress and stays a safe
+    distance below the lowest point, beyond which it diverges (fastai's "valley" rule is the same idea)."""
+    lrs, losses = np.asarray(lrs, dtype=float), np.asarray(losses, dtype=float)
+    keep = np.isfinite(losses) & np.isfinite(lrs)
+    lrs, losses = lrs[keep], losses[keep]
+    if len(losses) < 2 * MIN_STRETCH:
+        return LrSuggestion(None, f"only {len(losses)} steps recorded, too few to see a falling stretch")
+    curve = smoothed(losses)
+    lowest = int(np.argmax(np.maximum.accumulate(curve) - curve))  # the deepest fall below an earlier top
+    top = int(np.argmax(curve[:lowest + 1]))
+    high, low = curve[top], curve[lowest]
+    if lowest - top < MIN_STRETCH or high - low < CLEAR_FALL * abs(high):
+        return LrSuggestion(None, f"the smoothed loss has no clear falling stretch (it falls at most "
+                                  f"{(high - low) / abs(high):.0%} of its value, over {lowest - top} steps)")
+    fall = high - low
+    start = top + int(np.argmax(curve[top:lowest + 1] <= high - STRETCH_ENDS[0] * fall))
+    end = start + int(np.argmax(curve[start:lowest + 1] <= high - STRETCH_ENDS[1] * fall))
+    lr = float(np.sqrt(lrs[start] * lrs[end]))
+    return LrSuggestion(lr, "the middle (log scale) of the falling stretch", float(lrs[start]), float(lrs[end]),
+                        float(curve[start]), float(curve[end]))
+
+
+def find_lr(trainer: pl.Trainer, model: pl.LightningModule, datamodule, run_dir: Path) -> tuple[LrSuggestion, Path]:
+    """The learning-rate range test (Smith 2017), run by Lightning's Tuner: over 100 optimizer steps the
+    learning rate grows exponentially from 1e-8 to 1 while the (running-average) training loss is recorded
+    (over as many epochs as that takes: `--trainer.max_epochs` is the planned fit's). Weights are restored.
+    The suggestion is `suggest_lr`'s, drawn and explained in lr_find.png."""
     if not model.automatic_optimization:
         raise DataError("--find_lr records the loss of every optimizer step: add --data.minibatches_per_step 1")
-    with progress_bar_only_on_a_terminal():
-        finder = Tuner(trainer).lr_find(model, datamodule=datamodule, update_attr=False)
-    suggestion = finder.suggestion() if finder is not None else None
+    epochs = trainer.fit_loop.max_epochs
+    trainer.fit_loop.max_epochs = -1  # the test is its 100 steps, however few epochs the planned fit has
+    try:
+        with progress_bar_only_on_a_terminal():
+            finder = Tuner(trainer).lr_find(model, datamodule=datamodule, update_attr=False)
+    finally:
+        trainer.fit_loop.max_epochs = epochs
+    if finder is None:
+        raise DataError("--find_lr: the range test recorded nothing (no training batches?)")
+    lrs, losses = finder.results["lr"], finder.results["loss"]
+    suggestion = suggest_lr(lrs, losses)
     plot = run_dir / "lr_find.png"
-    if finder is not None:
-        figure = finder.plot(suggest=suggestion is not None)
-        figure.axes[0].set_title("Learning-rate range test: the training loss as the learning rate grows")
-        figure.savefig(plot, dpi=120, bbox_inches="tight")
-    if suggestion is None:
-        raise DataError(f"--find_lr: the loss did not fall over the range tried, so there is no suggestion "
-                        f"(plot: {plot}); pick --model.optimizer.lr by hand")
+    plot_lr_finder(lrs, losses, suggestion, plot)
     return suggestion, plot
 
 
@@ -38,19 +103,48 @@ def find_lr(trainer: pl.Trainer, model: pl.LightningModule, datamodule, run_dir:
 def progress_bar_only_on_a_terminal():
     """Lightning's range test draws a tqdm bar of its own, with no option to turn it off: piped to a log it
     is carriage-return fragments that the result line then shares. There, one line says what runs instead."""
-    from pytorch_lightning.tuner import lr_finder
-
     if sys.stderr.isatty():
         yield
         return
     print("Learning-rate range test: 100 training steps, the learning rate growing from 1e-8 to 1 ...",
           file=sys.stderr, flush=True)
-    drawn = lr_finder.tqdm
-    lr_finder.tqdm = partial(drawn, disable=True)
-    try:
+    with lr_finder_without_progress_bar():
         yield
-    finally:
-        lr_finder.tqdm = drawn
+
+
+def plot_lr_finder(lrs, losses, suggestion: LrSuggestion, path: Path) -> None:
+    """The range test's curve, the smoothed curve the rule reads, the falling stretch and the suggestion."""
+    from callbacks.plots import pyplot
+
+    plt = pyplot()
+    lrs, losses = np.asarray(lrs, dtype=float), np.asarray(losses, dtype=float)
+    keep = np.isfinite(losses)
+    fig, ax = plt.subplots(figsize=(8, 4.6))
+    ax.plot(lrs[keep], losses[keep], color="tab:blue", alpha=0.45, linewidth=1,
+            label="training loss, each step (Lightning's running average)")
+    if keep.sum() >= 3:
+        ax.plot(lrs[keep], smoothed(losses[keep]), color="tab:blue", linewidth=2,
+                label=f"smoothed further (centred average over {SMOOTHING:.0%} of the steps)")
+    s = suggestion
+    if s.lr is not None:
+        ax.axvspan(s.start, s.end, color="tab:green", alpha=0.15,
+                   label=f"falling stretch: lr {s.start:.2g} to {s.end:.2g} "
+                         f"(smoothed loss {s.high:.3g} -> {s.low:.3g})")
+        at = float(np.interp(np.log(s.lr), np.log(lrs[keep]), smoothed(losses[keep])))
+        ax.plot([s.lr], [at], "o", color="tab:red", markersize=8, zorder=5,
+                label=f"suggested lr {s.lr:.3g}: the middle of the falling stretch (log scale)")
+        title = f"Learning-rate range test: suggested lr {s.lr:.3g}"
+    else:
+        title = "Learning-rate range test: no clear falling stretch, no suggestion"
+        ax.plot([], [], " ", label=s.reason)
+    ax.set_xscale("log")
+    ax.set_xlabel(f"learning rate (log scale; one optimizer step each, {len(lrs)} steps)")
+    ax.set_ylabel("training loss")
+    ax.set_title(title, fontsize=11)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), fontsize=8.5, frameon=False)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
 
 
 def find_batch_size(trainer: pl.Trainer, model: pl.LightningModule, datamodule) -> int:
@@ -85,9 +179,14 @@ def run(trainer: pl.Trainer, model: pl.LightningModule, datamodule, run_dir: Pat
         flags.append(f"--data.batch_size {size}")
     if lr:
         suggestion, plot = find_lr(trainer, model, datamodule, run_dir)
-        print(f"Learning-rate finder: the loss fell fastest at lr {suggestion:.3g}; check it on the plot, "
-              f"{plot} (somewhat below the loss's minimum is the usual choice)")
-        flags.append(f"--model.optimizer.lr {suggestion:.3g}")
+        if suggestion.lr is None:
+            print(f"Learning-rate finder: {suggestion.reason}, so no learning rate is suggested; read the plot, "
+                  f"{plot}, and pick one by hand")
+        else:
+            print(f"Learning-rate finder: lr {suggestion.lr:.3g}, {suggestion.reason} (lr {suggestion.start:.2g} to "
+                  f"{suggestion.end:.2g}, where the smoothed loss fell {suggestion.high:.3g} -> {suggestion.low:.3g}); "
+                  f"check it on the plot, {plot}")
+            flags.append(f"--model.optimizer.lr {suggestion.lr:.3g}")
     print(f"Run directory: {run_dir}\nNext: {' '.join([command, *flags])}")
 
 

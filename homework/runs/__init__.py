@@ -81,7 +81,7 @@ class RunRecord(pl.Callback):
                        "started": dt.datetime.now().isoformat(timespec="seconds"), "seed": None, "wandb_id": None,
                        "data_dir": str(data_dir.resolve()), "demo": demo, "split": split,
                        "monitor": None, "mode": None, "best_score": None, "best_epoch": None,
-                       "best_checkpoint": None, "epochs": 0}
+                       "best_checkpoint": None, "epochs": 0, "parameters": None, "train_loss": None}
 
     def _save(self, trainer: pl.Trainer) -> None:
         if trainer.is_global_zero and self.path.parent.is_dir():
@@ -96,7 +96,9 @@ class RunRecord(pl.Callback):
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         seed = os.environ.get("PL_GLOBAL_SEED")  # set by seed_everything: what makes the run reproducible
         self.record.update(monitor=getattr(pl_module, "monitor", None), mode=getattr(pl_module, "mode", None),
-                           seed=int(seed) if seed is not None else None)
+                           seed=int(seed) if seed is not None else None,
+                           # the model's size, for the advisor's comparison of sizes (the lecture's test)
+                           parameters=sum(p.numel() for p in pl_module.parameters() if p.requires_grad))
         if trainer.is_global_zero:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         self._save(trainer)
@@ -128,6 +130,14 @@ class RunRecord(pl.Callback):
 
     def finish(self, trainer: pl.Trainer, status: str) -> None:
         self.record["status"] = status
+        loss = trainer.callback_metrics.get("train_loss")  # the last epoch's: what sizes are compared by
+        if loss is not None and loss.numel() == 1 and math.isfinite(float(loss)):
+            self.record["train_loss"] = float(loss)
+        self._save(trainer)
+
+    def add(self, trainer: pl.Trainer, **values) -> None:
+        """Keep more about the run (the advisor's reference, for `diagnose` later)."""
+        self.record.update(values)
         self._save(trainer)
 
 
