@@ -11,6 +11,7 @@ from jsonargparse import Namespace
 from jsonargparse.typing import import_object
 
 from adapters import option_strings
+from datamodules.errors import DataError
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"  # homework/configs: each homework's recipes
 SECTIONS = ("trainer", "model", "data", "early_stopping", "checkpoint", "submission")
@@ -131,8 +132,6 @@ def option(args: list[str], name: str) -> tuple[int, str] | None:
 def check_training_length(trainer: Namespace) -> None:
     """`fit --trainer.max_epochs 0` (or max_steps 0) trains nothing, and would leave a "finished" run without a
     checkpoint: a user mistake, refused before anything is made. -1 means no limit, as in Lightning."""
-    from datamodules.errors import DataError
-
     for key in ("max_epochs", "max_steps"):
         value = trainer.get(key)
         if value is None or value == -1 or value >= 1:

@@ -50,7 +50,11 @@ from pathlib import Path
 
 import numpy as np
 
+from callbacks import LearningCurvePlot
+from datamodules.errors import DataError
 from datamodules.lab_hooks import ReferenceData, Remedy, advice, flatten_settings, sample_rows
+from homework import runs
+from homework.cli.arguments import option
 
 LEARNABLE = 0.05
 BIAS_MARGIN = 0.10
@@ -288,8 +292,6 @@ class RunSize:
 def comparable_sizes(run_dir: Path, record: dict, root: Path | None = None) -> list[RunSize]:
     """Earlier runs of the same homework on the same data directory and split, with a parameter count and a
     final training loss in their run.json (not this run)."""
-    from homework import runs
-
     found = []
     for other in runs.run_dirs(root or run_dir.parent):
         if other.resolve() == run_dir.resolve():
@@ -546,8 +548,6 @@ def advise(trainer, model, datamodule, record=None) -> str | None:
 
 
 def _curve(trainer):
-    from callbacks import LearningCurvePlot
-
     return next((c for c in trainer.callbacks if isinstance(c, LearningCurvePlot)), None)
 
 
@@ -580,9 +580,6 @@ def diagnose_run(run_dir: Path, model_class=None, datamodule_class=None) -> str:
     import torch
     import yaml
 
-    from datamodules.base import DataError
-    from homework import runs
-
     record = runs.read_record(run_dir)
     if record is None:
         raise DataError(f"diagnose: {run_dir} holds no run.json, so it is not a run directory of `fit`")
@@ -613,9 +610,6 @@ def diagnose_run(run_dir: Path, model_class=None, datamodule_class=None) -> str:
 
 def newest_run(root: Path) -> Path:
     """The newest run directory of `fit` under `root` (folds and compare variants included)."""
-    from datamodules.base import DataError
-    from homework import runs
-
     fits = [d for d in runs.run_dirs(root) if (runs.read_record(d) or {}).get("command") == "fit"]
     if not fits:
         raise DataError(f"diagnose: no run of `fit` under '{root}'; train first, or name a run directory "
@@ -627,9 +621,6 @@ def newest_run(root: Path) -> Path:
 def diagnose_command(args: list[str], model_class, datamodule_class) -> str:
     """`python homework/hwN.py diagnose [RUN_DIR | --run_dir RUN_DIR] [--trainer.default_root_dir DIR]`:
     print the diagnosis of RUN_DIR (default: the newest run of `fit` under runs/hwN) without training."""
-    from datamodules.base import DataError
-    from homework.arguments import option
-
     rest = args[args.index("diagnose") + 1:]
     if "--help" in rest or "-h" in rest:
         print(diagnose_command.__doc__.replace("hwN", datamodule_class.homework))
@@ -642,7 +633,7 @@ def diagnose_command(args: list[str], model_class, datamodule_class) -> str:
         raise DataError(f"diagnose takes one run directory (or --run_dir DIR) and --trainer.default_root_dir; "
                         f"got {' '.join(unknown or positional)}")
     run_dir = Path(given[1]) if given else Path(positional[0]) if positional else \
-        newest_run(Path(root[1]) if root else Path("runs") / datamodule_class.homework)
+        newest_run(runs.root_dir(datamodule_class.homework, root[1] if root else None))
     if not run_dir.is_dir():
         raise DataError(f"diagnose: run directory '{run_dir}' does not exist")
     text = diagnose_run(run_dir, model_class, datamodule_class)

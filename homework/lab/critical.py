@@ -28,6 +28,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from datamodules.errors import DataError
+
 # n×n float64 numbers: 3,000 parameters make a 72 MB Hessian, 3,000 Hessian-vector products and a
 # seconds-long `eigh`; beyond that Lanczos finds the extreme eigenvalues only.
 FULL_SPECTRUM_MAX_PARAMS = 3000
@@ -241,8 +243,6 @@ def batch_training_loss(model: nn.Module, batch) -> tuple[torch.Tensor, int]:
 
 def check_batch_loss(model: nn.Module) -> None:
     """`critical` needs the task's `batch_loss(batch)` hook: without it, one line saying so."""
-    from datamodules.base import DataError
-
     if not callable(getattr(model, "batch_loss", None)):
         raise DataError(f"critical is not available for this homework: {type(model).__name__} has no "
                         f"batch_loss(batch) method (the training loss of one batch; see datamodules/lab_hooks.py)")
@@ -375,8 +375,6 @@ def critical_command(trainer, model: nn.Module, datamodule, ckpt_path: str | Non
             the minimum ratio; above it, Lanczos finds the extreme eigenvalues only.
         max_hvps: Lanczos' budget of Hessian-vector products for each end of the spectrum.
     """
-    from datamodules.errors import DataError
-
     for name, value, least in (("max_batches", max_batches, 1), ("top_k", top_k, 1), ("max_hvps", max_hvps, 1),
                                ("max_full_params", max_full_params, 0)):
         if value is not None and value < least:
