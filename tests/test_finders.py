@@ -2,7 +2,7 @@
 on the falling stretch, never on a rising one, and none at all where nothing clearly falls."""
 import numpy as np
 
-from homework.tuning import plot_lr_finder, suggest_lr
+from homework.lab.finders import plot_lr_finder, suggest_lr
 
 LRS = np.logspace(-8, 0, 100)
 
