@@ -269,12 +269,15 @@ def test_a_second_predict_says_it_replaced_the_file(capsys):
 
 # --- the lecture lab's finders and critical-point command ------------------------------------------
 def test_find_lr_runs_the_range_test_instead_of_training_and_prints_the_command(capsys):
-    cli = fit("--find_lr", "true", "--data.minibatches_per_step", "1")
+    cli = fit("--find_lr=true", "--data.normalize", "true", "--data.minibatches_per_step", "1")
     out = capsys.readouterr().out.strip().splitlines()
     (run,) = run_dirs()
     assert (run / "lr_find.png").stat().st_size > 10_000 and not list(run.rglob("*.ckpt"))  # nothing trained
-    assert out[-1].startswith("Next: python -m homework.hw1 fit") and "--model.optimizer.lr " in out[-1]
-    assert "--find_lr" not in out[-1]
+    # built from the run's saved config, not by editing the typed command (which dropped every `true` and kept
+    # `--find_lr=true`): the config keeps --data.normalize true and has the finder off
+    assert out[-1].startswith(f"Next: python -m homework.hw1 fit --config {run}/config.yaml --model.optimizer.lr ")
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["find_lr"] is False and saved["data"]["normalize"] is True
     lr = float(out[-1].rsplit("--model.optimizer.lr ", 1)[1])  # the middle of the falling stretch it names
     finder = next(line for line in out if line.startswith("Learning-rate finder: "))
     start, end = (float(v) for v in finder.split("falling stretch (lr ")[1].split(",")[0].split(" to "))

@@ -41,10 +41,9 @@ from datamodules.errors import DataError
 from datamodules.workspace import elsewhere
 import adapters
 from homework import runs
-from homework.cli import arguments, hardware
+from homework.cli import arguments, commands, hardware
 from homework.cli.arguments import CONFIG_DIR
 from homework.lab import advisor, compare, finders
-from homework.lab.critical import critical_command
 from homework.runs import checkpoints, kfold, tracking
 from homework.cli.output import EpochLines, command, fail, silence_known_noise
 from models.base import BaseTask
@@ -71,9 +70,12 @@ def user_interrupt(error: BaseException) -> bool:
 
 
 class HomeworkTrainer(Trainer):
-    """Lightning's Trainer plus the lecture lab's commands (LightningCLI makes a subcommand of each method)."""
+    """Lightning's Trainer plus the commands of one model that homework/cli/commands.py lists (LightningCLI makes
+    a subcommand of each method)."""
 
-    critical = critical_command
+
+for _name, _method in commands.trainer_methods().items():
+    setattr(HomeworkTrainer, _name, _method)
 
 
 class RunConfigSaver(SaveConfigCallback):
@@ -124,7 +126,9 @@ class HomeworkCLI(LightningCLI):
                                  trainer_class=HomeworkTrainer,
                                  save_config_kwargs={"overwrite": True},  # a resumed run's config is the updated one
                                  auto_configure_optimizers=False, args=self.args,
-                                 parser_kwargs={**no_exit, **{name: no_exit for name in self.subcommands()}})
+                                 parser_kwargs={**no_exit, "description": commands.describe(),
+                                                "formatter_class": commands.KeepLines,
+                                                **{name: no_exit for name in self.subcommands()}})
         except BaseException as err:  # a failed or interrupted command: its W&B run closed, its record says so
             interrupted = user_interrupt(err)
             if interrupted:
@@ -147,7 +151,7 @@ class HomeworkCLI(LightningCLI):
 
     @staticmethod
     def subcommands() -> dict[str, set[str]]:
-        return {**LightningCLI.subcommands(), "critical": {"model", "datamodule"}}
+        return {**LightningCLI.subcommands(), **{name: {"model", "datamodule"} for name in commands.trainer_methods()}}
 
     # --- 1. parse -------------------------------------------------------------------------------
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
@@ -262,6 +266,9 @@ class HomeworkCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand]
         self.saved_config = copy.deepcopy(config)  # config.yaml: what the user set, no paths pinned to this run
+        for mode in ("find_lr", "find_batch_size", "plot_schedule", "print_config"):  # re-running it trains
+            if mode in self.saved_config:
+                self.saved_config[mode] = False
         trainer, data = config.trainer, config.data
         if trainer.precision is None:
             trainer.precision = hardware.auto_precision()
@@ -344,10 +351,10 @@ class HomeworkCLI(LightningCLI):
         config = self.config[self.subcommand]
         if config.find_lr or config.find_batch_size or config.plot_schedule:  # instead of training: lab/finders.py
             self.tuned = True
-            same = [a for a in self.args if a not in ("--find_lr", "--find_batch_size", "--plot_schedule", "true",
-                                                      "True")]
+            # the next command trains this run's own config (saved with the finders off), plus what they found
             finders.run(self.trainer, model, datamodule, self.run_dir, config.find_lr, config.find_batch_size,
-                       command(self.datamodule_class.homework, *same), config.plot_schedule)
+                        command(self.datamodule_class.homework, "fit", "--config", self.run_dir / "config.yaml"),
+                        config.plot_schedule)
             return
         self.trainer.fit(model, datamodule=datamodule, **kwargs)
 
@@ -410,9 +417,8 @@ class HomeworkCLI(LightningCLI):
         steps, where = self.trainer.global_step, os.path.relpath(last.parent)
         print(f"No validation ran in {steps} step{'s' * (steps != 1)}, so no best checkpoint: last.ckpt saved in "
               f"{last.parent if where.startswith('..') else where}\nRun directory: {self.run_dir}")
-        longer, steps_given = compare._take(self.args, "--trainer.max_steps")
-        if steps_given is not None:
-            print(f"Next: {command(self.datamodule_class.homework, *longer)}  "
+        if self.config[self.subcommand].trainer.max_steps not in (None, -1):  # (from the run's own config)
+            print(f"Next: {command(self.datamodule_class.homework, 'fit', '--config', self.run_dir / 'config.yaml', '--trainer.max_steps', -1)}  "
                   f"(validation, which keeps the best checkpoint, runs at the end of each epoch)")
 
     def _say_interrupted(self, discarded: bool) -> None:
@@ -484,14 +490,7 @@ def run(model_class: type[BaseTask], datamodule_class: type[LightningDataModule]
             not any(a.startswith("--print_config") for a in args):
         print(note, file=sys.stderr, flush=True)
     try:
-        if "diagnose" in args:  # a finished run's diagnosis again, without building a model or data
-            return advisor.diagnose_command(args, model_class, datamodule_class)
-        if compare.asks_for_comparison(args):
-            return compare.compare_command(args, lambda a: HomeworkCLI(model_class, datamodule_class, config_file,
-                                                                       links, a), datamodule_class)
-        if kfold.asks_for_all_folds(args):
-            return kfold.fit_all_folds(lambda a: HomeworkCLI(model_class, datamodule_class, config_file, links, a),
-                                       args, datamodule_class)
-        return HomeworkCLI(model_class, datamodule_class, config_file, links=links, args=args)
+        return commands.dispatch(args, lambda a: HomeworkCLI(model_class, datamodule_class, config_file, links, a),
+                                 model_class, datamodule_class)
     except (DataError, SubmissionError) as err:
         fail(str(err))
