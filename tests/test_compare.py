@@ -9,7 +9,7 @@ import yaml
 from datamodules.errors import DataError
 from datamodules.covid import CovidDataModule
 from homework.lab import compare
-from homework.cli import HomeworkCLI
+from homework.cli.main import HomeworkCLI
 from models.regression import CovidRegressor
 from tests.conftest import QUIET
 

@@ -10,7 +10,7 @@ from torch import nn
 
 from datamodules.errors import DataError
 from datamodules.covid import CovidDataModule
-from homework.cli import HomeworkCLI
+from homework.cli.main import HomeworkCLI
 from homework.lab.critical import (LOCAL_MINIMUM, NOT_CRITICAL, SADDLE_POINT, analyze_function, analyze_module,
                                critical_command, format_report, run_critical, training_batches)
 from homework.hw1 import main as hw1

@@ -40,7 +40,7 @@ import yaml
 
 from datamodules.base import HomeworkDataModule
 from homework import runs
-from homework.cli import HomeworkCLI
+from homework.cli.main import HomeworkCLI
 from models.base import BaseTask
 
 ROOT = Path(__file__).resolve().parents[1]
