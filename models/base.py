@@ -257,7 +257,7 @@ class ClassificationTask(BaseTask):
         inputs, labels = batch[:self.num_inputs], batch[self.num_inputs]
         logits = self(*inputs)
         loss = self.loss(logits, labels)
-        self.train_acc.update(logits, labels)
+        self.train_acc.update(logits, labels if labels.dim() == 1 else labels.argmax(1))  # MixUp/CutMix: the main class
         self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(labels), sync_dist=True)
         self.log("train_acc", self.train_acc, on_step=False, on_epoch=True)
         return loss
@@ -268,6 +268,7 @@ class ClassificationTask(BaseTask):
         self.val_acc.update(logits, labels)
         self.log("val_loss", self.loss(logits, labels), batch_size=len(labels), sync_dist=True)
         self.log("val_acc", self.val_acc, prog_bar=True)
+        return {"preds": logits.argmax(1)}  # (read by callbacks.ClassificationPlots)
 
     def predict_step(self, batch, batch_idx):
         return self(*batch[:self.num_inputs]).softmax(-1)

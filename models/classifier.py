@@ -2,12 +2,10 @@
 
 import torch
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
-from torch import nn
-from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
 from datamodules.lab_hooks import Remedy
-from models.base import BaseTask
+from models.base import BaseTask, ClassificationTask
 from models.cnn import build_net
 
 
@@ -15,7 +13,7 @@ from models.cnn import build_net
 NETS = ("sample", "resnet18", "resnet34", "resnet50")
 
 
-class ImageClassifier(BaseTask):
+class ImageClassifier(ClassificationTask):
     """Cross-entropy classifier; `val_acc` drives early stopping and checkpointing.
 
     `net`: `sample` (the official CNN) or a torchvision model name (`resnet18`, ...), built
@@ -32,8 +30,6 @@ class ImageClassifier(BaseTask):
         lr_scheduler: Learning-rate schedule, e.g. callbacks.WarmupCosineLR; null for a constant lr.
     """
 
-    monitor = "val_acc"
-    mode = "max"
     remedies = BaseTask.remedies + (
         Remedy("bias", "a bigger network", "--model.net", ladder=NETS),
         Remedy("overfitting", "a smaller network", "--model.net", ladder=NETS, plus=-1),
@@ -49,44 +45,18 @@ class ImageClassifier(BaseTask):
         optimizer: OptimizerCallable = torch.optim.Adam,
         lr_scheduler: LRSchedulerCallable | None = None,
     ) -> None:
-        super().__init__(optimizer, lr_scheduler)
+        super().__init__(num_classes, optimizer, lr_scheduler, label_smoothing)
         self.save_hyperparameters()
         self.net = build_net(net, num_classes, image_size)
-        self.loss = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
-        metrics = MetricCollection({"acc": MulticlassAccuracy(num_classes, average="micro")})
-        self.train_metrics = metrics.clone(prefix="train_")
-        self.val_metrics = metrics.clone(prefix="val_")
         self.val_class_acc = MulticlassAccuracy(num_classes, average="none")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
-    def training_step(self, batch, batch_idx):
-        x, y = batch
-        logits = self(x)
-        loss = self.loss(logits, y)
-        self.train_metrics.update(logits, y if y.dim() == 1 else y.argmax(1))  # MixUp/CutMix: the main class
-        self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(x), sync_dist=True)
-        self.log_dict(self.train_metrics, on_step=False, on_epoch=True)
-        return loss
-
-    def batch_loss(self, batch) -> tuple[torch.Tensor, int]:
-        """The training loss of one (images, targets) batch and its size (the lab's hook: datamodules/lab_hooks.py)."""
-        x, y = batch
-        return self.loss(self(x), y), len(x)
-
-    def _evaluate(self, batch, metrics: MetricCollection, prefix: str) -> torch.Tensor:
-        x, y = batch
-        logits = self(x)
-        self.log(f"{prefix}_loss", self.loss(logits, y), batch_size=len(y), sync_dist=True)
-        metrics.update(logits, y)
-        self.log_dict(metrics)
-        return logits.argmax(1)
-
     def validation_step(self, batch, batch_idx):
-        preds = self._evaluate(batch, self.val_metrics, "val")
-        self.val_class_acc.update(preds, batch[1])
-        return {"preds": preds}  # read by callbacks.ClassificationPlots
+        out = super().validation_step(batch, batch_idx)
+        self.val_class_acc.update(out["preds"], batch[1])
+        return out
 
     def on_validation_epoch_end(self) -> None:
         """Per-class accuracy, as `class_acc/<class>` (kept out of the `val_*` learning-curve panel)."""
