@@ -22,7 +22,8 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
 from datamodules.base import available_cpus
-from datamodules.food import MEAN, STD, FoodDataModule, augmentation, default_num_workers
+from datamodules.food import MEAN, STD, FoodDataModule, default_num_workers
+from datamodules.food_images import augmentation
 
 AUGMENT = {  # per-image settings of homework/configs/hw3.yaml and hw3_strong.yaml
     "default": dict(crop_scale=(0.5, 1.0), hflip=0.5, auto_augment=None, random_erasing=0.0),

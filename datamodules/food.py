@@ -2,7 +2,8 @@
 
 Speed on a CPU comes from decoding each JPEG once, at the training resolution, into a uint8
 cache (RAM, or a memory-mapped .npy for sets larger than RAM); augmentation then runs on small
-tensors. The sample code re-decodes every full-size JPEG with PIL in every epoch.
+tensors (both in food_images.py). The sample code re-decodes every full-size JPEG with PIL in every epoch.
+The demo set: food_demo.py.
 """
 
 import json
@@ -14,14 +15,15 @@ from typing import Literal
 
 import numpy as np
 import torch
-from PIL import Image
 from pytorch_lightning.utilities import rank_zero_info
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 from torchvision.transforms import v2
 
 from datamodules.atomic import build_cache, write_atomically
 from datamodules.errors import DataError
 from datamodules.base import EpochLoader, HomeworkDataModule, available_cpus
+from datamodules.food_demo import write_demo_food
+from datamodules.food_images import DecodeFiles, FoodImages, Images, MappedImages, Split, augmentation
 from datamodules.packed import source_key
 from datamodules.lab_hooks import ReferenceData, Remedy, sample_rows
 
@@ -93,109 +95,6 @@ def parse_label(path: Path, from_folder: bool, num_classes: int) -> int:
         expected = "a class folder 00..10" if from_folder else "a name {label}_{index}.jpg with label 0..10"
         raise DataError(f"{path}: cannot read its class (expected {expected})")
     return int(text)
-
-
-def load_image(path: Path, size: int) -> torch.Tensor:
-    """Decode to a (3, size, size) uint8 tensor, squashed to a square as the sample's Resize((128, 128))."""
-    with Image.open(path) as image:
-        # JPEG only: decode straight at 1/2, 1/4 or 1/8 scale (DCT scaling), several times faster
-        # than decoding the full 512x384 photo and then shrinking it.
-        image.draft("RGB", (size, size))
-        image = image.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
-    return torch.from_numpy(np.array(image)).permute(2, 0, 1)
-
-
-class DecodeFiles(Dataset):
-    """Decodes image files; a broken file is reported back, not raised inside a worker."""
-
-    def __init__(self, paths: list[Path], size: int) -> None:
-        self.paths, self.size = paths, size
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, i: int) -> tuple[int, torch.Tensor | None, str | None]:
-        try:
-            return i, load_image(self.paths[i], self.size), None
-        except Exception as err:  # PIL raises many types (UnidentifiedImageError, OSError, SyntaxError...)
-            return i, None, f"{type(err).__name__}: {err}"
-
-
-class MappedImages:
-    """A uint8 image array in a .npy file, opened lazily by each process that reads it.
-
-    (A numpy memmap sent to a DataLoader worker would be pickled as a full in-RAM copy.)
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path, self._array = path, None
-
-    @property
-    def array(self) -> np.ndarray:
-        if self._array is None:
-            self._array = np.load(self.path, mmap_mode="r")
-        return self._array
-
-    def __len__(self) -> int:
-        return len(self.array)
-
-    def __getitem__(self, i: int) -> torch.Tensor:
-        return torch.from_numpy(np.array(self.array[i]))
-
-    @property
-    def nbytes(self) -> int:
-        return self.array.nbytes
-
-    def __getstate__(self) -> dict:
-        return {"path": self.path, "_array": None}
-
-
-Images = torch.Tensor | MappedImages
-
-
-@dataclass
-class Split:
-    """One split's decoded images; `keep` leaves out the images that could not be decoded."""
-
-    files: list[Path]
-    images: Images
-    labels: torch.Tensor | None
-    keep: np.ndarray
-
-
-class FoodImages(Dataset):
-    """Cached images, augmented per sample; with `views` > 0 an item is the clean image plus that many views."""
-
-    def __init__(self, split: Split, transform: v2.Transform | None = None, views: int = 0) -> None:
-        self.split, self.transform, self.views = split, transform, views
-
-    def __len__(self) -> int:
-        return len(self.split.keep)
-
-    def __getitem__(self, i: int):
-        index = int(self.split.keep[i])
-        image = self.split.images[index]
-        if self.views:
-            image = torch.stack([image, *(self.transform(image) for _ in range(self.views))])
-        elif self.transform is not None:
-            image = self.transform(image)
-        return image if self.split.labels is None else (image, self.split.labels[index])
-
-
-def augmentation(image_size: int, crop_scale: tuple[float, float] | None, hflip: float,
-                 auto_augment: str | None, random_erasing: float) -> v2.Transform:
-    """Per-image training augmentation on uint8 tensors (torchvision v2)."""
-    ops: list[v2.Transform] = []
-    if crop_scale is not None:
-        ops.append(v2.RandomResizedCrop(image_size, scale=crop_scale, antialias=True))
-    if hflip > 0:
-        ops.append(v2.RandomHorizontalFlip(hflip))
-    policies = {"trivial": v2.TrivialAugmentWide, "auto": v2.AutoAugment, "rand": v2.RandAugment}
-    if auto_augment is not None:
-        ops.append(policies[auto_augment]())
-    if random_erasing > 0:
-        ops.append(v2.RandomErasing(random_erasing))
-    return v2.Compose(ops) if ops else v2.Identity()
 
 
 def default_num_workers() -> int:
@@ -450,51 +349,3 @@ class FoodDataModule(HomeworkDataModule[FoodFiles]):
         ids = np.arange(len(predictions)) + self.layout.first_id
         return pd.DataFrame({"Id": [str(i).zfill(self.layout.id_digits) for i in ids],
                              "Category": self.blend_views(predictions).argmax(-1).numpy()})
-
-
-def write_demo_food(directory: Path, per_class: tuple[int, int, int] = (110, 30, 30), seed: int = 0) -> None:
-    """A small food-11-shaped set from scikit-learn's 8x8 `load_digits`, in the ML2022 layout and naming.
-
-    Classes 0-9 are the digits; class 10 (digits have only ten) is a "2x2 plate" of four small
-    digits, so the demo keeps food-11's 11 classes. Each image is a 64x48 RGB JPEG: dark ink on
-    a light background, both randomly tinted, the digit at a random size, near the middle.
-    """
-    from sklearn.datasets import load_digits
-
-    rng = np.random.default_rng(seed)
-    digits = load_digits()
-    pools: dict[str, list[tuple[int, list[np.ndarray]]]] = {"training": [], "validation": [], "test": []}
-    for digit in range(10):
-        index = rng.permutation(np.flatnonzero(digits.target == digit))
-        start = 0
-        for name, count in zip(pools, per_class):
-            pools[name] += [(digit, [digits.images[i]]) for i in index[start:start + count]]
-            start += count
-    root = directory / "food11"
-    for name, count in zip(pools, per_class):
-        pool = pools[name]
-        plates = [(10, [pool[j][1][0] for j in rng.choice(len(pool), 4, replace=False)]) for _ in range(count)]
-        samples = [pool[i] for i in rng.permutation(len(pool))] + plates
-        (root / name).mkdir(parents=True, exist_ok=True)
-        counters = [0] * 11
-        for n, (label, glyphs) in enumerate(samples):
-            file = f"{n + 1:04d}.jpg" if name == "test" else f"{label}_{counters[label]}.jpg"
-            counters[label] += 1
-            render_digits(glyphs, rng).save(root / name / file, quality=90)
-
-
-def render_digits(glyphs: list[np.ndarray], rng: np.random.Generator) -> Image.Image:
-    """One 8x8 digit (values 0-16), or four tiled 2x2, upsampled onto a 64x48 picture."""
-    single = len(glyphs) == 1
-    size = int(rng.integers(36, 47)) if single else 24
-    extent = size if single else 2 * size
-    x0 = int(np.clip((64 - extent) // 2 + rng.integers(-8, 9), 0, 64 - extent))  # near the middle, as a
-    y0 = int(np.clip((48 - extent) // 2 + rng.integers(-4, 5), 0, 48 - extent))  # photo's subject usually is
-    ink = np.zeros((48, 64), dtype=np.float32)
-    for k, glyph in enumerate(glyphs):
-        x, y = x0 + size * (k % 2), y0 + size * (k // 2)
-        patch = Image.fromarray((glyph * 255 / 16).astype(np.uint8)).resize((size, size), Image.BICUBIC)
-        ink[y:y + size, x:x + size] = np.asarray(patch, dtype=np.float32) / 255
-    background, foreground = rng.integers(170, 256, 3), rng.integers(0, 90, 3)
-    pixels = background + ink[..., None] * (foreground - background) + rng.normal(0, 8, (48, 64, 3))
-    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))

@@ -1,16 +1,15 @@
 """HW5: English -> Chinese translation data in the course's layout (train_dev.raw.en/zh, test.raw.en/zh).
 
-The course's cleaning (`clean_s`, `clean_corpus`), one SentencePiece model over both sides (trained once,
-cached beside the data), and batches capped by token count rather than sentence count, as fairseq does:
-sentences of similar length share a batch, so little of each batch is padding.
+The course's cleaning (`clean_s`, `clean_corpus`: translation_text.py), one SentencePiece model over both sides
+(trained once, cached beside the data), and batches capped by token count rather than sentence count, as
+fairseq does (translation_tokens.py): sentences of similar length share a batch, so little of each batch is
+padding. The demo set: translation_demo.py.
 """
 
 import hashlib
-import io
 import json
 import logging
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -18,211 +17,20 @@ from typing import Literal
 import numpy as np
 import torch
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_only
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader
 
 from datamodules.atomic import build_once
 from datamodules.errors import DataError
-from datamodules.base import (SAMPLE_SEED, EpochLoader, HomeworkDataModule, length_batches,
-                              split_indices)
+from datamodules.base import SAMPLE_SEED, EpochLoader, HomeworkDataModule, split_indices
+from datamodules.translation_demo import write_demo_translation
+from datamodules.translation_text import (PLACEHOLDER, SRC, TEST_PREFIX, TGT, TRAIN_PREFIX, clean_corpus, clean_s,
+                                          detokenize_zh, read_lines)
+from datamodules.translation_tokens import SentencePairs, SubwordTokenizer, TokenBatchSampler
 
 log = logging.getLogger(__name__)
 
-SRC, TGT = "en", "zh"
-TRAIN_PREFIX, TEST_PREFIX = "train_dev.raw", "test.raw"
-#: What test.raw.zh holds on every line when the course keeps the references.
-PLACEHOLDER = "。"
-#: SentencePiece special ids (fairseq's order): these four are part of `vocab_size`.
-PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 #: The course's vocabulary size: the default, when the corpus is large enough to fill it.
 COURSE_VOCAB_SIZE = 8000
-
-
-# --- reading and cleaning, as the course's sample code does -------------------------------------
-def read_lines(path: Path) -> list[str]:
-    """The lines of a UTF-8 text file (split on newlines only: TED text holds U+2028, which
-    `str.splitlines` would also split on, shifting every later line against the other language), without
-    the byte-order mark Windows editors put first (it would be a character of line 1)."""
-    data = path.read_bytes()
-    try:
-        text = data.decode("utf-8").removeprefix("\ufeff")  # (not "utf-8-sig": its error offsets skip the mark)
-    except UnicodeDecodeError as err:
-        raise DataError(f"{path}: not UTF-8 text (byte {err.start} is 0x{data[err.start]:02x}); "
-                        f"convert it, e.g. `iconv -f big5 -t utf-8`") from None
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    return [line.rstrip("\r") for line in lines]
-
-
-def strQ2B(ustring: str) -> str:  # noqa: N802 (the course's name)
-    """Full-width characters to half-width (the course's `strQ2B`): "（Ｈｉ！）" -> "(Hi!)"."""
-    out = []
-    for char in ustring:
-        code = ord(char)
-        if code == 0x3000:
-            code = 0x20
-        elif 0xFF01 <= code <= 0xFF5E:
-            code -= 0xFEE0
-        out.append(chr(code))
-    return "".join(out)
-
-
-def clean_s(s: str, lang: str) -> str:
-    """The course's per-sentence cleaning: asides in parentheses removed, punctuation spaced out."""
-    s = strQ2B(s.strip())  # the course converts zh only; English rarely has full-width text, and it does no harm
-    s = re.sub(r"\([^()]*\)", "", s)  # remove (asides)
-    if lang == "en":
-        s = s.replace("-", "")
-        s = re.sub(r'([.,;!?()"])', r" \1 ", s)
-    else:
-        for old, new in ((" ", ""), ("—", ""), ("“", '"'), ("”", '"'), ("_", "")):
-            s = s.replace(old, new)
-        s = re.sub(r'([。,;!?()"~「」])', r" \1 ", s)
-    return " ".join(s.split())
-
-
-def len_s(s: str, lang: str) -> int:
-    """Chinese is counted in characters, English in words (the course's `len_s`)."""
-    return len(s) if lang == "zh" else len(s.split())
-
-
-def detokenize_zh(s: str) -> str:
-    """A cleaned zh sentence as text: cleaning removed every space, then spaced out the punctuation."""
-    return "".join(s.split())
-
-
-def clean_corpus(src: list[str], tgt: list[str], max_len: int = 1000, ratio: float = 9,
-                 source: str = "the corpus") -> tuple[list[str], list[str], np.ndarray]:
-    """Clean every pair and drop the empty ones, those over `max_len` (words / characters) and those whose
-    length ratio exceeds `ratio` (<= 0 turns a filter off); returns the kept pairs and their line numbers.
-    A corpus emptied by this is a DataError naming the filter that removed most of it."""
-    src = [clean_s(s, SRC) for s in src]
-    tgt = [clean_s(s, TGT) for s in tgt]
-    len_src = np.array([len_s(s, SRC) for s in src])
-    len_tgt = np.array([len_s(s, TGT) for s in tgt])
-    empty = (len_src < 1) | (len_tgt < 1)
-    long = ~empty & (max_len > 0) & ((len_src > max_len) | (len_tgt > max_len))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        uneven = ~empty & ~long & (ratio > 0) & ((len_src / len_tgt > ratio) | (len_tgt / len_src > ratio))
-    keep = np.flatnonzero(~(empty | long | uneven))
-    if len(keep) == 0:
-        counts = {"empty after cleaning": int(empty.sum()), f"longer than max_len={max_len}": int(long.sum()),
-                  f"length ratio over ratio={ratio}": int(uneven.sum())}
-        worst = max(counts, key=counts.get)
-        raise DataError(f"{source}: no sentence pair is left after cleaning ({len(src)} pairs; "
-                        + ", ".join(f"{n} {why}" for why, n in counts.items())
-                        + f"); most were removed as {worst}")
-    return [src[i] for i in keep], [tgt[i] for i in keep], keep
-
-
-# --- subwords -------------------------------------------------------------------------------------
-class SubwordTokenizer:
-    """A SentencePiece model held as bytes (what the checkpoint carries), with encode/decode over batches."""
-
-    def __init__(self, model: bytes) -> None:
-        import sentencepiece as spm  # here, not at import time: `--help` stays fast
-
-        self.model = model
-        self.processor = spm.SentencePieceProcessor(model_proto=model)
-
-    def __len__(self) -> int:
-        return self.processor.get_piece_size()
-
-    def encode(self, lines: list[str]) -> list[list[int]]:
-        return self.processor.encode(lines, out_type=int, num_threads=os.cpu_count() or 1)
-
-    def decode(self, ids: list[list[int]]) -> list[str]:
-        return self.processor.decode(ids)
-
-    @classmethod
-    def train(cls, lines: list[str], vocab_size: int, model_type: str, at_most: bool = False) -> "SubwordTokenizer":
-        """The course's settings: full character coverage (Chinese has thousands of characters) and
-        NFKC normalization with case folding. `at_most`: fewer pieces when the corpus cannot make `vocab_size`
-        (as many as SentencePiece says it can)."""
-        import sentencepiece as spm
-
-        model = io.BytesIO()
-        try:
-            spm.SentencePieceTrainer.train(
-                sentence_iterator=iter(lines), model_writer=model, vocab_size=vocab_size, model_type=model_type,
-                character_coverage=1.0, normalization_rule_name="nmt_nfkc_cf", input_sentence_size=1_000_000,
-                shuffle_input_sentence=True, pad_id=PAD_ID, unk_id=UNK_ID, bos_id=BOS_ID, eos_id=EOS_ID,
-                num_threads=os.cpu_count() or 1, minloglevel=2)
-        except RuntimeError as err:  # e.g. "Vocabulary size too high (8000). Please set it to a value <= 171."
-            reason = str(err).strip().splitlines()[-1]
-            most = re.search(r"value <= (\d+)", reason)
-            if at_most and most and 8 <= int(most.group(1)) < vocab_size:
-                return cls.train(lines, int(most.group(1)), model_type)
-            raise DataError(f"SentencePiece cannot build a {vocab_size}-piece vocabulary from this corpus "
-                            f"({reason}); choose another --data.vocab_size") from None
-        return cls(model.getvalue())
-
-
-# --- batches capped by tokens ------------------------------------------------------------------------
-class TokenBatchSampler(Sampler):
-    """Length-bucketed batches of at most `max_tokens` padded tokens (fairseq's `--max-tokens`).
-
-    Sentences are sorted by length (ties broken at random each epoch when shuffling) and cut into
-    batches, and the batches' order is shuffled. The number of batches is the same every epoch, and
-    the items are whole batches, so under DDP Lightning's DistributedSamplerWrapper deals batches
-    out to the processes (each process builds the same batches: they depend on seed and epoch only).
-    """
-
-    def __init__(self, lengths: np.ndarray, max_tokens: int, shuffle: bool, seed: int = SAMPLE_SEED) -> None:
-        if max_tokens < 1:
-            raise DataError(f"--data.max_tokens must be positive (got {max_tokens})")
-        self.lengths, self.max_tokens, self.shuffle, self.seed = np.asarray(lengths), max_tokens, shuffle, seed
-        self.epoch = 0
-        self.num_batches = len(length_batches(self.lengths, max_tokens))
-
-    def __len__(self) -> int:
-        return self.num_batches
-
-    def set_epoch(self, epoch: int) -> None:
-        """Called by Lightning before each epoch: a new epoch, new ties and order (the same in every process)."""
-        self.epoch = epoch
-
-    def __iter__(self):
-        rng = np.random.default_rng([self.seed, self.epoch])
-        ties = rng.random(len(self.lengths)) if self.shuffle else np.arange(len(self.lengths))
-        batches = length_batches(self.lengths, self.max_tokens, order=np.lexsort((ties, self.lengths)))
-        if self.shuffle:
-            batches = [batches[i] for i in rng.permutation(len(batches))]
-        yield from (b.tolist() for b in batches)
-
-
-class SentencePairs(Dataset):
-    """Token ids of sentence pairs (targets None for text to translate), indexed by whole batches.
-
-    A batch is a dict: `src` (B, S) = pieces + </s>; `tgt_in` (B, T) = <s> + pieces and `tgt_out`
-    (B, T) = pieces + </s> (teacher forcing); padded with PAD_ID; `index`: each sentence's position
-    in its split, so predictions can be put back in file order.
-    """
-
-    def __init__(self, src: list[list[int]], tgt: list[list[int]] | None = None) -> None:
-        self.src, self.tgt = src, tgt
-
-    def __len__(self) -> int:
-        return len(self.src)
-
-    def lengths(self) -> np.ndarray:
-        """Each pair's padded size: the longer of its two token sequences."""
-        src = np.array([len(s) + 1 for s in self.src])
-        return src if self.tgt is None else np.maximum(src, np.array([len(t) + 1 for t in self.tgt]))
-
-    def __getitem__(self, indices: list[int]) -> dict[str, torch.Tensor]:
-        batch = {"src": pad([self.src[i] + [EOS_ID] for i in indices]), "index": torch.tensor(indices)}
-        if self.tgt is not None:
-            batch["tgt_in"] = pad([[BOS_ID] + self.tgt[i] for i in indices])
-            batch["tgt_out"] = pad([self.tgt[i] + [EOS_ID] for i in indices])
-        return batch
-
-
-def pad(sequences: list[list[int]]) -> torch.Tensor:
-    out = torch.full((len(sequences), max(map(len, sequences))), PAD_ID, dtype=torch.long)
-    for row, seq in enumerate(sequences):
-        out[row, :len(seq)] = torch.tensor(seq, dtype=torch.long)
-    return out
 
 
 @dataclass(frozen=True)
@@ -542,72 +350,3 @@ class TranslationDataModule(HomeworkDataModule[TranslationFiles]):
 
     def to_submission(self, predictions: list[list[int]]) -> list[str]:
         return self.detokenize(predictions)
-
-
-# --- demo data ----------------------------------------------------------------------------------
-ONES = "zero one two three four five six seven eight nine".split()
-TEENS = "ten eleven twelve thirteen fourteen fifteen sixteen seventeen eighteen nineteen".split()
-TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
-DIGITS_ZH = "零一二三四五六七八九"
-#: (English template, Chinese template): a number phrase in a sentence, as the demo's translations.
-DEMO_TEMPLATES = (
-    ("{}.", "{}。"),
-    ("I have {} books.", "我有{}本书。"),
-    ("He paid {} dollars.", "他付了{}美元。"),
-)
-
-
-def number_en(n: int) -> str:
-    """English words for 1 <= n < 100000: 42312 -> "forty-two thousand three hundred and twelve"."""
-    def below_thousand(m: int) -> list[str]:
-        words = []
-        if m >= 100:
-            words += [ONES[m // 100], "hundred"] + (["and"] if m % 100 else [])
-            m %= 100
-        if m >= 20:
-            words.append(TENS[m // 10] + (f"-{ONES[m % 10]}" if m % 10 else ""))
-        elif m >= 10:
-            words.append(TEENS[m - 10])
-        elif m > 0:
-            words.append(ONES[m])
-        return words
-
-    words = (below_thousand(n // 1000) + ["thousand"] if n >= 1000 else []) + below_thousand(n % 1000)
-    return " ".join(words)
-
-
-def number_zh(n: int) -> str:
-    """Chinese numerals for 1 <= n < 100000: 42312 -> 四万二千三百一十二, 1005 -> 一千零五, 15 -> 十五."""
-    units = ["", "十", "百", "千", "万"]
-    digits = [int(d) for d in str(n)]
-    out, zero = [], False
-    for power, d in zip(range(len(digits) - 1, -1, -1), digits):
-        if d == 0:
-            zero = True
-            continue
-        if zero and out:
-            out.append("零")
-        zero = False
-        out.append(DIGITS_ZH[d] + units[power])
-    text = "".join(out)
-    return text[1:] if text.startswith("一十") else text  # 15 is 十五, not 一十五
-
-
-def write_demo_translation(directory: Path, num_train: int = 12000, num_test: int = 500, seed: int = 0) -> None:
-    """English number phrases -> Chinese numerals, in the course's layout (test.raw.zh holds its `。`
-    placeholders, as the course ships it): a deterministic mapping a Transformer learns in minutes."""
-    rng = np.random.default_rng(seed)
-    numbers = np.where(rng.random(num_train + num_test) < 0.5, rng.integers(1, 1000, num_train + num_test),
-                       rng.integers(1, 100000, num_train + num_test))
-    templates = rng.integers(len(DEMO_TEMPLATES), size=len(numbers))
-    en = [DEMO_TEMPLATES[t][0].format(number_en(int(n))).capitalize() for n, t in zip(numbers, templates)]
-    zh = [DEMO_TEMPLATES[t][1].format(number_zh(int(n))) for n, t in zip(numbers, templates)]
-    directory.mkdir(parents=True, exist_ok=True)
-
-    def write(name: str, lines: list[str]) -> None:
-        (directory / name).write_text("".join(line + "\n" for line in lines), encoding="utf-8")
-
-    write(f"{TRAIN_PREFIX}.{SRC}", en[:num_train])
-    write(f"{TRAIN_PREFIX}.{TGT}", zh[:num_train])
-    write(f"{TEST_PREFIX}.{SRC}", en[num_train:])
-    write(f"{TEST_PREFIX}.{TGT}", [PLACEHOLDER] * num_test)

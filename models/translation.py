@@ -10,7 +10,7 @@ from pytorch_lightning.loggers import WandbLogger
 from torchmetrics import MeanMetric
 
 from datamodules.errors import DataError
-from datamodules.translation import BOS_ID, EOS_ID, PAD_ID
+from datamodules.translation_tokens import BOS_ID, EOS_ID, PAD_ID
 from datamodules.lab_hooks import Remedy
 from models.base import BaseTask
 from models.seq2seq import RNNSeq2Seq, TransformerSeq2Seq, beam_search, greedy_search

@@ -11,8 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from homework.lab import advisor
-from homework.lab.advisor import COMMON_REMEDIES, Reference, RunSize, diagnose, fit_reference, format_diagnosis
+from homework.lab import advisor, model_sizes, reference as simple_reference
+from homework.lab.advisor import COMMON_REMEDIES, diagnose, format_diagnosis
+from homework.lab.model_sizes import RunSize
+from homework.lab.reference import Reference, fit_reference
 from datamodules.lab_hooks import ReferenceData, advice, flatten_settings, same
 from tests.conftest import QUIET, user_error
 
@@ -175,7 +177,7 @@ def test_no_reference_skips_the_bias_check_and_says_why():
     class Plain:  # a DataModule without the hook: said, not silently off
         pass
 
-    ref, why = advisor.reference_score(Plain())
+    ref, why = simple_reference.reference_score(Plain())
     assert ref is None and "not available for this homework (Plain has no reference_data())" in why
     from datamodules.translation import TranslationDataModule
 
@@ -213,7 +215,7 @@ def test_sizes_are_read_from_earlier_runs_of_the_same_data_and_split(tmp_path):
     make("a_fit", parameters=100, train_loss=1.0)
     make("b_fit", parameters=100, train_loss=1.0, split={"seed": 2})  # another split: not comparable
     make("old_fit")  # an older run.json without sizes: skipped
-    sizes = advisor.comparable_sizes(this, json.loads((this / "run.json").read_text()))
+    sizes = model_sizes.comparable_sizes(this, json.loads((this / "run.json").read_text()))
     assert sizes == [RunSize("a_fit", 100, 1.0, 10)]
 
 
@@ -320,7 +322,7 @@ def test_hw1_ridge_reference_really_fits():
 
     dm = CovidDataModule()  # the demo set
     dm.setup("fit")
-    ref, _ = advisor.reference_score(dm)
+    ref, _ = simple_reference.reference_score(dm)
     assert ref.quantity == "MSE" and ref.num_features == 116 and ref.learnable
     assert 0 < ref.heldout < 0.1 * ref.baseline and ref.train <= 1.2 * ref.heldout
 
@@ -331,12 +333,12 @@ def test_hw2_reference_at_51_frames_is_capped_grouped_and_fast_and_hw3_thumbnail
 
     dm = LibriPhoneDataModule(concat_nframes=51)
     dm.setup("fit")
-    ref, _ = advisor.reference_score(dm)
+    ref, _ = simple_reference.reference_score(dm)
     assert ref.num_features == 51 * 39 and ref.components < ref.num_features and ref.grouped
     assert ref.learnable and ref.heldout < ref.baseline - 0.1 and ref.seconds < 60  # (seconds on a quiet CPU)
     food = FoodDataModule(num_workers=0)
     food.setup("fit")
-    thumbnails, _ = advisor.reference_score(food)
+    thumbnails, _ = simple_reference.reference_score(food)
     assert thumbnails.learnable and thumbnails.heldout < thumbnails.baseline - 0.3
 
 
@@ -360,6 +362,6 @@ def test_hw4_utterance_summary_reference_beats_the_majority_class():
 
     dm = VoxCelebDataModule(num_workers=0)
     dm.setup("fit")
-    ref, _ = advisor.reference_score(dm)
+    ref, _ = simple_reference.reference_score(dm)
     assert "mean and spread of its 40 mel bins" in ref.features and ref.num_features == 80
     assert ref.learnable and ref.heldout < ref.baseline - 0.2

@@ -12,7 +12,8 @@ from PIL import Image
 
 from callbacks import ClassificationPlots, validate_submission
 from datamodules.errors import DataError
-from datamodules.food import DEMO_CLASSES, LAYOUTS, ML2021, ML2022, ML2023, FoodDataModule, FoodLayout, write_demo_food
+from datamodules.food import DEMO_CLASSES, LAYOUTS, ML2021, ML2022, ML2023, FoodDataModule, FoodLayout
+from datamodules.food_demo import write_demo_food
 from homework.hw3 import main
 from models.classifier import ImageClassifier
 from models.cnn import SampleCNN, build_net

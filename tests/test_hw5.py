@@ -10,9 +10,10 @@ from pytorch_lightning.trainer.connectors.data_connector import _get_distributed
 from torch.utils.data import DataLoader
 
 from datamodules.errors import DataError
-from datamodules.translation import (BOS_ID, EOS_ID, PAD_ID, SentencePairs, TokenBatchSampler, TranslationDataModule,
-                                     clean_corpus, clean_s, number_en, number_zh, read_lines, strQ2B,
-                                     write_demo_translation)
+from datamodules.translation import TranslationDataModule
+from datamodules.translation_demo import number_en, number_zh, write_demo_translation
+from datamodules.translation_text import clean_corpus, clean_s, read_lines, strQ2B
+from datamodules.translation_tokens import BOS_ID, EOS_ID, PAD_ID, SentencePairs, TokenBatchSampler
 from homework.hw5 import main
 from models.seq2seq import RNNSeq2Seq, TransformerSeq2Seq, beam_search, greedy_search
 from tests.conftest import QUIET, shared_data

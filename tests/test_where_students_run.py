@@ -14,7 +14,8 @@ import yaml
 from datamodules.covid import CovidDataModule
 from datamodules.libriphone import LibriPhoneDataModule
 from datamodules.packed import load_tensor
-from datamodules.translation import COURSE_VOCAB_SIZE, TranslationDataModule, write_demo_translation
+from datamodules.translation import COURSE_VOCAB_SIZE, TranslationDataModule
+from datamodules.translation_demo import write_demo_translation
 from datamodules.voxceleb import VoxCelebDataModule
 from homework import hw1, hw2, hw3, hw4, hw5
 from tests.conftest import QUIET

@@ -1,34 +1,21 @@
 """The "practical methodology" lecture applied to a finished fit: a short diagnosis from the run's own numbers.
 
 The lecture's recipe: is the *training* loss low? Low means lower than what a simple model reaches, so the
-advisor fits one on the same training split (`fit_reference`). A network whose training value is not clearly
-below it has model bias or optimization trouble; one whose training value is low but validation value high
-is overfitting. And a bigger model with a higher training loss than a smaller one points to optimization:
-the advisor compares with the student's earlier runs of the same homework, data and split (run.json).
+advisor fits one on the same training split (`fit_reference`, reference.py). A network whose training value is
+not clearly below it has model bias or optimization trouble; one whose training value is low but validation
+value high is overfitting. And a bigger model with a higher training loss than a smaller one points to
+optimization: the advisor compares with the student's earlier runs of the same homework, data and split
+(run.json; model_sizes.py).
 
-The simple reference is what the lecture would accept as "a simple model": a linear model (logistic
-regression for classes, ridge regression for a number) that cannot memorize the training split:
-  - its L2 penalty is chosen on a held-out quarter of (a sample of) its training rows, kept apart by group
-    where rows overlap (HW2's frames of one utterance): the strongest penalty not clearly worse there than the
-    best one (so on labels it cannot predict, the strongest, which cannot memorize them);
-  - its features are capped at one per ROWS_PER_FEATURE training rows of a class (principal components
-    beyond that), so it has too few weights to learn each row by heart;
-  - it is compared by its *held-out* value (on the validation split), the number "what a simple model really
-    reaches", not by its training value (which a memorizing model would push towards 0).
-Each homework's DataModule says what the reference sees (`reference_data`, datamodules/lab_hooks.py): HW1 the same
-features as the network, HW2 the frame windows, HW3 colour thumbnails, HW4 each utterance's mean and spread
-of its mel bins; HW5 declares none, and the diagnosis says the bias check was skipped.
+The simple reference a training value is compared with (a linear model that cannot memorize the training
+split, fitted on what each homework's DataModule gives, `reference_data`) is in reference.py.
 Where the reference does no better than always the majority class (or the training mean) on held-out rows,
 and the network neither, the data gives nothing to learn: the labels look unpredictable from these features.
 That is said instead of any bias/optimization verdict.
 
 Thresholds (module constants, tested on constructed runs in tests/test_advisor.py):
-  LEARNABLE    0.05  the reference beats the baseline on held-out rows by 5% of it (and by two standard errors
-                     of an error rate): something to learn;
   BIAS_MARGIN  0.10  the training value not 10% below the reference's held-out value: model bias or optimization
                      trouble; above it outright: optimization (the network can represent the linear model);
-  SIZE_MARGIN  0.10  a bigger model's final training loss 10% above a smaller earlier run's, after at least as
-                     many epochs: optimization;
   GAP_RATIO    2.0   final validation value at least twice the final training value: overfitting;
   RISE         0.10  validation value 10% above its best by the end while the training value kept falling:
                      overfitting (the curve turned), whatever the gap;
@@ -41,35 +28,24 @@ Advice comes from each homework's remedies (datamodules/lab_hooks.py) applied to
 repeats a setting already in effect.
 """
 
-import copy
 import math
-import time
-import warnings
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
-
-import numpy as np
 
 from callbacks import LearningCurvePlot
 from datamodules.errors import DataError
-from datamodules.lab_hooks import ReferenceData, Remedy, advice, flatten_settings, sample_rows
+from datamodules.lab_hooks import Remedy, advice, flatten_settings
 from homework import runs
 from homework.cli.arguments import option
+from homework.lab.model_sizes import RunSize, comparable_sizes, compare_sizes
+from homework.lab.reference import Reference, clearly_better, reference_score
 
-LEARNABLE = 0.05
 BIAS_MARGIN = 0.10
-SIZE_MARGIN = 0.10
 GAP_RATIO = 2.0
 RISE = 0.10
 LATE = 0.10
 STILL_FALLING = 0.01
 MISMATCH = 2.0
-MAX_SAMPLES = 20_000  # training (and validation) rows the reference sees: seconds, not minutes
-ROWS_PER_FEATURE = 2  # features capped at (training rows per class) / this: too few weights to memorize
-SELECTION_ROWS = 5_000  # rows its L2 penalty is chosen on (a quarter of them held out)
-PCA_ROWS = 2_000  # rows the features' scale (and principal components, when capped) are found on
-#: L2 penalties tried, per training row, strongest first (the strongest not clearly worse than the best wins)
-PENALTIES = (100.0, 10.0, 1.0, 0.1, 0.01, 1e-3, 1e-4)
 
 #: Remedies every homework shares: they are the command line's, not a homework's.
 COMMON_REMEDIES = (
@@ -78,231 +54,6 @@ COMMON_REMEDIES = (
 )
 NOTHING_TO_LEARN = ["check that each label belongs to its input (same order and ids in the training files)",
                     "features that carry the information (the reference saw: {features})"]
-
-
-# --- the reference model ----------------------------------------------------------------------
-@dataclass
-class Reference:
-    """A simple model's values on its training rows and on held-out (validation) rows, and the baseline's
-    (always the majority class, or the training mean) on the same held-out rows."""
-
-    model: str  # "logistic regression" | "ridge regression"
-    features: str  # what a row holds (the DataModule's words)
-    quantity: str  # "error rate" | "MSE" (lower is better)
-    train: float
-    heldout: float
-    baseline: float
-    baseline_name: str
-    penalty: float  # the chosen L2 penalty per training row
-    train_rows: int
-    train_total: int
-    val_rows: int
-    val_total: int
-    num_features: int
-    components: int  # features the model used (principal components when capped)
-    grouped: bool  # the penalty was chosen with groups kept apart
-    seconds: float
-
-    @property
-    def learnable(self) -> bool:
-        """The reference does clearly better than the baseline on held-out rows: the data has something to learn."""
-        return clearly_better(self.heldout, self.baseline, self.val_rows, self.quantity)
-
-    def how(self) -> str:
-        """How it was fitted, on what: the line under the diagnosis."""
-        capped = (f", cut to their first {self.components} principal components (one per {ROWS_PER_FEATURE} training "
-                  f"rows of a class)" if self.components < self.num_features else "")
-        return (f"{self.model} on {self.features} ({self.num_features} features){capped}; L2 penalty "
-                f"{self.penalty:g} per row, chosen on a held-out quarter of its training rows"
-                f"{' (whole groups held out)' if self.grouped else ''}; trained on "
-                f"{self.train_rows:,} of {self.train_total:,} training rows, scored on {self.val_rows:,} of "
-                f"{self.val_total:,} validation rows; fitted in {self.seconds:.1f} s")
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict | None) -> "Reference | None":
-        names = {f.name for f in fields(cls)}
-        if not data or not names <= set(data):  # (an older run.json's reference: fitted again)
-            return None
-        return cls(**{k: v for k, v in data.items() if k in names})
-
-
-def clearly_better(value: float, baseline: float, rows: int, quantity: str) -> bool:
-    """`value` beats `baseline` by LEARNABLE of it, and (an error rate) by two standard errors on `rows` rows."""
-    margin = LEARNABLE * baseline
-    if quantity == "error rate" and rows > 0:
-        margin = max(margin, 2 * math.sqrt(max(baseline * (1 - baseline), 0.0) / rows))
-    return value < baseline - margin
-
-
-def fit_reference(data: ReferenceData) -> Reference:
-    """Fit the simple model on `data`'s training rows and score it on its validation rows (see the module
-    docstring). scikit-learn: StandardScaler, PCA where features are capped, then LogisticRegression or
-    Ridge with the L2 penalty chosen on held-out rows (ShuffleSplit / GroupShuffleSplit)."""
-    import torch
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(torch.get_num_threads()):  # the CLI's --torch_num_threads: on a busy CPU more threads
-        return _fit_reference(data)                  # spin-wait on each other (several times slower)
-
-
-def _fit_reference(data: ReferenceData) -> Reference:
-    from sklearn.decomposition import PCA
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.preprocessing import StandardScaler
-
-    start = time.perf_counter()
-    classify = data.task == "classification"
-    x, xv = _array(data.train_x, np.float32), _array(data.val_x, np.float32)
-    target = np.int64 if classify else np.float64
-    y, yv = _array(data.train_y, target), _array(data.val_y, target)
-    groups = None if data.groups is None else _array(data.groups, np.int64)
-    if len(x) < 8 or len(xv) == 0:
-        raise ValueError(f"{len(x)} training and {len(xv)} validation rows are too few for a reference model")
-    n, d = x.shape
-    classes = len(np.unique(y)) if classify else 1
-    k = min(d, max(1, n // (ROWS_PER_FEATURE * classes)))
-    rows = sample_rows(n, PCA_ROWS, 3).numpy()  # (the scale and the components need no more rows than these)
-    scaler = StandardScaler().fit(x[rows])
-    x, xv = scaler.transform(x), scaler.transform(xv)
-    if k < d:
-        pca = PCA(k, svd_solver="randomized", random_state=0).fit(x[rows])
-        x, xv = pca.transform(x), pca.transform(xv)
-    if classify:
-        majority = int(np.bincount(y).argmax())
-        baseline, baseline_name = float(np.mean(yv != majority)), f"always the majority class ({majority})"
-    else:
-        mean = float(y.mean())
-        baseline, baseline_name = float(np.mean((yv - mean) ** 2)), f"always the training mean ({mean:.4g})"
-    if classify and classes < 2:  # one class only: nothing a model could add to always predicting it
-        train, heldout, penalty = float(np.mean(y != majority)), baseline, math.inf
-    else:
-        penalty, model = _choose_penalty(x, y, groups, classify)
-        if not classify or not np.array_equal(model.classes_, np.unique(y)):
-            model = _model(classify, penalty, n)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            model.set_params(**_strength(classify, penalty, n)).fit(x, y)  # (classes: warm-started from the choice)
-        train, heldout = _score(model, x, y, classify), _score(model, xv, yv, classify)
-    return Reference("logistic regression" if classify else "ridge regression", data.features,
-                     "error rate" if classify else "MSE", train, heldout, baseline, baseline_name, penalty,
-                     n, int(data.train_total), len(xv), int(data.val_total), d, min(k, d), groups is not None,
-                     time.perf_counter() - start)
-
-
-def _array(values, dtype) -> np.ndarray:
-    values = values.detach().cpu().numpy() if hasattr(values, "detach") else np.asarray(values)
-    return values.astype(dtype, copy=False)
-
-
-def _strength(classify: bool, penalty: float, rows: int) -> dict:
-    """scikit-learn's C or alpha for an L2 penalty of `penalty` per training row on `rows` rows (they weigh the
-    penalty against the *summed* loss, so a penalty per row keeps its meaning at any size)."""
-    return {"C": 1 / (2 * penalty * rows)} if classify else {"alpha": penalty * rows}
-
-
-def _model(classify: bool, penalty: float, rows: int):
-    """The linear model, warm-started from its last fit (logistic regression: each fit starts where the last
-    ended, so a path of penalties costs little more than one fit)."""
-    if classify:
-        from sklearn.linear_model import LogisticRegression
-
-        return LogisticRegression(max_iter=200, tol=1e-3, warm_start=True, **_strength(True, penalty, rows))
-    from sklearn.linear_model import Ridge
-
-    return Ridge(**_strength(False, penalty, rows))
-
-
-def _score(model, x: np.ndarray, y: np.ndarray, classify: bool) -> float:
-    predicted = model.predict(x)
-    return float(np.mean(predicted != y)) if classify else float(np.mean((predicted - y) ** 2))
-
-
-def _choose_penalty(x: np.ndarray, y: np.ndarray, groups: np.ndarray | None, classify: bool):
-    """The L2 penalty chosen on a held-out quarter of (at most SELECTION_ROWS of) the training rows, and the
-    model fitted with it there: the strongest penalty that is not clearly worse on the held-out rows than the
-    best one, i.e. by less than two standard errors of their row-by-row difference (in the spirit of the
-    "one-standard-error rule": the simpler model unless the data says otherwise; on labels it cannot predict,
-    the penalties differ only by noise and the strongest, which cannot memorize them, wins). Rows of one group
-    stay on one side (overlapping windows of one utterance would otherwise be held out next to their
-    near-copies)."""
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.model_selection import GroupShuffleSplit, ShuffleSplit
-
-    rows = sample_rows(len(x), SELECTION_ROWS, 2).numpy()
-    x, y = x[rows], y[rows]
-    if groups is not None and len(np.unique(groups[rows])) >= 4:
-        fit, held = next(GroupShuffleSplit(1, test_size=0.25, random_state=0).split(x, y, groups[rows]))
-    else:
-        fit, held = next(ShuffleSplit(1, test_size=0.25, random_state=0).split(x))
-    if classify and len(np.unique(y[fit])) < 2:
-        return PENALTIES[0], _model(classify, PENALTIES[0], len(fit))
-    losses, models, model = [], [], _model(classify, PENALTIES[0], len(fit))
-    with warnings.catch_warnings():  # 200 iterations are plenty for a reference; not converging is fine
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        for penalty in PENALTIES:  # strongest first, each warm-started from the last (classes)
-            model.set_params(**_strength(classify, penalty, len(fit))).fit(x[fit], y[fit])
-            predicted = model.predict(x[held])
-            losses.append((predicted != y[held]).astype(float) if classify else (predicted - y[held]) ** 2)
-            models.append(copy.deepcopy(model))
-    best = losses[int(np.argmin([loss.mean() for loss in losses]))]
-    chosen = next(i for i, loss in enumerate(losses)
-                  if (loss - best).mean() <= 2 * (loss - best).std() / np.sqrt(len(best)))
-    return PENALTIES[chosen], models[chosen]
-
-
-def reference_score(datamodule) -> tuple[Reference | None, str]:
-    """The datamodule's reference (its `reference_data` hook), and a line saying why there is none."""
-    start = time.perf_counter()
-    hook = getattr(datamodule, "reference_data", None)
-    if not callable(hook):
-        return None, (f"the simple reference is not available for this homework ({type(datamodule).__name__} has no "
-                      f"reference_data()), so model bias was not checked")
-    data = hook(MAX_SAMPLES)
-    if data is None:
-        return None, (f"the simple reference is not available for this homework ({type(datamodule).__name__}."
-                      f"reference_data() gives none: no simple model compares), so model bias was not checked")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # scikit-learn's notices of changing defaults
-        reference = fit_reference(data)
-    reference.seconds = time.perf_counter() - start  # gathering its rows included: what the advice costs
-    return reference, ""
-
-
-# --- earlier runs of other model sizes -----------------------------------------------------------
-@dataclass
-class RunSize:
-    """A run's model size and how far it got on the training data (from its run.json)."""
-
-    name: str
-    parameters: int
-    train_loss: float
-    epochs: int
-
-    @classmethod
-    def of(cls, name: str, record: dict) -> "RunSize | None":
-        parameters, loss = record.get("parameters"), record.get("train_loss")
-        if not parameters or loss is None or not math.isfinite(loss):  # (older run.json files: not compared)
-            return None
-        return cls(name, int(parameters), float(loss), int(record.get("epochs") or 0))
-
-
-def comparable_sizes(run_dir: Path, record: dict, root: Path | None = None) -> list[RunSize]:
-    """Earlier runs of the same homework on the same data directory and split, with a parameter count and a
-    final training loss in their run.json (not this run)."""
-    found = []
-    for other in runs.run_dirs(root or run_dir.parent):
-        if other.resolve() == run_dir.resolve():
-            continue
-        theirs = runs.read_record(other) or {}
-        if (theirs.get("homework"), theirs.get("data_dir"), theirs.get("split")) == \
-                (record.get("homework"), record.get("data_dir"), record.get("split")):
-            size = RunSize.of(other.name, theirs)
-            if size is not None:
-                found.append(size)
-    return found
 
 
 # --- the diagnosis ----------------------------------------------------------------------------
@@ -359,111 +110,134 @@ def train_longer(series: list[tuple[int, float]], name: str, settings: dict, run
     return f"train longer: --trainer.max_epochs {2 * ran} (twice the {ran} epochs run; {why})"
 
 
+@dataclass
+class _Curves:
+    """What the checks read of a run's curves (lower is better): the ends, the best validation epoch."""
+
+    quantity: str
+    train: list[tuple[int, float]]
+    val: list[tuple[int, float]]
+
+    def __post_init__(self):
+        self.t_end, self.v_end = self.train[-1][1], self.val[-1][1]
+        self.best_epoch, self.v_best = min(self.val, key=lambda p: p[1])
+        self.train_at = dict(self.train)
+        self.ends = (f"final training {self.quantity} {self.t_end:.4g} (epoch {self.train[-1][0]}), "
+                     f"validation {self.v_end:.4g}")
+
+
 def diagnose(history: dict, reference: Reference | None, remedies=(), settings: dict | None = None,
              this: RunSize | None = None, sizes: list[RunSize] = (), why_no_reference: str = "",
              run_dir: Path | None = None, stopped_early: bool = False) -> Diagnosis | None:
     """The verdict from the per-epoch history (`LearningCurvePlot.history`: name -> [(epoch, value)]), the
     reference, and earlier runs' sizes (see the module docstring for the rules). `remedies`: the homework's
-    `Remedy` entries; `settings`: the run's flattened config. None: no training and validation curves."""
+    `Remedy` entries; `settings`: the run's flattened config. None: no training and validation curves.
+    The checks run in the lecture's order; the first that gives a verdict decides it."""
     found = curves(history, reference)
     if found is None:
         return None
-    quantity, train, val = found
+    c = _Curves(*found)
     own = tuple(remedies)
     settings, remedies = settings or {}, own + COMMON_REMEDIES
-    t_end, v_end = train[-1][1], val[-1][1]
-    best_epoch, v_best = min(val, key=lambda p: p[1])
-    train_at = dict(train)
-    notes, evidence, fix = [], [], []
-    ends = f"final training {quantity} {t_end:.4g} (epoch {train[-1][0]}), validation {v_end:.4g}"
-    verdict = None
-    bar = reference if reference is not None and reference.quantity == quantity else None
-    if reference is not None and bar is None:
-        notes.append(f"the network logs no {reference.quantity}, so it was not compared with the reference")
-    if bar is not None and not bar.learnable:
-        if not clearly_better(v_best, bar.baseline, bar.val_rows, quantity):
-            verdict = "nothing to learn"
-            evidence.append(f"the reference ({bar.model}) reaches {quantity} {bar.heldout:.4g} on held-out rows, no "
-                            f"better than {bar.baseline_name} ({bar.baseline:.4g}): the labels look unpredictable from "
-                            f"these features")
-            evidence.append(f"the network's best validation {quantity} {v_best:.4g} (epoch {best_epoch}) is no better "
-                            f"either")
-            if clearly_better(t_end, bar.baseline, bar.train_rows, quantity):
-                evidence.append(f"its training {quantity} {t_end:.4g} comes from memorizing the training rows: it does "
-                                f"not carry over to the validation split")
-            fix = [line.format(features=bar.features) for line in NOTHING_TO_LEARN]
-        else:
-            notes.append(f"the reference found nothing to learn ({quantity} {bar.heldout:.4g} held out vs "
-                         f"{bar.baseline_name}'s {bar.baseline:.4g}) but the network did (best validation "
-                         f"{v_best:.4g}): what it learned is not linear in these features, so the reference sets no "
-                         f"bar and model bias was not checked against it")
-        bar = None
-    longer = train_longer(train, f"training {quantity}", settings, run_dir, stopped_early)
+    notes, evidence = [], []
+    bar, verdict, fix = _check_learnable(c, reference, evidence, notes)
+    longer = train_longer(c.train, f"training {c.quantity}", settings, run_dir, stopped_early)
     if verdict is None and this is not None:
-        smaller = [s for s in sizes
-                   if s.parameters < this.parameters and s.train_loss < (1 - SIZE_MARGIN) * this.train_loss]
-        fair = [s for s in smaller if this.epochs >= s.epochs]
-        if fair:
-            s = min(fair, key=lambda s: s.train_loss)
-            verdict = "optimization trouble"
-            evidence.append(f"this run's model ({this.parameters:,} parameters) ends with training loss "
-                            f"{this.train_loss:.4g} after {this.epochs} epochs, higher than the smaller model of run "
-                            f"{s.name} ({s.parameters:,} parameters: {s.train_loss:.4g} after {s.epochs} epochs): a "
-                            f"bigger model with a higher training loss points to optimization, not model bias")
-            fix = advice("optimization", remedies, settings)
-        for s in [s for s in smaller if s not in fair]:
-            notes.append(f"run {s.name}'s smaller model ({s.parameters:,} parameters) reached a lower training loss "
-                         f"({s.train_loss:.4g}), but after more epochs ({s.epochs} vs {this.epochs}): not a fair "
-                         f"size comparison")
-        for s in sizes:
-            if s.parameters > this.parameters and s.train_loss > (1 + SIZE_MARGIN) * this.train_loss:
-                notes.append(f"earlier run {s.name}'s bigger model ({s.parameters:,} parameters) ended with a higher "
-                             f"training loss ({s.train_loss:.4g}) than this one ({this.train_loss:.4g}): that run had "
-                             f"optimization trouble")
-        if sizes and not fair:
-            shown = sorted([*sizes, this], key=lambda s: s.parameters)[:6]
-            notes.append("sizes compared (same data and split; final training loss): " + ", ".join(
-                f"{'this run' if s is this else s.name} {s.parameters:,} parameters {s.train_loss:.4g}" for s in shown))
-    if verdict is None and bar is not None and t_end > (1 - BIAS_MARGIN) * bar.heldout:
-        above = t_end > bar.heldout
-        verdict = "optimization trouble" if above else "model bias or optimization trouble"
-        evidence.append(f"training {quantity} {t_end:.4g} is {'above' if above else 'not 10% below'} what a simple "
-                        f"model reaches on held-out rows, {bar.heldout:.4g} ({bar.model})")
-        if above:
-            evidence.append("the network can represent that simple model, so a training value above it points to "
-                            "optimization, not model bias")
-        fix = advice("optimization", remedies, settings) + ([] if above else advice("bias", remedies, settings))
+        verdict, fix = compare_sizes(this, sizes, remedies, settings, evidence, notes)
+    if verdict is None and bar is not None:
+        verdict, fix = _check_bias(c, bar, remedies, settings, evidence)
     if verdict == "optimization trouble" and longer:
         fix.insert(0, longer)
     if verdict is None:
-        rose = best_epoch < val[-1][0] and v_end >= (1 + RISE) * v_best and t_end < train_at.get(best_epoch, math.inf)
-        gap = v_end >= GAP_RATIO * t_end and v_end > 0
-        if bar is not None:
-            evidence.append(f"training {quantity} {t_end:.4g} is clearly below what a simple model reaches on held-out "
-                            f"rows, {bar.heldout:.4g} ({bar.model}), so neither model bias nor optimization holds it "
-                            f"back")
-        if gap or rose:
-            verdict = "overfitting"
-            if gap:
-                ratio = v_end / max(t_end, 1e-12)
-                times = f"{ratio:.1f}x" if ratio < 1000 else "over 1000x"  # (a memorised training set: ~1e-9)
-                evidence.append(f"{ends}: validation is {times} training (threshold {GAP_RATIO:g}x)")
-            if rose:
-                evidence.append(f"validation {quantity} was best at epoch {best_epoch} ({v_best:.4g}) and rose "
-                                f"{v_end / v_best - 1:.0%} by the end while training {quantity} fell "
-                                f"({train_at[best_epoch]:.4g} -> {t_end:.4g}); early stopping keeps epoch "
-                                f"{best_epoch}'s weights")
-            fix = advice("overfitting", remedies, settings)
-        else:
-            verdict = "healthy"
-            evidence.append(f"{ends}: gap {v_end / max(t_end, 1e-12):.2f}x (overfitting from {GAP_RATIO:g}x), "
-                            f"validation within {RISE:.0%} of its best {v_best:.4g} (epoch {best_epoch})")
+        verdict, fix = _check_overfitting(c, bar, remedies, settings, evidence)
+    notes += _notes(c, verdict, fix, bar, settings, run_dir)
+    if not own and verdict not in ("healthy", "nothing to learn"):
+        notes.append("this homework declares no remedies of its own (`remedies` on its task or DataModule, "
+                     "datamodules/lab_hooks.py), so only the command line's are suggested")
+    if reference is None:
+        notes.append(why_no_reference or "no simple reference model for this homework, so model bias was not checked")
+    return Diagnosis(verdict, evidence, fix, notes)
+
+
+def _check_learnable(c: _Curves, reference: Reference | None, evidence: list, notes: list):
+    """(the bar the training value is held to, "nothing to learn" or None, its remedies): the reference sets a
+    bar only in the network's quantity and where it found something to learn."""
+    bar = reference if reference is not None and reference.quantity == c.quantity else None
+    if reference is not None and bar is None:
+        notes.append(f"the network logs no {reference.quantity}, so it was not compared with the reference")
+    if bar is None or bar.learnable:
+        return bar, None, []
+    quantity = c.quantity
+    if clearly_better(c.v_best, bar.baseline, bar.val_rows, quantity):
+        notes.append(f"the reference found nothing to learn ({quantity} {bar.heldout:.4g} held out vs "
+                     f"{bar.baseline_name}'s {bar.baseline:.4g}) but the network did (best validation "
+                     f"{c.v_best:.4g}): what it learned is not linear in these features, so the reference sets no "
+                     f"bar and model bias was not checked against it")
+        return None, None, []
+    evidence.append(f"the reference ({bar.model}) reaches {quantity} {bar.heldout:.4g} on held-out rows, no "
+                    f"better than {bar.baseline_name} ({bar.baseline:.4g}): the labels look unpredictable from "
+                    f"these features")
+    evidence.append(f"the network's best validation {quantity} {c.v_best:.4g} (epoch {c.best_epoch}) is no better "
+                    f"either")
+    if clearly_better(c.t_end, bar.baseline, bar.train_rows, quantity):
+        evidence.append(f"its training {quantity} {c.t_end:.4g} comes from memorizing the training rows: it does "
+                        f"not carry over to the validation split")
+    return None, "nothing to learn", [line.format(features=bar.features) for line in NOTHING_TO_LEARN]
+
+
+def _check_bias(c: _Curves, bar: Reference, remedies, settings: dict, evidence: list):
+    """("optimization trouble" | "model bias or optimization trouble", their remedies) where the training value
+    is not BIAS_MARGIN below what the simple model reaches on held-out rows; else (None, [])."""
+    if not c.t_end > (1 - BIAS_MARGIN) * bar.heldout:
+        return None, []
+    above = c.t_end > bar.heldout
+    evidence.append(f"training {c.quantity} {c.t_end:.4g} is {'above' if above else 'not 10% below'} what a simple "
+                    f"model reaches on held-out rows, {bar.heldout:.4g} ({bar.model})")
+    if above:
+        evidence.append("the network can represent that simple model, so a training value above it points to "
+                        "optimization, not model bias")
+        return "optimization trouble", advice("optimization", remedies, settings)
+    return ("model bias or optimization trouble",
+            advice("optimization", remedies, settings) + advice("bias", remedies, settings))
+
+
+def _check_overfitting(c: _Curves, bar: Reference | None, remedies, settings: dict, evidence: list):
+    """("overfitting", its remedies) where validation ends GAP_RATIO above training or rose RISE from its best
+    while training fell; else ("healthy", [])."""
+    quantity, t_end, v_end, v_best, best_epoch = c.quantity, c.t_end, c.v_end, c.v_best, c.best_epoch
+    rose = best_epoch < c.val[-1][0] and v_end >= (1 + RISE) * v_best and t_end < c.train_at.get(best_epoch, math.inf)
+    gap = v_end >= GAP_RATIO * t_end and v_end > 0
+    if bar is not None:
+        evidence.append(f"training {quantity} {t_end:.4g} is clearly below what a simple model reaches on held-out "
+                        f"rows, {bar.heldout:.4g} ({bar.model}), so neither model bias nor optimization holds it "
+                        f"back")
+    if not (gap or rose):
+        evidence.append(f"{c.ends}: gap {v_end / max(t_end, 1e-12):.2f}x (overfitting from {GAP_RATIO:g}x), "
+                        f"validation within {RISE:.0%} of its best {v_best:.4g} (epoch {best_epoch})")
+        return "healthy", []
+    if gap:
+        ratio = v_end / max(t_end, 1e-12)
+        times = f"{ratio:.1f}x" if ratio < 1000 else "over 1000x"  # (a memorised training set: ~1e-9)
+        evidence.append(f"{c.ends}: validation is {times} training (threshold {GAP_RATIO:g}x)")
+    if rose:
+        evidence.append(f"validation {quantity} was best at epoch {best_epoch} ({v_best:.4g}) and rose "
+                        f"{v_end / v_best - 1:.0%} by the end while training {quantity} fell "
+                        f"({c.train_at[best_epoch]:.4g} -> {t_end:.4g}); early stopping keeps epoch "
+                        f"{best_epoch}'s weights")
+    return "overfitting", advice("overfitting", remedies, settings)
+
+
+def _notes(c: _Curves, verdict: str, fix: list, bar: Reference | None, settings: dict,
+           run_dir: Path | None) -> list[str]:
+    """What holds whatever the verdict: still improving at the end, a mismatch of the splits, a reference that
+    validates better than the network."""
+    notes, quantity, val, train_at = [], c.quantity, c.val, c.train_at
     # still improving at the end: the best validation epoch is among the last ones and validation still falls
     window = max(1, math.ceil(LATE * len(val)))
-    if verdict != "nothing to learn" and len(val) > window and best_epoch >= val[-window][0]:
+    if verdict != "nothing to learn" and len(val) > window and c.best_epoch >= val[-window][0]:
         still = train_longer(val, f"validation {quantity}", settings, run_dir)
         if still is not None and not any(line.startswith(("train", "more patience")) for line in fix):
-            notes.append(f"still improving at the end (best epoch {best_epoch} of {val[-1][0] + 1}): {still}")
+            notes.append(f"still improving at the end (best epoch {c.best_epoch} of {val[-1][0] + 1}): {still}")
     first_train, first_val = train_at.get(val[0][0]), val[0][1]
     if first_train is not None and first_train > 0 and first_val >= MISMATCH * first_train:
         notes.append(f"mismatch? validation {quantity} {first_val:.4g} was already {first_val / first_train:.1f}x "
@@ -472,17 +246,12 @@ def diagnose(history: dict, reference: Reference | None, remedies=(), settings: 
     pairs = [(train_at[e], v) for e, v in val if e in train_at]
     if pairs and all(v * MISMATCH <= t for t, v in pairs):
         notes.append(f"validation {quantity} stayed below half the training {quantity} at every epoch (last "
-                     f"{v_end:.4g} vs {t_end:.4g}): dropout/augmentation in training only, or a validation split "
+                     f"{c.v_end:.4g} vs {c.t_end:.4g}): dropout/augmentation in training only, or a validation split "
                      f"easier than the training split (mismatch)")
-    if bar is not None and bar.heldout < v_best:
-        notes.append(f"the reference validates better than the network's best ({bar.heldout:.4g} vs {v_best:.4g} "
-                     f"at epoch {best_epoch}): a simpler model or fewer features may be the better submission")
-    if not own and verdict not in ("healthy", "nothing to learn"):
-        notes.append("this homework declares no remedies of its own (`remedies` on its task or DataModule, "
-                     "datamodules/lab_hooks.py), so only the command line's are suggested")
-    if reference is None:
-        notes.append(why_no_reference or "no simple reference model for this homework, so model bias was not checked")
-    return Diagnosis(verdict, evidence, fix, notes)
+    if bar is not None and bar.heldout < c.v_best:
+        notes.append(f"the reference validates better than the network's best ({bar.heldout:.4g} vs {c.v_best:.4g} "
+                     f"at epoch {c.best_epoch}): a simpler model or fewer features may be the better submission")
+    return notes
 
 
 def format_diagnosis(d: Diagnosis, reference: Reference | None = None) -> str:
