@@ -132,6 +132,11 @@ def misspelt_option(c: Case):
     return ["fit", "--data.data_dri", "x"], ("unrecognized option --data.data_dri; did you mean --data.data_dir?",)
 
 
+def abbreviated_option(c: Case):
+    """argparse would take a prefix of one option as that option: a typo that silently sets something."""
+    return ["fit", "--data.data_di", "x"], ("unrecognized option --data.data_di; did you mean --data.data_dir?",)
+
+
 def misspelt_config_key(c: Case):
     config = c.tmp / "mine.yaml"
     config.write_text("trainer:\n  max_epochs: 1\ndata:\n  data_dri: x\n")
@@ -384,6 +389,7 @@ COMMON: dict[str, Fault] = {
     "missing directory": missing_directory,
     "directory without the files": directory_without_the_files,
     "misspelt option": misspelt_option,
+    "abbreviated option": abbreviated_option,
     "misspelt config key": misspelt_config_key,
     "another homework's checkpoint": another_homeworks_checkpoint,
     "text file as checkpoint": text_file_as_checkpoint,

@@ -118,7 +118,8 @@ class HomeworkCLI(LightningCLI):
         self.holds_run_dir = False  # this process locked the run directory (runs.hold) while training in it
         self.record: runs.RunRecord | None = None
         self.fold_checkpoints: list[Path] = []  # predict with a cross-validation directory: the folds' best
-        no_exit = {"exit_on_error": False}
+        # no prefixes: argparse would take --data.normaliz for --data.normalize, and a typo silently sets something
+        no_exit = {"exit_on_error": False, "allow_abbrev": False}
         try:
             with warnings.catch_warnings():  # we pass the command line on purpose
                 warnings.filterwarnings("ignore", message=".*args parameter is intended to run from within Python")
