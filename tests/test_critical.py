@@ -15,7 +15,7 @@ from homework.lab.critical import (LOCAL_MINIMUM, NOT_CRITICAL, SADDLE_POINT, an
                                critical_command, format_report, run_critical, training_batches)
 from homework.hw1 import main as hw1
 from models.regression import CovidRegressor
-from tests.conftest import QUIET
+from tests.conftest import QUIET, user_error
 
 f64 = torch.float64
 
@@ -163,6 +163,11 @@ def test_hw1_critical_subcommand(capsys):
     assert "Critical-point analysis of " in out and "  gradient norm  " in out and "\nVerdict: " in out
     assert "minimum ratio  0." in out or "minimum ratio  1.000" in out  # 8 hidden units: the full spectrum
     assert not list(Path("runs/hw1").glob("*critical*"))  # an analysis makes no run directory
+    # too small a budget for Lanczos (the default hidden sizes: more weights than the full spectrum's limit)
+    hw1(["fit", "--trainer.max_epochs", "1", *QUIET])
+    line = user_error(capsys, hw1, ["critical", "--ckpt_path", "last", "--max_hvps", "20", *QUIET])
+    assert line.startswith("error: --max_hvps 20: Lanczos found no eigenvalue within 20 Hessian-vector products; "
+                           "raise --max_hvps")
 
 
 def test_a_model_without_the_batch_loss_hook_is_told_critical_is_not_available():

@@ -217,8 +217,8 @@ def _lanczos_extremes(loss: FlatLoss, k: int, max_hvps: int) -> tuple[list[float
         except ArpackNoConvergence as err:  # the budget ran out: what converged, else we cannot say
             values, vectors, done = err.eigenvalues, err.eigenvectors, False
             if len(values) == 0:
-                raise RuntimeError(f"Lanczos found no eigenvalue within {max_hvps} Hessian-vector products; "
-                                   f"raise max_hvps") from None
+                raise DataError(f"--max_hvps {max_hvps}: Lanczos found no eigenvalue within {max_hvps} "
+                                f"Hessian-vector products; raise --max_hvps (default {DEFAULT_MAX_HVPS})") from None
         order = np.argsort(values)[::-1]
         return values[order], vectors[:, order], done
 
