@@ -18,7 +18,7 @@ from datamodules.translation import COURSE_VOCAB_SIZE, TranslationDataModule
 from datamodules.translation_demo import write_demo_translation
 from datamodules.voxceleb import VoxCelebDataModule
 from homework import hw1, hw2, hw3, hw4, hw5
-from tests.conftest import QUIET
+from tests.conftest import QUIET, user_error
 
 ROOT = Path(__file__).resolve().parents[1]
 BOM = b"\xef\xbb\xbf"
@@ -193,3 +193,17 @@ def test_max_steps_before_the_first_validation_ends_normally_keeping_last_ckpt(h
         assert config[section][name] == yaml.safe_load(value), option
     record = json.loads((run / "run.json").read_text())
     assert record["status"] == "finished" and record["best_checkpoint"] is None
+
+
+def test_resuming_a_run_its_step_limit_ended_names_the_limit_not_early_stopping(capsys):
+    """A `--trainer.max_steps 3` check is finished: resuming it says which limit ended it and how to lift it
+    (not that early stopping would end it again), and lifting it continues the same run."""
+    main, tiny = TINY["hw1"]
+    main(["fit", "--trainer.max_steps", "3", *tiny, *QUIET])
+    (run,) = Path("runs", "hw1").iterdir()
+    line = user_error(capsys, main, ["fit", "--resume", str(run)])
+    assert line == (f"error: --resume: run {run.name} finished at its limit (--trainer.max_steps 3); to train it "
+                    f"longer: fit --resume {run} --trainer.max_steps N (-1: no limit)")
+    main(["fit", "--resume", str(run), "--trainer.max_steps", "-1", "--trainer.max_epochs", "2"])
+    assert [p.name for p in Path("runs", "hw1").iterdir()] == [run.name]
+    assert json.loads((run / "run.json").read_text())["epochs"] == 2

@@ -256,8 +256,16 @@ def resume_args(args: list[str], homework: str) -> tuple[list[str], Path | None]
     if record.get("status") == "finished":
         import yaml
 
-        planned = (yaml.safe_load((run_dir / "config.yaml").read_text()) or {}).get("trainer", {}).get("max_epochs")
-        if planned is not None and record.get("epochs", 0) < planned:  # (its early-stopping state comes back too)
+        trainer = (yaml.safe_load((run_dir / "config.yaml").read_text()) or {}).get("trainer", {})
+        planned = trainer.get("max_epochs")
+        limit = next((f"--trainer.{key} {trainer[key]}" for key in ("max_steps", "max_time")
+                      if trainer.get(key) not in (None, -1)), None)  # a limit, not early stopping, may have ended it
+        if limit is not None and not longer:
+            raise DataError(f"--resume: run {run_dir.name} finished at its limit ({limit}); to train it longer: "
+                            f"fit --resume {run_dir} {limit.split()[0]} " +
+                            ("N (-1: no limit)" if "max_steps" in limit else "DD:HH:MM:SS"))
+        if limit is None and planned is not None and record.get("epochs", 0) < planned:
+            # early stopping ended it (its early-stopping state comes back too)
             raise DataError(f"--resume: early stopping ended run {run_dir.name} after {record.get('epochs')} of "
                             f"{planned} epochs, and would end it again; start a new fit (e.g. with a larger "
                             f"--early_stopping.patience), or `fit --ckpt_path {last}` to start from its weights")
