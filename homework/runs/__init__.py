@@ -27,6 +27,16 @@ RECORD = "run.json"
 COMPARISON = "_compare"  # the name ending of a `compare` directory: its variants are not candidates for best/last
 
 
+def launched_rank() -> int:
+    """This process's rank in a multi-process run, read from what launched it (torchrun, SLURM, Lightning's
+    own DDP launcher), before Lightning has set anything up: 0 for the one process that speaks and writes."""
+    if "RANK" in os.environ:
+        return int(os.environ["RANK"])
+    if "SLURM_PROCID" in os.environ:
+        return int(os.environ["SLURM_PROCID"])
+    return int(os.environ.get("LOCAL_RANK", 0)) + int(os.environ.get("NODE_RANK", 0))
+
+
 def root_dir(homework: str, given: str | Path | None = None) -> Path:
     """Where a homework's runs go: `--trainer.default_root_dir` when given, else `runs/<homework>` in the
     home folder (datamodules/workspace.py; the working directory when run from the project folder)."""
