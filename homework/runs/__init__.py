@@ -350,7 +350,10 @@ def find_best(root: Path, data_dir: Path | None = None, split: dict | None = Non
     sign = -1 if comparable[0][1].get("mode") == "max" else 1
     # best score first; between equal scores, the newer checkpoint
     run_dir, record, path = min(comparable, key=lambda r: (sign * r[1]["best_score"], -r[2].stat().st_mtime))
-    return Choice(path, f"the best of {len(comparable)} comparable run(s) (same data and split): {run_dir.name}, "
+    # a trial of a `tune` study (run.json names them): say which study's best trial this is
+    name = (f"trial {record['trial']} of study {record['study']} ({run_dir.parent.name}/{run_dir.name})"
+            if record.get("study") is not None and record.get("trial") is not None else run_dir.name)
+    return Choice(path, f"the best of {len(comparable)} comparable run(s) (same data and split): {name}, "
                         f"epoch {record['best_epoch']}, {record['monitor']} {record['best_score']:.4f}")
 
 
