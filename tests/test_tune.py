@@ -288,7 +288,7 @@ def test_two_workers_share_one_postgresql_study_and_run_exactly_n_trials(postgre
     workers = [worker(args, f"worker{k}.log") for k in range(2)]
     codes = [w.wait(timeout=300) for w in workers]
     assert codes == [0, 0], [Path(f"worker{k}.log").read_text()[-2000:] for k in range(2)]
-    trials = optuna.load_study(study_name="shared", storage=postgres).get_trials()
+    trials = optuna.load_study(study_name="shared", storage=tune._driver(postgres)).get_trials()
     done = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
     assert len(done) == 6, [(t.number, t.state) for t in trials]
     assert len({t.number for t in done}) == 6 and len({t.user_attrs["run_dir"] for t in done}) == 6
@@ -309,7 +309,7 @@ def test_a_killed_workers_trial_is_failed_by_heartbeat_and_run_again(postgres, c
     while time.time() < deadline and not running:
         time.sleep(0.5)
         try:
-            study = optuna.load_study(study_name="killed", storage=postgres)
+            study = optuna.load_study(study_name="killed", storage=tune._driver(postgres))
             running = study.get_trials(states=(TrialState.RUNNING,))
         except KeyError:  # (not created yet)
             pass

@@ -28,10 +28,12 @@ import io
 import json
 import math
 import os
+import random
 import re
 import signal
 import socket
 import sys
+import time
 import warnings
 from contextlib import redirect_stdout
 from pathlib import Path
@@ -154,6 +156,7 @@ def open_storage(url: str | None, study_dir: Path, heartbeat: int):
     shared filesystem). A database URL: Optuna's RDBStorage with a heartbeat, a dead worker's trial retried."""
     import optuna
 
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # (heartbeats, TPE's group)
     if url is None:
         from optuna.storages.journal import JournalFileBackend
 
@@ -162,13 +165,31 @@ def open_storage(url: str | None, study_dir: Path, heartbeat: int):
     if not re.match(r"^(postgresql|mysql|sqlite)(\+\w+)?://", url):
         raise DataError(f"--storage {url}: give a database URL (postgresql://user:password@host:5432/db), or "
                         f"leave it out for a journal file in the study's directory")
-    try:
-        return optuna.storages.RDBStorage(
-            url, engine_kwargs={"pool_pre_ping": True}, heartbeat_interval=heartbeat, grace_period=2 * heartbeat,
-            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3))
-    except Exception as err:  # no server, a wrong password, no driver: one line without the password
-        shown = re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", url)
-        raise DataError(f"--storage {shown}: cannot open the study's database ({tracking.one_line(err)})") from None
+    for attempt in range(5):
+        try:
+            return optuna.storages.RDBStorage(
+                _driver(url), engine_kwargs={"pool_pre_ping": True}, heartbeat_interval=heartbeat,
+                grace_period=2 * heartbeat,
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3))
+        except Exception as err:  # no server, a wrong password, no driver: one line without the password
+            # workers starting together on a new database race to create its tables: the losers try again
+            if type(err).__name__ in ("IntegrityError", "ProgrammingError") and attempt < 4:
+                time.sleep(0.5 + random.random())
+                continue
+            shown = re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", url)
+            raise DataError(f"--storage {shown}: cannot open the study's database ({tracking.one_line(err)})") \
+                from None
+
+
+def _driver(url: str) -> str:
+    """`postgresql://` through psycopg2 when only it is installed (the `postgresql` extra of setup.cfg):
+    SQLAlchemy 2.1 reads a plain `postgresql://` as psycopg 3's."""
+    import importlib.util
+
+    if url.startswith("postgresql://") and importlib.util.find_spec("psycopg") is None \
+            and importlib.util.find_spec("psycopg2") is not None:
+        return "postgresql+psycopg2://" + url.removeprefix("postgresql://")
+    return url
 
 
 def open_study(name: str, url: str | None, study_dir: Path, heartbeat: int, model_class, homework: str,
@@ -241,7 +262,6 @@ class Search:
         from optuna.trial import TrialState
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)  # each trial's own lines say what happened
-        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
         self.tidy()
         if self.counted() >= self.n_trials:
             print(f"Study {self.study.study_name} has its {self.n_trials} trials (finished or running): nothing "
