@@ -327,3 +327,31 @@ def test_a_killed_workers_trial_is_failed_by_heartbeat_and_run_again(postgres, c
     retried = [t for t in done
                if optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(t) == killed.number]
     assert len(retried) == 1 and retried[0].params == killed.params
+
+
+# --- slow (pytest -m slow): every homework's space through its CLI, trials on two processes ---------------
+@pytest.mark.slow
+@pytest.mark.parametrize("homework", ["hw2", "hw3", "hw4", "hw5"])
+def test_every_default_space_passes_its_homeworks_parser(homework, capsys):
+    import importlib
+
+    module = importlib.import_module(f"homework.{homework}")
+    with pytest.raises(SystemExit) as done:
+        module.main(["tune", "--print_config"])
+    assert done.value.code == 0 and yaml.safe_load(capsys.readouterr().out)["trainer"]
+    assert not Path("runs").exists()
+
+
+@pytest.mark.slow
+def test_trials_on_two_processes_follow_process_0():
+    """`--trainer.devices 2 --trainer.strategy ddp`: Lightning starts process 1 for the first trial; it trains
+    each trial process 0 sends and ends with the study; one run directory per trial, written by process 0."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run([sys.executable, "-m", "homework.hw1", "tune", "--space", space(), "--n_trials", "3",
+                             "--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp",
+                             *SHORT], env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.count("Initializing distributed") + result.stderr.count("Initializing distributed") >= 2
+    assert len(trial_dirs(Path("runs/hw1/tune_space"))) == 3
+    assert sorted(p.name for p in Path("runs/hw1").iterdir()) == ["tune_space"]  # (no stray rank directories)
+    assert "Study space: 3 complete" in result.stdout

@@ -13,6 +13,7 @@ Options (every other option is `fit`'s and applies to every trial):
   --storage URL            where the study lives: default a journal file in the study's directory, which any
                            number of `tune` processes on this machine (or on one shared filesystem) share;
                            postgresql://... (or mysql://...) for workers on many machines
+  --print_config           check the space and the options, print the first trial's fit config, run nothing
   --heartbeat_interval S   with a database: each running trial's heartbeat, in seconds (default 60); a trial
                            whose worker died (no heartbeat for 2 x S) is marked failed and run again
 
@@ -92,9 +93,14 @@ def tune_command(args: list[str], make_cli: Callable[[list[str]], object], model
         print(__doc__.strip() + "\n\nThe space's format: homework/lab/search_space.py. Every other option is "
               f"`fit`'s: python homework/{homework}.py fit --help")
         raise SystemExit(0)
+    if os.environ.get(TRIAL_ENV) is None and (int(os.environ.get("WORLD_SIZE", "1")) > 1
+                                              or int(os.environ.get("SLURM_NTASKS", "1")) > 1):
+        raise DataError("tune: start one process per worker (SLURM: one task per job; not under torchrun); a "
+                        "trial on several devices: --trainer.devices N --trainer.strategy ddp (docs/tune.md)")
     if runs.launched_rank() > 0:  # another process of a multi-device trial: it trains what process 0 runs
         return follow(make_cli)
-    rest = list(args)
+    printing = any(a.split("=")[0] == "--print_config" for a in args)  # check, print one trial's config, run nothing
+    rest = [a for a in args if a.split("=")[0] != "--print_config"]
     rest, space = _take(rest, "--space")
     rest, n_trials = _take(rest, "--n_trials")
     rest, storage_url = _take(rest, "--storage")
@@ -117,6 +123,9 @@ def tune_command(args: list[str], make_cli: Callable[[list[str]], object], model
         raise DataError("tune runs its own fits: drop `fit` (python homework/hwN.py tune [fit options])")
     base = rest[:at] + ["fit", *TRIAL_DEFAULTS] + rest[at + 1:]
     config = check_space(make_cli, base, params, space_path)
+    if printing:
+        print(yaml.safe_dump(config, sort_keys=False), end="")
+        raise SystemExit(0)
     root = runs.root_dir(homework, config["trainer"].get("default_root_dir"))
     extra = []
     logger = config["trainer"].get("logger")
@@ -157,6 +166,7 @@ def open_storage(url: str | None, study_dir: Path, heartbeat: int):
     import optuna
 
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # (heartbeats, TPE's group)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # each trial's own lines say what happened
     if url is None:
         from optuna.storages.journal import JournalFileBackend
 
@@ -261,7 +271,6 @@ class Search:
         from optuna.study import MaxTrialsCallback
         from optuna.trial import TrialState
 
-        optuna.logging.set_verbosity(optuna.logging.WARNING)  # each trial's own lines say what happened
         self.tidy()
         if self.counted() >= self.n_trials:
             print(f"Study {self.study.study_name} has its {self.n_trials} trials (finished or running): nothing "
@@ -295,7 +304,7 @@ class Search:
         args = self.base + search_space.flag_pairs(pairs) + [
             "--trainer.default_root_dir", str(self.study_dir),
             "--trainer.callbacks+=" + json.dumps({"class_path": PRUNING, "init_args": {"trial": key}})]
-        shown = ", ".join(f"{k} {search_space._text(v)}" for k, v in pairs)
+        shown = ", ".join(f"{k} {_format(v) if isinstance(v, float) else search_space._text(v)}" for k, v in pairs)
         print(f"\n=== trial {trial.number} of study {self.study.study_name} ({self.counted()} of {self.n_trials}): "
               f"{shown} ===", flush=True)
         register(key, trial)
