@@ -14,7 +14,8 @@ a run directory in the layout `fit` writes (`run.json` from `runs.RunRecord`, `c
 homework's own `fit --print_config`, a best and a `last.ckpt`). Its checkpoints hold only what the CLI
 reads before `--print_config` exits (Lightning's keys and the homework that trained it), no weights:
 nothing here loads weights. A run path the docs name (`runs/hw4/2026-11-24_10-31-02_fit`) is created as
-such a run, a name ending in `_cvK` as a cross-validation directory of fold runs.
+such a run, a name ending in `_cvK` as a cross-validation directory of fold runs, and a study's
+`runs/hwN/tune_NAME/best_config.yaml` as the homework's resolved fit config.
 
 Building LightningCLI's parsers (five subcommands, every class signature) is most of a command's time (~2 s on
 the shared 2-core machine, against ~0.3 s for the parse), so each homework's parsers are built once by the
@@ -50,6 +51,7 @@ RUN = "2026-11-24_10-31-02_fit"  # the fixture run's name (the docs' example run
 COMMAND = re.compile(r"^(?:srun\s+)?python\s+homework/(hw[1-5])\.py\b(.*)$")
 TORCHRUN = re.compile(r"^torchrun\s.*?\shomework/(hw[1-5])\.py\b(.*)$")
 RUN_PATH = re.compile(r"^runs/(hw[1-5])/[\w.-]+$")
+BEST_CONFIG = re.compile(r"^runs/(hw[1-5])/tune_[\w.-]+/best_config\.yaml$")  # what a `tune` study writes
 FENCE = re.compile(r"^\s*(```|~~~)")
 
 
@@ -193,6 +195,10 @@ def test_documented_command_parses(where, command, homework, tokens, capsys):
     args = concrete(list(tokens))
     fake_run(Path("runs") / homework / RUN, homework)
     for token in args:
+        study = BEST_CONFIG.match(token)
+        if study and not Path(token).exists():  # a study's best trial's config: a complete fit config
+            Path(token).parent.mkdir(parents=True, exist_ok=True)
+            Path(token).write_text(fit_config(study.group(1)))
         named = RUN_PATH.match(token)
         if named and not Path(token).exists():
             cv = re.search(r"_cv(\d+)$", token)

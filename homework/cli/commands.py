@@ -21,7 +21,7 @@ from typing import Any
 
 from jsonargparse import DefaultHelpFormatter
 
-from homework.lab import advisor, compare
+from homework.lab import advisor, compare, tune
 from homework.lab.critical import critical_command
 from homework.runs import kfold
 
@@ -52,6 +52,9 @@ COMMANDS = [
     Command("compare", "the recipe under several optimizers, schedules or batch sizes", "several runs",
             asks=compare.asks_for_comparison, start=lambda args, make_cli, model, dm: compare.compare_command(
                 args, make_cli, dm)),
+    Command("tune", "hyperparameter search with Optuna over a space of options (--space, --n_trials; many "
+                    "workers share a study through --storage)", "several runs",
+            asks=_named("tune"), start=tune.tune_command),
     Command("fit --data.fold all", "every fold of a k-fold split, then their mean and spread", "several runs",
             asks=kfold.asks_for_all_folds, start=lambda args, make_cli, model, dm: kfold.fit_all_folds(make_cli, args, dm)),
 ]

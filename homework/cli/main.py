@@ -41,6 +41,7 @@ from datamodules.errors import DataError
 from datamodules.workspace import elsewhere
 import adapters
 from homework import runs
+from homework.runs import launched_rank
 from homework.cli import arguments, commands, hardware
 from homework.cli.arguments import CONFIG_DIR
 from homework.lab import advisor, compare, finders
@@ -50,16 +51,6 @@ from models.base import BaseTask
 
 RUN_DIR_ENV = "NTU_ML_RUN_DIR"  # the run directory, for the other processes of a multi-device fit
 EVALUATING = ("validate", "test", "predict", "critical")  # commands that read a trained model
-
-
-def launched_rank() -> int:
-    """This process's rank in a multi-process run, read from what launched it (torchrun, SLURM, Lightning's
-    own DDP launcher), before Lightning has set anything up: 0 for the one process that speaks and writes."""
-    if "RANK" in os.environ:
-        return int(os.environ["RANK"])
-    if "SLURM_PROCID" in os.environ:
-        return int(os.environ["SLURM_PROCID"])
-    return int(os.environ.get("LOCAL_RANK", 0)) + int(os.environ.get("NODE_RANK", 0))
 
 
 def user_interrupt(error: BaseException) -> bool:

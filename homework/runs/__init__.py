@@ -27,6 +27,16 @@ RECORD = "run.json"
 COMPARISON = "_compare"  # the name ending of a `compare` directory: its variants are not candidates for best/last
 
 
+def launched_rank() -> int:
+    """This process's rank in a multi-process run, read from what launched it (torchrun, SLURM, Lightning's
+    own DDP launcher), before Lightning has set anything up: 0 for the one process that speaks and writes."""
+    if "RANK" in os.environ:
+        return int(os.environ["RANK"])
+    if "SLURM_PROCID" in os.environ:
+        return int(os.environ["SLURM_PROCID"])
+    return int(os.environ.get("LOCAL_RANK", 0)) + int(os.environ.get("NODE_RANK", 0))
+
+
 def root_dir(homework: str, given: str | Path | None = None) -> Path:
     """Where a homework's runs go: `--trainer.default_root_dir` when given, else `runs/<homework>` in the
     home folder (datamodules/workspace.py; the working directory when run from the project folder)."""
@@ -348,7 +358,10 @@ def find_best(root: Path, data_dir: Path | None = None, split: dict | None = Non
     sign = -1 if comparable[0][1].get("mode") == "max" else 1
     # best score first; between equal scores, the newer checkpoint
     run_dir, record, path = min(comparable, key=lambda r: (sign * r[1]["best_score"], -r[2].stat().st_mtime))
-    return Choice(path, f"the best of {len(comparable)} comparable run(s) (same data and split): {run_dir.name}, "
+    # a trial of a `tune` study (run.json names them): say which study's best trial this is
+    name = (f"trial {record['trial']} of study {record['study']} ({run_dir.parent.name}/{run_dir.name})"
+            if record.get("study") is not None and record.get("trial") is not None else run_dir.name)
+    return Choice(path, f"the best of {len(comparable)} comparable run(s) (same data and split): {name}, "
                         f"epoch {record['best_epoch']}, {record['monitor']} {record['best_score']:.4f}")
 
 

@@ -1,0 +1,526 @@
+"""`tune`: a hyperparameter search with Optuna, on one machine or many sharing one study.
+
+    python homework/hw1.py tune                                   # the homework's default space, 30 trials
+    python homework/hw1.py tune --space my_space.yaml --n_trials 50 --trainer.max_epochs 200
+    python homework/hw1.py tune --storage postgresql://user:pass@host/db --study hw1-big   # many machines
+
+Options (every other option is `fit`'s and applies to every trial):
+  --space FILE             the search space (homework/lab/search_space.py says the format);
+                           default homework/configs/hwN_space.yaml
+  --n_trials N             trials in the whole study, over every worker (default 30); finished trials count
+  --study NAME             the study's name (default: the space file's name); its directory is
+                           runs/hwN/tune_NAME, and the same command again continues it
+  --storage URL            where the study lives: default a journal file in the study's directory, which any
+                           number of `tune` processes on this machine (or on one shared filesystem) share;
+                           postgresql://... (or mysql://...) for workers on many machines
+  --print_config           check the space and the options, print the first trial's fit config, run nothing
+  --heartbeat_interval S   with a database: each running trial's heartbeat, in seconds (default 60); a trial
+                           whose worker died (no heartbeat for 2 x S) is marked failed and run again
+
+Each trial is a normal `fit` (its own run directory inside the study's, checkpoints, learning curve, W&B run
+grouped under the study's name), stopped early by Optuna's median pruner when its monitored metric, reported
+after each validation, is worse than the median of earlier trials at the same epoch. At the end (of each worker)
+the study's directory holds best_config.yaml (`fit --config` it to train the best trial's settings again),
+study.png (the metric per trial with the best so far, and the parameters' importances) and trials.md (the top
+trials, also printed). `predict --ckpt_path best` then picks the best trial's checkpoint.
+"""
+import datetime as dt
+import io
+import json
+import math
+import os
+import random
+import re
+import signal
+import socket
+import sys
+import time
+import warnings
+from contextlib import redirect_stdout
+from pathlib import Path
+from typing import Callable
+
+import yaml
+
+from callbacks.finite import NonFiniteLoss
+from callbacks.pruning import OptunaPruning, register, unregister
+from datamodules.errors import DataError
+from homework import runs
+from homework.cli.arguments import CONFIG_DIR, option
+from homework.cli.output import command
+from homework.lab import search_space
+from homework.runs import tracking
+
+DEFAULT_TRIALS = 30
+STUDY_DIR = "tune_"  # runs/hwN/tune_<study>: the study's directory, the trials' run directories inside it
+JOURNAL = "study.journal"
+TRIAL_ENV = "NTU_ML_TUNE_TRIAL"  # a trial's fit options, for the other processes of a multi-device trial
+#: Options every trial gets before the user's own (which win): the advisor's reference model is a second fit
+#: per trial, and its words are about one run, not a search.
+TRIAL_DEFAULTS = ["--diagnose", "false"]
+PRUNING = "callbacks.OptunaPruning"
+
+
+class Surplus(Exception):
+    """A trial started after the study had its `--n_trials` (two workers asked at once): failed, not run."""
+
+
+def asks_for_tune(args: list[str]) -> bool:
+    return "tune" in args
+
+
+def _take(args: list[str], name: str) -> tuple[list[str], str | None]:
+    found = option(args, name)
+    if found is None:
+        return args, None
+    i = found[0]
+    drop = {i} if args[i].startswith(name + "=") else {i, i + 1}
+    return [a for k, a in enumerate(args) if k not in drop], found[1]
+
+
+def _positive(name: str, value: str | None, default: int) -> int:
+    if value is None:
+        return default
+    if not value.isdigit() or int(value) < 1:
+        raise DataError(f"{name} {value}: give a positive whole number")
+    return int(value)
+
+
+def tune_command(args: list[str], make_cli: Callable[[list[str]], object], model_class, datamodule_class):
+    """Search the space in as many trials as the study still needs, then write and print its results."""
+    homework = datamodule_class.homework
+    if "--help" in args or "-h" in args:
+        print(__doc__.strip() + "\n\nThe space's format: homework/lab/search_space.py. Every other option is "
+              f"`fit`'s: python homework/{homework}.py fit --help")
+        raise SystemExit(0)
+    if os.environ.get(TRIAL_ENV) is None and (int(os.environ.get("WORLD_SIZE", "1")) > 1
+                                              or int(os.environ.get("SLURM_NTASKS", "1")) > 1):
+        raise DataError("tune: start one process per worker (SLURM: one task per job; not under torchrun); a "
+                        "trial on several devices: --trainer.devices N --trainer.strategy ddp (docs/tune.md)")
+    if runs.launched_rank() > 0:  # another process of a multi-device trial: it trains what process 0 runs
+        return follow(make_cli)
+    printing = any(a.split("=")[0] == "--print_config" for a in args)  # check, print one trial's config, run nothing
+    rest = [a for a in args if a.split("=")[0] != "--print_config"]
+    rest, space = _take(rest, "--space")
+    rest, n_trials = _take(rest, "--n_trials")
+    rest, storage_url = _take(rest, "--storage")
+    rest, study_name = _take(rest, "--study")
+    rest, heartbeat = _take(rest, "--heartbeat_interval")
+    n_trials = _positive("--n_trials", n_trials, DEFAULT_TRIALS)
+    heartbeat = _positive("--heartbeat_interval", heartbeat, 60)
+    space_path = Path(space) if space else CONFIG_DIR / f"{homework}_space.yaml"
+    params = search_space.load(space_path)
+    study_name = study_name or re.sub(r"[^\w.-]", "_", space_path.stem)
+    if not re.fullmatch(r"[\w.-]+", study_name):
+        raise DataError(f"--study {study_name}: use letters, digits, '_', '-' and '.' (it names a directory)")
+    at = rest.index("tune")
+    given = [a.partition("=")[0][2:] for a in rest[at + 1:] if a.startswith("--")]
+    clash = sorted(k for k in search_space.keys(params) if k in given)
+    if clash:
+        raise DataError(f"{space_path}: --{clash[0]} is both searched by the space and given on the command line; "
+                        f"drop one (options on the command line apply to every trial)")
+    if "fit" in rest:
+        raise DataError("tune runs its own fits: drop `fit` (python homework/hwN.py tune [fit options])")
+    base = rest[:at] + ["fit", *TRIAL_DEFAULTS] + rest[at + 1:]
+    config = check_space(make_cli, base, params, space_path)
+    if printing:
+        print(yaml.safe_dump(config, sort_keys=False), end="")
+        raise SystemExit(0)
+    root = runs.root_dir(homework, config["trainer"].get("default_root_dir"))
+    extra = []
+    logger = config["trainer"].get("logger")
+    if isinstance(logger, dict) and logger.get("class_path") in tracking.WANDB_LOGGERS:
+        extra = ["--trainer.logger.init_args.group", study_name]  # the trials' W&B runs, grouped by study
+    study_dir = root / f"{STUDY_DIR}{study_name}"
+    study = open_study(study_name, storage_url, study_dir, heartbeat, model_class, homework, space_path, config)
+    search = Search(study, params, base + extra, study_dir, n_trials, make_cli, model_class.monitor,
+                    heartbeat=storage_url is not None)
+    search.run(command(homework, *args))
+    return report(study, study_dir, homework, model_class.monitor, root, "--diagnose" in given, n_trials)
+
+
+def check_space(make_cli, base: list[str], params: list[search_space.Param], space_path: Path) -> dict:
+    """Parse one `fit` command line per set of example values (search_space.validation_sets) with the CLI's own
+    parser, printing nothing: an unknown option or a value of the wrong type is one line naming the space file.
+    Returns the first line's resolved config."""
+    config = None
+    keys = search_space.keys(params)
+    for pairs in search_space.validation_sets(params):
+        out = io.StringIO()
+        try:
+            with redirect_stdout(out):
+                make_cli(base + search_space.flag_pairs(pairs) + ["--print_config"])
+        except DataError as err:
+            about_space = any(re.search(rf"(--|'){re.escape(k)}\b", str(err)) for k in keys)
+            raise DataError(f"{space_path}: {err}" if about_space else str(err)) from None
+        except SystemExit as exit_:
+            if exit_.code not in (0, None):
+                raise
+        config = config or yaml.safe_load(out.getvalue())
+    return config
+
+
+def open_storage(url: str | None, study_dir: Path, heartbeat: int):
+    """The default: a journal file in the study's directory (file locks: processes of one machine, or of one
+    shared filesystem). A database URL: Optuna's RDBStorage with a heartbeat, a dead worker's trial retried."""
+    import optuna
+
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # (heartbeats, TPE's group)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # each trial's own lines say what happened
+    if url is None:
+        from optuna.storages.journal import JournalFileBackend
+
+        study_dir.mkdir(parents=True, exist_ok=True)
+        return optuna.storages.JournalStorage(JournalFileBackend(str(study_dir / JOURNAL)))
+    if not re.match(r"^(postgresql|mysql|sqlite)(\+\w+)?://", url):
+        raise DataError(f"--storage {url}: give a database URL (postgresql://user:password@host:5432/db), or "
+                        f"leave it out for a journal file in the study's directory")
+    for attempt in range(5):
+        try:
+            return optuna.storages.RDBStorage(
+                _driver(url), engine_kwargs={"pool_pre_ping": True}, heartbeat_interval=heartbeat,
+                grace_period=2 * heartbeat,
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3))
+        except Exception as err:  # no server, a wrong password, no driver: one line without the password
+            # workers starting together on a new database race to create its tables: the losers try again
+            if type(err).__name__ in ("IntegrityError", "ProgrammingError") and attempt < 4:
+                time.sleep(0.5 + random.random())
+                continue
+            shown = re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", url)
+            raise DataError(f"--storage {shown}: cannot open the study's database ({tracking.one_line(err)})") \
+                from None
+
+
+def _driver(url: str) -> str:
+    """`postgresql://` through psycopg2 when only it is installed (the `postgresql` extra of setup.cfg):
+    SQLAlchemy 2.1 reads a plain `postgresql://` as psycopg 3's."""
+    import importlib.util
+
+    if url.startswith("postgresql://") and importlib.util.find_spec("psycopg") is None \
+            and importlib.util.find_spec("psycopg2") is not None:
+        return "postgresql+psycopg2://" + url.removeprefix("postgresql://")
+    return url
+
+
+def open_study(name: str, url: str | None, study_dir: Path, heartbeat: int, model_class, homework: str,
+               space_path: Path, config: dict):
+    import optuna
+
+    storage = open_storage(url, study_dir, heartbeat)
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=_warmup(config))
+    # constant_liar: a worker's running trials count as bad while they run, so several workers spread out
+    sampler = optuna.samplers.TPESampler(multivariate=True, group=True, constant_liar=True)
+    study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner,
+                                direction="minimize" if model_class.mode == "min" else "maximize",
+                                load_if_exists=True)
+    owner = study.user_attrs.get("homework")
+    if owner is None:
+        study.set_user_attr("homework", homework)
+        study.set_user_attr("monitor", model_class.monitor)
+        study.set_user_attr("space", space_path.read_text())
+    elif owner != homework:
+        raise DataError(f"--study {name}: that study is {owner}'s; give this search another name")
+    study_dir.mkdir(parents=True, exist_ok=True)
+    return study
+
+
+def _warmup(config: dict) -> int:
+    """Epochs before a trial can be pruned: a quarter of the epoch budget (the schedules warm up, and early
+    epochs rank models poorly)."""
+    epochs = config["trainer"].get("max_epochs")
+    return max(1, int(epochs) // 4) if isinstance(epochs, int) and epochs > 0 else 1
+
+
+class Search:
+    """study.optimize over fits: each trial is `make_cli(["fit", ...])`, a normal run in the study's directory."""
+
+    def __init__(self, study, params, base: list[str], study_dir: Path, n_trials: int, make_cli, monitor: str,
+                 heartbeat: bool):
+        self.study, self.params, self.base, self.study_dir = study, params, base, study_dir
+        self.n_trials, self.make_cli, self.monitor = n_trials, make_cli, monitor
+        self.worker = f"{socket.gethostname()}:{os.getpid()}"
+        self.heartbeat = heartbeat  # a database with heartbeats (else the journal file)
+        self.ran = 0
+
+    def counted(self) -> int:
+        from optuna.trial import TrialState
+
+        return len(self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED,
+                                                                 TrialState.RUNNING)))
+
+    def tidy(self, study=None, trial=None) -> None:
+        """Fail the trials whose worker died, so that they do not count and are run again: by heartbeat with a
+        database (Optuna), by process id on this machine with the journal file (it has no heartbeat)."""
+        import optuna
+        from optuna.trial import TrialState
+
+        if self.heartbeat:
+            optuna.storages.fail_stale_trials(self.study)
+            return
+        host = socket.gethostname()
+        for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            worker_host, _, pid = str(t.user_attrs.get("worker", "")).partition(":")
+            if worker_host == host and pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+                self.study.tell(t.number, state=TrialState.FAIL)
+                self.study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
+                print(f"Trial {t.number}'s worker (process {pid}) is gone: marked failed, queued again",
+                      file=sys.stderr)
+
+    def run(self, same_command: str) -> None:
+        import optuna
+        from optuna.study import MaxTrialsCallback
+        from optuna.trial import TrialState
+
+        self.tidy()
+        if self.counted() >= self.n_trials:
+            print(f"Study {self.study.study_name} has its {self.n_trials} trials (finished or running): nothing "
+                  f"to run (--n_trials N for more)", flush=True)
+            return
+        try:
+            # MaxTrialsCallback: --n_trials is the study's total, over every worker; running trials count, so
+            # no worker starts one too many (dead workers' trials are failed first: `tidy`)
+            self.study.optimize(self.objective, callbacks=[self.tidy, MaxTrialsCallback(
+                self.n_trials, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING))],
+                catch=(Surplus,), gc_after_trial=True)
+        except KeyboardInterrupt:
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            done = len(self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+            print(f"Interrupted (Ctrl-C): the study keeps its {done} finished trial(s) in {self.study_dir}\n"
+                  f"Continue: {same_command}", flush=True)
+            raise SystemExit(130) from None
+        finally:
+            self.stop_followers()
+
+    def objective(self, trial) -> float:
+        import optuna
+
+        trial.set_user_attr("worker", self.worker)
+        if self.counted() - 1 >= self.n_trials:  # another worker started the last one as this one asked
+            self.study.stop()
+            trial.set_user_attr("surplus", True)
+            raise Surplus(f"the study already has its {self.n_trials} trials")
+        pairs = search_space.suggest(trial, self.params)
+        key = f"{self.study.study_name}#{trial.number}"
+        args = self.base + search_space.flag_pairs(pairs) + [
+            "--trainer.default_root_dir", str(self.study_dir),
+            "--trainer.callbacks+=" + json.dumps({"class_path": PRUNING, "init_args": {"trial": key}})]
+        shown = ", ".join(f"{k} {_format(v) if isinstance(v, float) else search_space._text(v)}" for k, v in pairs)
+        print(f"\n=== trial {trial.number} of study {self.study.study_name} ({self.counted()} of {self.n_trials}): "
+              f"{shown} ===", flush=True)
+        register(key, trial)
+        self.lead(args)
+        try:
+            cli = self.make_cli(args)
+        except NonFiniteLoss as err:  # a diverging setting is a result too: pruned, so that it counts
+            trial.set_user_attr("note", "diverged")
+            raise optuna.TrialPruned(f"diverged: {err}") from None
+        except SystemExit as err:
+            if err.code == 130:  # Ctrl-C in the fit (it said what it kept): Optuna marks the trial failed
+                raise KeyboardInterrupt from None
+            raise
+        finally:
+            unregister(key)
+        self.ran += 1
+        record = cli.record.record if getattr(cli, "record", None) is not None else {}
+        run_dir = Path(cli.run_dir)
+        trial.set_user_attr("run_dir", str(run_dir.resolve()))
+        trial.set_user_attr("epochs", record.get("epochs"))
+        trial.set_user_attr("best_epoch", record.get("best_epoch"))
+        if (run_dir / "config.yaml").is_file():  # (kept in the study: a worker elsewhere writes best_config.yaml)
+            trial.set_user_attr("config", (run_dir / "config.yaml").read_text())
+        pruning = next((c for c in cli.trainer.callbacks if isinstance(c, OptunaPruning)), None)
+        pruned = pruning is not None and pruning.pruned_at is not None
+        if cli.record is not None:
+            cli.record.add(cli.trainer, study=self.study.study_name, trial=trial.number,
+                           **({"status": "pruned"} if pruned else {}))
+        score = record.get("best_score")
+        if pruned:
+            print(f"Trial {trial.number} pruned after epoch {pruning.pruned_at}: its {self.monitor} was worse than "
+                  f"the median of earlier trials at that epoch", flush=True)
+            raise optuna.TrialPruned(f"pruned after epoch {pruning.pruned_at}")
+        if score is None or not math.isfinite(score):
+            trial.set_user_attr("note", "no finite score")
+            raise optuna.TrialPruned("no finite validation score")
+        return float(score)
+
+    # --- a trial on several devices: process 0 runs the study, the others train what it sends ---------------
+    def lead(self, args: list[str]) -> None:
+        os.environ[TRIAL_ENV] = json.dumps(args)  # processes Lightning starts for the first trial read it
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():  # they run already: they wait for the next trial
+            dist.broadcast_object_list([args], src=0)
+
+    def stop_followers(self) -> None:
+        os.environ.pop(TRIAL_ENV, None)
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.broadcast_object_list([None], src=0)
+
+
+def follow(make_cli) -> None:
+    """Process k > 0 of multi-device trials: train the trial process 0 started these processes for, then each
+    trial it sends, until it sends None (its study is done)."""
+    import torch.distributed as dist
+
+    args = json.loads(os.environ.get(TRIAL_ENV) or "null")
+    while args is not None:
+        make_cli(args)
+        if not (dist.is_available() and dist.is_initialized()):
+            break
+        box = [None]
+        dist.broadcast_object_list(box, src=0)
+        args = box[0]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+# --- the results -----------------------------------------------------------------------------------------
+def report(study, study_dir: Path, homework: str, monitor: str, root: Path, diagnose_given: bool,
+           n_trials: int):
+    """best_config.yaml, study.png and trials.md in the study's directory; the table, the best trial and the
+    next command printed last."""
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False)
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    counts = {s: sum(t.state == s for t in trials) for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
+    summary = (f"{counts[TrialState.COMPLETE]} complete, {counts[TrialState.PRUNED]} pruned, "
+               f"{counts[TrialState.FAIL]} failed (of --n_trials {n_trials})")
+    if not complete:
+        print(f"\nStudy {study.study_name}: {summary}; no trial completed, so no best config yet\n"
+              f"Study directory: {study_dir}")
+        return study
+    best = study.best_trial
+    config_path = study_dir / "best_config.yaml"
+    if best.user_attrs.get("config"):
+        write_best_config(best, config_path, study.study_name, monitor, root, diagnose_given, homework)
+    figure = study_dir / "study.png"
+    plot_study(study, figure, f"{homework}: study {study.study_name}, {summary}", monitor)
+    table = trials_table(study, monitor)
+    heading = (f"# {homework} study {study.study_name}\n\n{summary}; best {monitor} {best.value:.4f} (trial "
+               f"{best.number}); {dt.datetime.now().isoformat(timespec='seconds')}.\n\n")
+    (study_dir / "trials.md").write_text(heading + table + f"\n\n![study]({figure.name})\n")
+    print(f"\n{table}\n\nStudy {study.study_name}: {summary}")
+    run_dir = Path(best.user_attrs.get("run_dir", ""))
+    print(f"Best: trial {best.number}, {monitor} {best.value:.4f}"
+          + (f" ({run_dir})" if run_dir.is_dir() else "") + f"\nFigure: {figure}\nStudy directory: {study_dir}")
+    if config_path.is_file():
+        print(f"Retrain it: {command(homework, 'fit', '--config', config_path)}")
+    if run_dir.is_dir():
+        print(f"Next: {command(homework, 'predict', '--ckpt_path', run_dir)}")
+    elif config_path.is_file():  # trained by a worker on another machine
+        print(f"Next: {command(homework, 'fit', '--config', config_path)}   # the best trial ran on another machine")
+    return study
+
+
+def write_best_config(best, path: Path, study_name: str, monitor: str, root: Path, diagnose_given: bool,
+                      homework: str) -> None:
+    """The best trial's config.yaml as a normal fit's: no pruning callback, no study group, runs in the
+    homework's runs folder, the advisor back on (unless the search's command line set it)."""
+    config = yaml.safe_load(best.user_attrs["config"])
+    trainer = config.setdefault("trainer", {})
+    callbacks = trainer.get("callbacks")
+    if isinstance(callbacks, list):
+        kept = [c for c in callbacks if not (isinstance(c, dict) and str(c.get("class_path", "")).endswith("OptunaPruning"))]
+        trainer["callbacks"] = kept or None
+    logger = trainer.get("logger")
+    if isinstance(logger, dict) and isinstance(logger.get("init_args"), dict) \
+            and logger["init_args"].get("group") == study_name:
+        logger["init_args"]["group"] = None
+    trainer["default_root_dir"] = str(root)
+    if not diagnose_given and "diagnose" in config:
+        config["diagnose"] = True
+    header = (f"# The best trial ({best.number}) of study {study_name}: {monitor} {best.value:.4f}.\n"
+              f"# Train it again as a normal run: {command(homework, 'fit', '--config', path)}\n")
+    path.write_text(header + yaml.safe_dump(config, sort_keys=False, default_flow_style=None, width=110))
+
+
+def _format(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def trials_table(study, monitor: str, top: int = 10) -> str:
+    """A Markdown table of the best `top` complete trials: value, epochs, every parameter, run directory."""
+    from optuna.trial import TrialState
+
+    complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
+    sign = 1 if study.direction.name == "MINIMIZE" else -1
+    ranked = sorted(complete, key=lambda t: sign * t.value)[:top]
+    names = list(dict.fromkeys(name for t in ranked for name in t.params))
+    rows = [["rank", "trial", monitor, "epochs", *names, "run"]]
+    for i, t in enumerate(ranked, 1):
+        rows.append([str(i), str(t.number), f"{t.value:.4f}", str(t.user_attrs.get("epochs", "-")),
+                     *[_format(t.params[n]) if n in t.params else "-" for n in names],
+                     Path(t.user_attrs.get("run_dir", "-")).name])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["| " + " | ".join(cell.ljust(w) for cell, w in zip(row, widths)) + " |" for row in rows]
+    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(lines)
+
+
+def plot_study(study, path: Path, title: str, monitor: str) -> None:
+    """Optuna's matplotlib plots side by side: the metric of each trial with the best so far (log scale where
+    the values span more than 20x: one diverging trial would flatten the rest), and the parameters' importances
+    (from the second complete trial on)."""
+    import optuna.visualization.matplotlib as plots
+    from matplotlib.ticker import MaxNLocator
+    from PIL import Image
+
+    from callbacks.plots import pyplot
+
+    plt = pyplot()
+    images = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # (Optuna's plots are "experimental")
+        ax = plots.plot_optimization_history(study, target_name=monitor)
+        values = [t.value for t in study.trials if t.value is not None and math.isfinite(t.value)]
+        if values and min(values) > 0 and max(values) / min(values) > 20:
+            ax.set_yscale("log")
+            ax.set_ylabel(f"{monitor} (log scale)")
+        ax.set_title(f"{monitor} per complete trial ({'lower' if study.direction.name == 'MINIMIZE' else 'higher'} "
+                     f"is better)")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        images.append(ax.figure)
+        try:
+            ax = plots.plot_param_importances(study)
+            ax.set_title("", loc="left")  # (Optuna's own, drawn over ours)
+            ax.set_title(f"parameter importances for {monitor} (fANOVA)")
+            if ax.get_legend() is not None:
+                ax.get_legend().remove()
+            images.append(ax.figure)
+        except (ValueError, RuntimeError):  # fewer than two complete trials, or nothing varied
+            pass
+    pngs = []
+    for fig in images:
+        fig.set_size_inches(7.0, 4.6)
+        buffer = io.BytesIO()
+        fig.savefig(buffer, dpi=110, bbox_inches="tight")
+        plt.close(fig)
+        pngs.append(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"))
+    title_height = 40
+    width, height = sum(p.width for p in pngs), max(p.height for p in pngs) + title_height
+    canvas = Image.new("RGB", (width, height), "white")
+    x = 0
+    for png in pngs:
+        canvas.paste(png, (x, title_height))
+        x += png.width
+    fig = plt.figure(figsize=(width / 110, title_height / 110), dpi=110)
+    fig.text(0.5, 0.5, title, ha="center", va="center", fontsize=11)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, dpi=110)
+    plt.close(fig)
+    canvas.paste(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"), (0, 0))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    canvas.save(path)
