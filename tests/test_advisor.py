@@ -156,7 +156,12 @@ def test_train_longer_comes_from_the_epochs_run_not_the_config():
     assert "validation MSE still fell 18.5% over the last 1 epoch(s), 8.1 -> 6.6" in text
     cut = format_diagnosis(diagnose(history(train, val), reference(100, 1000), settings={"trainer.max_epochs": 600},
                                     run_dir=Path("runs/hw1/x")))
-    assert "train to the planned 600 epochs (it stopped after 5" in cut and "fit --resume runs/hw1/x" in cut
+    assert "train to the planned 600 epochs (it stopped after 5" in cut and cut.split("\n")[-1].endswith(
+        "fit --resume runs/hw1/x")
+    # ended by --trainer.max_time: the limit is lifted, or --resume would refuse a finished run
+    timed = format_diagnosis(diagnose(history(train, val), reference(100, 1000), run_dir=Path("runs/hw1/x"),
+                                      settings={"trainer.max_epochs": 600, "trainer.max_time": "00:00:08:00"}))
+    assert "fit --resume runs/hw1/x --trainer.max_time null" in timed
     stuck = diagnose(history(train, val), reference(0.1, 30), settings={"early_stopping.patience": 3},
                      stopped_early=True)
     assert stuck.remedies[0].startswith("more patience: --early_stopping.patience 6 (early stopping ended the run")

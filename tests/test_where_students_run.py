@@ -207,3 +207,7 @@ def test_resuming_a_run_its_step_limit_ended_names_the_limit_not_early_stopping(
     main(["fit", "--resume", str(run), "--trainer.max_steps", "-1", "--trainer.max_epochs", "2"])
     assert [p.name for p in Path("runs", "hw1").iterdir()] == [run.name]
     assert json.loads((run / "run.json").read_text())["epochs"] == 2
+    # fewer epochs than it has trained: one line, not Lightning's MisconfigurationException
+    line = user_error(capsys, main, ["fit", "--resume", str(run), "--trainer.max_epochs", "1"])
+    assert line == (f"error: --trainer.max_epochs 1: run {run.name} has already trained 2 epochs; to train it longer "
+                    f"give more (e.g. --trainer.max_epochs 4)")

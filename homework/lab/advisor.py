@@ -106,7 +106,10 @@ def train_longer(series: list[tuple[int, float]], name: str, settings: dict, run
         return f"more patience: {more} (early stopping ended the run after {ran} epochs while {why})"
     if isinstance(planned, int) and 0 < ran < planned:  # stopped before its planned end (interrupted, max_time)
         where = f" {run_dir}" if run_dir is not None else ""
-        return f"train to the planned {planned} epochs (it stopped after {ran}; {why}): fit --resume{where}"
+        # a time or step limit that ended it must be lifted, or --resume refuses a finished run
+        lift = "".join(f" --trainer.{key} {off}" for key, off in (("max_time", "null"), ("max_steps", "-1"))
+                       if settings.get(f"trainer.{key}") not in (None, -1))
+        return f"train to the planned {planned} epochs (it stopped after {ran}; {why}): fit --resume{where}{lift}"
     return f"train longer: --trainer.max_epochs {2 * ran} (twice the {ran} epochs run; {why})"
 
 

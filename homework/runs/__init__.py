@@ -263,6 +263,10 @@ def resume_args(args: list[str], homework: str) -> tuple[list[str], Path | None]
         raise DataError(f"--resume {run_dir}: not a run directory with checkpoints/last.ckpt and config.yaml")
     record = read_record(run_dir) or {}
     longer = any(option(rest, f"--trainer.{key}") is not None for key in ("max_epochs", "max_steps", "max_time"))
+    epochs, done = option(rest, "--trainer.max_epochs"), record.get("epochs")
+    if epochs is not None and epochs[1].lstrip("-").isdigit() and isinstance(done, int) and 0 <= int(epochs[1]) <= done:
+        raise DataError(f"--trainer.max_epochs {epochs[1]}: run {run_dir.name} has already trained {done} epochs; "
+                        f"to train it longer give more (e.g. --trainer.max_epochs {2 * done})")
     if record.get("status") == "finished":
         import yaml
 
