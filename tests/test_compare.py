@@ -11,7 +11,8 @@ from datamodules.covid import CovidDataModule
 from homework.lab import compare
 from homework.cli.main import HomeworkCLI
 from models.regression import CovidRegressor
-from tests.conftest import QUIET
+from homework.hw1 import main as hw1
+from tests.conftest import QUIET, user_error
 
 LINKS = {"data.num_features": "model.in_features", "data.minibatches_per_step": "model.minibatches_per_step"}
 
@@ -45,6 +46,13 @@ def test_optimizers_run_as_runs_in_one_directory_with_a_figure_and_a_table(capsy
         assert f"{result.best_score:.4f}" in row and result.run_dir.name in row and f"| {result.epochs} " in row
         assert row in out
     assert "best val_mse" in table and "wall time (s)" in table and f"Comparison directory: {cdir}" in out
+
+    # the comparison directory is not a cross-validation run: predict refuses to average its variants
+    best = min(results, key=lambda r: r.best_score)
+    line = user_error(capsys, hw1, ["predict", "--ckpt_path", str(cdir), *QUIET])
+    assert line.startswith(f"error: --ckpt_path {cdir}: not a cross-validation directory") and \
+        line.endswith(f"its best (val_mse {best.best_score:.4f}): --ckpt_path {best.run_dir}")
+    assert not (cdir / "pred.csv").exists()
 
 
 def test_a_diverging_variant_is_reported_and_the_others_still_run(capsys):

@@ -4,6 +4,7 @@ the folds' predictions (the classic Kaggle ensemble)."""
 
 import datetime as dt
 import json
+import math
 import statistics
 import sys
 from pathlib import Path
@@ -60,11 +61,21 @@ def fit_all_folds(make_cli: Callable[[list[str]], object], args: list[str], data
 
 def fold_checkpoints(cv_dir: Path) -> list[Path]:
     """The best checkpoint of each fold run in a cross-validation directory."""
-    found = []
+    found, others = [], []
     for run_dir in sorted(d for d in cv_dir.iterdir() if d.is_dir()):
         record = runs.read_record(run_dir)
-        if record and record.get("best_checkpoint") and (run_dir / record["best_checkpoint"]).is_file():
-            found.append((run_dir / record["best_checkpoint"]).resolve())
+        if not (record and record.get("best_checkpoint") and (run_dir / record["best_checkpoint"]).is_file()):
+            continue
+        if not isinstance((record.get("split") or {}).get("fold"), int):  # not a fold: a compare variant, a trial
+            others.append((record, run_dir))
+            continue
+        found.append((run_dir / record["best_checkpoint"]).resolve())
+    if others:  # averaging other recipes' models would be a silent ensemble nobody asked for
+        sign = {"min": 1, "max": -1}
+        record, best = min(others, key=lambda o: sign.get(o[0].get("mode"), 1) * o[0].get("best_score", math.inf))
+        raise DataError(f"--ckpt_path {cv_dir}: not a cross-validation directory (its runs are not folds of one "
+                        f"split, so their predictions are not averaged); predict with one of its runs, e.g. its best "
+                        f"({record.get('monitor')} {record.get('best_score', math.nan):.4f}): --ckpt_path {best}")
     if len(found) < 2:
         raise DataError(f"--ckpt_path {cv_dir}: a directory must be a cross-validation run (fit --data.num_folds K "
                         f"--data.fold all) with at least 2 finished folds; found {len(found)}")
