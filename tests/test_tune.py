@@ -216,23 +216,30 @@ def test_an_interrupted_study_continues_and_keeps_its_finished_trials(capsys):
 
 
 def test_a_trial_worse_than_the_median_is_pruned(capsys):
-    """Five trials set the median (n_startup_trials); a sixth with a learning rate far too small is stopped
-    after the warm-up (a quarter of the epochs), its run kept and marked pruned."""
-    text = "model.optimizer.lr: [1.0e-2, 1.1e-2, 1.2e-2, 1.3e-2, 1.4e-2, 1.0e-7]\n"
-    args = ["tune", "--space", space(text), "--n_trials", "6", "--trainer.max_epochs", "8",
-            "--early_stopping.patience", "100", *QUIET]
-    storage_dir = Path("runs/hw1/tune_space")
-    storage_dir.mkdir(parents=True)
-    queued = optuna.create_study(study_name="space", storage=optuna.storages.JournalStorage(
-        optuna.storages.journal.JournalFileBackend(str(storage_dir / tune.JOURNAL))))
-    for lr in (1.0e-2, 1.1e-2, 1.2e-2, 1.3e-2, 1.4e-2, 1.0e-7):
-        queued.enqueue_trial({"model.optimizer.lr": lr})
-    study = main(args)
+    """Five finished trials (written into the study directly, with their per-epoch scores) set the median; a
+    trial with a learning rate far too small is stopped once the warm-up (a quarter of the epochs) is over, its
+    run kept and marked pruned."""
+    from optuna.distributions import FloatDistribution
+
+    study_dir = Path("runs/hw1/tune_space")
+    study_dir.mkdir(parents=True)
+    study = optuna.create_study(study_name="space", storage=optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(study_dir / tune.JOURNAL))))
+    lr = FloatDistribution(1e-8, 1e-1, log=True)
+    for k in range(5):
+        study.add_trial(optuna.trial.create_trial(
+            params={"model.optimizer.lr": 0.01}, distributions={"model.optimizer.lr": lr}, value=5.0 + k,
+            intermediate_values={epoch: 50.0 - 5 * epoch + k for epoch in range(8)}))
+    study.enqueue_trial({"model.optimizer.lr": 1e-7})
+    text = "model.optimizer.lr: {loguniform: [1.0e-8, 1.0e-1]}\n"
+    study = main(["tune", "--space", space(text), "--n_trials", "6", "--trainer.max_epochs", "8",
+                  "--early_stopping.patience", "100", *QUIET])
     trials = study.get_trials()
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 5 + [TrialState.PRUNED]
     pruned = trials[-1]
+    assert pruned.params == {"model.optimizer.lr": 1e-7} and sorted(pruned.intermediate_values) == [0, 1, 2]
     record = json.loads((Path(pruned.user_attrs["run_dir"]) / "run.json").read_text())
-    assert record["status"] == "pruned" and record["epochs"] == 3  # after epoch 2 (warm-up: 8 // 4 epochs)
+    assert record["status"] == "pruned" and record["epochs"] == 3  # after epoch 2 (the warm-up: 8 // 4 epochs)
     assert "Trial 5 pruned after epoch 2" in capsys.readouterr().out
 
 
