@@ -36,6 +36,7 @@ from pytorch_lightning.cli import ArgsType, LightningArgumentParser, LightningCL
 from callbacks import (AtomicCheckpointIO, HomeworkCheckpoint, KaggleSubmissionWriter, LearningCurvePlot,
                        ReproducibleEpochs, StopOnCtrlC, StopOnNonFiniteLoss, SubmissionError,
                        launched_processes_ignore_ctrl_c)
+from datamodules.console import redraws
 from datamodules.base import HomeworkDataModule
 from datamodules.errors import DataError
 from datamodules.workspace import elsewhere
@@ -311,8 +312,10 @@ class HomeworkCLI(LightningCLI):
             extra += [LearningCurvePlot(), ReproducibleEpochs(), StopOnNonFiniteLoss()]
         if config.trainer.get("logger"):
             extra.append(LearningRateMonitor())
-        if config.trainer.get("enable_progress_bar") is not False and not sys.stderr.isatty():
-            extra.append(EpochLines())  # logs piped to a file: one line per epoch, not a redrawn bar
+        if config.trainer.get("enable_progress_bar") is None and not redraws():
+            # piped to a file or in a notebook: one line per epoch, not a redrawn bar (an explicit
+            # --trainer.enable_progress_bar true keeps Lightning's bar, false shows none)
+            extra.append(EpochLines())
         callbacks = config.trainer.get("callbacks") or []
         config.trainer.callbacks = first + (callbacks if isinstance(callbacks, list) else [callbacks]) + extra
         if self.run_dir is not None:
