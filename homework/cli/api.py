@@ -44,6 +44,7 @@ from datamodules.console import in_notebook
 from datamodules.errors import DataError
 from homework import runs
 from homework.cli.main import execute, run
+from homework.lab.advisor import Diagnosed
 
 #: `hw1.fit(max_epochs=3)`: the keyword arguments that stand for a longer option name
 SHORTCUTS = {"max_epochs": "trainer.max_epochs", "max_steps": "trainer.max_steps", "data_dir": "data.data_dir"}
@@ -103,6 +104,9 @@ class Result:
         figures = [self.learning_curve] if self.learning_curve else sorted(self.run_dir.glob("*.png"))
         for figure in figures:
             display(Image(filename=str(figure)))
+
+    def _repr_pretty_(self, printer, cycle: bool) -> None:  # IPython: a notebook shows `result` as its summary
+        printer.text(str(self))
 
     def __str__(self) -> str:
         names = ("run_dir", "monitor", "best_score", "best_checkpoint", "submission", "scores")
@@ -266,8 +270,10 @@ class Homework:
         return result
 
     def result(self, command: str, outcome: Any) -> Result:
-        if isinstance(outcome, str):  # diagnose: the text printed
-            return Result(command, diagnosis=outcome)
+        if isinstance(outcome, Diagnosed):
+            record = runs.read_record(outcome.run_dir) or {}
+            return Result(command, outcome.run_dir, record.get("monitor"), record.get("best_score"),
+                          self.best_checkpoint(outcome.run_dir), diagnosis=outcome.text)
         if isinstance(outcome, list):  # several runs: compare's variants or k-fold's folds
             if outcome and hasattr(outcome[0], "variant"):
                 parts = [Result("fit", r.run_dir, r.monitor, r.best_score if r.best_score == r.best_score else None,
