@@ -10,6 +10,7 @@ import sys
 import threading
 
 import pytest
+import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import TQDMProgressBar
 
@@ -159,3 +160,26 @@ def test_a_command_started_from_a_notebook_prints_one_line_per_epoch(monkeypatch
     assert bars == [EpochLines]
     chosen = hw1.main([*quick, "--trainer.enable_progress_bar", "true"]).trainer.progress_bar_callback
     assert type(chosen) is TQDMProgressBar
+
+
+class CtrlCAt(pl.Callback):
+    """Presses Ctrl-C (SIGINT to this process) when epoch `epoch` ends, as the notebook's interrupt button does."""
+
+    def __init__(self, epoch: int = 1) -> None:
+        self.epoch = epoch
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.current_epoch == self.epoch:
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+def test_ctrl_c_says_what_was_kept_then_raises_keyboard_interrupt(capsys):
+    handler = signal.getsignal(signal.SIGINT)
+    callback = {"class_path": f"{__name__}.CtrlCAt", "init_args": {"epoch": 1}}
+    with pytest.raises(KeyboardInterrupt):  # not SystemExit(130), which IPython would answer with "To exit: ..."
+        hw1.fit(max_epochs=50, diagnose=False, trainer={"callbacks": [callback], "enable_model_summary": False})
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[-3].startswith("Interrupted (Ctrl-C). Kept ") and out[-1].startswith("Continue: ")
+    assert signal.getsignal(signal.SIGINT) is handler  # the next Ctrl-C interrupts the kernel, as before
+    (run,) = runs.root_dir("hw1").iterdir()
+    assert runs.read_record(run)["status"] == "interrupted"
