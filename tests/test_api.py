@@ -34,6 +34,8 @@ def test_options_become_the_command_line():
     assert args == ["fit", "--trainer.max_epochs", "3", "--seed_everything", "1", "--data.features", "16",
                     "--model.optimizer.lr", "0.1", "--trainer.max_steps", "5", "--diagnose", "false",
                     "--trainer.logger", "false", "--data.data_dir", "null", "--model.hidden_dims", "[8, 4]"]
+    assert command_line("fit", (), {"resume": True, "print_config": False}) == ["fit", "--resume"]
+    assert command_line("fit", (), {"resume": "runs/hw1/x"}) == ["fit", "--resume", "runs/hw1/x"]
     with pytest.raises(HomeworkError, match="not int"):
         command_line("fit", (3,), {})
 
@@ -78,6 +80,8 @@ def test_a_mistake_raises_homework_error_with_the_command_lines_line(capsys):
     assert raised.value.__cause__ is None and raised.value.__suppress_context__
     assert raised.value._render_traceback_() == [f"HomeworkError: {raised.value}"]  # IPython: one line
     assert not isinstance(raised.value, SystemExit) and not list(runs.root_dir("hw1").glob("*"))
+    from homework import HomeworkError as exported  # (the name the docs use)
+    assert exported is HomeworkError
 
     with pytest.raises(HomeworkError, match="needs a trained model"):  # a mistake found after parsing
         hw1.predict()

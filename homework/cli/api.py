@@ -48,6 +48,8 @@ from homework.lab.advisor import Diagnosed
 
 #: `hw1.fit(max_epochs=3)`: the keyword arguments that stand for a longer option name
 SHORTCUTS = {"max_epochs": "trainer.max_epochs", "max_steps": "trainer.max_steps", "data_dir": "data.data_dir"}
+#: options that are a bare flag on the command line: `resume=True` is `--resume` (the newest run)
+BARE = ("resume", "print_config", "help")
 COMMANDS = ("fit", "validate", "test", "predict", "critical", "compare", "diagnose")
 
 
@@ -143,6 +145,8 @@ def flags(options: Mapping[str, Any], prefix: str = "") -> list[str]:
             name = SHORTCUTS.get(name, name)
         if isinstance(value, Mapping) and value:
             args += flags(value, f"{prefix}{name}.")
+        elif not prefix and name in BARE and isinstance(value, bool):
+            args += [f"--{name}"] if value else []  # `fit --resume`, not `--resume true` (a run named "true")
         else:
             args += [f"--{prefix}{name}", render(value)]
     return args
