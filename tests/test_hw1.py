@@ -382,15 +382,6 @@ def test_predict_reads_the_data_dir_the_checkpoint_was_trained_on(tmp_path):
     assert len(pd.read_csv(run_dirs()[0] / "pred.csv")) == 37
 
 
-def test_ddp_on_two_cpu_processes():
-    """In-memory batching and the run directory survive DDP (simulated with two CPU processes)."""
-    cli = fit("--trainer.max_epochs", "1", "--trainer.strategy", "ddp_spawn", "--trainer.devices", "2",
-              "--trainer.accelerator", "cpu", "--data.minibatches_per_step", "1")
-    (run,) = run_dirs()
-    assert (run / "checkpoints" / "last.ckpt").is_file() and (run / "config.yaml").is_file()
-    assert cli.trainer.world_size == 2
-
-
 @pytest.mark.parametrize("flags", [["--trainer.gradient_clip_val", "1.0"], ["--trainer.accumulate_grad_batches", "2"],
                                    ["--trainer.limit_train_batches", "0.5"]])
 def test_what_needs_one_minibatch_per_step_says_so(capsys, flags):

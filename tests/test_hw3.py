@@ -24,14 +24,6 @@ TINY = ["--data.image_size", "32", "--data.num_workers", "0", "--data.batch_size
 UNZIPPED = {"ml2021": "food-11", "ml2022": "food11", "ml2023": "."}
 
 
-@pytest.fixture(autouse=True)
-def isolated(tmp_path, monkeypatch):
-    """Fresh cwd (its own data/ and runs/) and W&B off, whatever conftest does."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("WANDB_MODE", "disabled")
-    return tmp_path
-
-
 def jpeg(path: Path, value: int, size: tuple[int, int] = (32, 24)) -> None:
     """A small JPEG whose pixels are all close to `value` (so a test can tell images apart after decoding)."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -36,7 +36,9 @@ def run_dirs(root: str | Path = "runs/hw1") -> list[Path]:
 
 def hw(name: str, args: list[str], check: bool = True, cwd: Path | None = None) -> subprocess.CompletedProcess:
     """`python homework/<name>.py ARGS` in a subprocess (the only way to SIGKILL a run for real)."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "WANDB_MODE": "disabled"}
+    # runs/ in the working directory (conftest's NTU_ML_HOME=. is not yet set when a module's fixture runs), W&B
+    # off: these tests are about resuming, and every process is killed or run twice
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "WANDB_MODE": "disabled", "NTU_ML_HOME": "."}
     done = subprocess.run([sys.executable, str(ROOT / "homework" / f"{name}.py"), *args], env=env, cwd=cwd,
                           capture_output=True, text=True, timeout=300)
     if check:

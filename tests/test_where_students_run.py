@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from datamodules.covid import CovidDataModule
 from datamodules.libriphone import LibriPhoneDataModule
@@ -138,8 +139,8 @@ def test_a_piped_quick_check_ends_in_whole_lines_saying_what_it_saved(tmp_path, 
     assert log.strip().split("\n")[-3:] == [
         f"No validation ran in 3 steps, so no best checkpoint: last.ckpt saved in runs/hw2/{run.name}/checkpoints",
         f"Run directory: runs/hw2/{run.name}",
-        "Next: python homework/hw2.py fit --model.hidden_dim 8 --model.num_layers 1 --data.batch_size 64 "
-        "--diagnose false  (validation, which keeps the best checkpoint, runs at the end of each epoch)"]
+        f"Next: python {ROOT / 'homework' / 'hw2.py'} fit --config runs/hw2/{run.name}/config.yaml "
+        "--trainer.max_steps -1  (validation, which keeps the best checkpoint, runs at the end of each epoch)"]
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["last.ckpt"]
     assert json.loads((run / "run.json").read_text())["status"] == "finished"
     assert not (run / ".training.lock").exists()  # the run is over: nothing holds it
@@ -156,8 +157,8 @@ def test_a_piped_learning_rate_range_test_ends_in_whole_lines(capsys, monkeypatc
     monkeypatch.setattr(sys, "stderr", sys.stdout)
     hw1.main(["fit", "--find_lr", "true", "--data.minibatches_per_step", "1", "--trainer.logger", "false"])
     log = capsys.readouterr().out
-    whole_lines(log, "Learning-rate range test: 100 training steps", "Learning-rate finder: the loss fell fastest",
-                "Next: python homework/hw1.py fit")
+    whole_lines(log, "Learning-rate range test: 100 training steps", "Learning-rate finder: lr ",
+                "Next: python -m homework.hw1 fit --config runs/hw1/")
 
 
 # --- C. a fit that ends before validating ------------------------------------------------------------------
@@ -182,8 +183,12 @@ def test_max_steps_before_the_first_validation_ends_normally_keeping_last_ckpt(h
     assert capsys.readouterr().out.strip().splitlines()[-3:] == [
         f"No validation ran in 3 steps, so no best checkpoint: last.ckpt saved in {run}/checkpoints",
         f"Run directory: {run}",
-        f"Next: python homework/{homework}.py fit {' '.join(tiny)} --trainer.logger false {' '.join(QUIET)}  "
+        f"Next: python -m homework.{homework} fit --config {run}/config.yaml --trainer.max_steps -1  "
         f"(validation, which keeps the best checkpoint, runs at the end of each epoch)"]
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 3
+    config = yaml.safe_load((run / "config.yaml").read_text())  # what the Next line re-runs: the options typed
+    for option, value in zip(tiny[::2], tiny[1::2]):
+        section, name = option[2:].split(".")
+        assert config[section][name] == yaml.safe_load(value), option
     record = json.loads((run / "run.json").read_text())
     assert record["status"] == "finished" and record["best_checkpoint"] is None
