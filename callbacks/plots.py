@@ -15,14 +15,33 @@ log = logging.getLogger(__name__)
 BEST_COLOR, STOP_COLOR = "tab:green", "tab:red"
 
 
-def pyplot():
-    """matplotlib.pyplot on the file-only Agg backend: runs draw PNGs, on machines with or without a screen."""
-    import matplotlib
+class _Figures:
+    """The three calls of `matplotlib.pyplot` the project's plots make, on figures that no backend owns: they only
+    become PNG files (Agg, with or without a screen), and choosing pyplot's backend for that (`matplotlib.use`)
+    would change it for the whole process, a notebook's kernel included, whose inline figures would stop
+    showing (and switching closes the figures it has open)."""
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    @staticmethod
+    def subplots(*args, figsize=None, **kwargs):
+        from matplotlib.figure import Figure
 
-    return plt
+        figure = Figure(figsize=figsize)
+        return figure, figure.subplots(*args, **kwargs)
+
+    @staticmethod
+    def close(figure) -> None:
+        """Nothing to close: no window or figure manager holds it (it is freed with its last reference)."""
+
+    @staticmethod
+    def get_cmap(name: str):
+        import matplotlib
+
+        return matplotlib.colormaps[name]
+
+
+def pyplot() -> _Figures:
+    """Figures drawn into PNG files, whatever backend pyplot has (see `_Figures`)."""
+    return _Figures()
 
 
 class LearningCurvePlot(pl.Callback):

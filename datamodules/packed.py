@@ -13,7 +13,6 @@ import hashlib
 import json
 import logging
 import shutil
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import numpy as np
 import torch
 from pytorch_lightning.utilities import rank_zero_info
 
+from datamodules.console import redraws
 from datamodules.atomic import build_cache
 from datamodules.errors import DataError
 
@@ -192,7 +192,7 @@ def pack_tensors(
         nonlocal rows
         offsets, width = [0], None
         limit = np.finfo(dtype).max if dtype.kind == "f" else None
-        what, bar = f"Packing {len(files)} {name} files once", sys.stderr.isatty()
+        what, bar = f"Packing {len(files)} {name} files once", redraws()
         if not bar:
             rank_zero_info(f"{what} (into {target})")
         with open(tmp / "data.bin", "wb") as out:

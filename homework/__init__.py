@@ -14,7 +14,14 @@ MOVED = {"tracking": "homework.runs.tracking", "checkpoints": "homework.runs.che
          "compare": "homework.lab.compare", "tuning": "homework.lab.finders"}
 
 
+#: The Python API's names, importable from the package (`from homework import hw1, HomeworkError`) without
+#: `import homework` loading torch.
+API = ("HomeworkError", "Result")
+
+
 def __getattr__(name: str):
     if name in MOVED:
         return importlib.import_module(MOVED[name])
+    if name in API:
+        return getattr(importlib.import_module("homework.cli.api"), name)
     raise AttributeError(f"module 'homework' has no attribute {name!r}")

@@ -7,14 +7,24 @@
 from pytorch_lightning.cli import ArgsType
 
 from datamodules.covid import CovidDataModule
-from homework.cli.main import HomeworkCLI, run
+from homework.cli.api import Homework
+from homework.cli.main import HomeworkCLI
 from models.regression import CovidRegressor
 
 
+#: what makes HW1: its task, its data, its recipe and the options one of them sets for the other
+HOMEWORK = Homework(CovidRegressor, CovidDataModule, "hw1.yaml",
+                    links={"data.num_features": "model.in_features",
+                           "data.minibatches_per_step": "model.minibatches_per_step"})
+
+
 def main(args: ArgsType = None) -> HomeworkCLI:
-    return run(CovidRegressor, CovidDataModule, "hw1.yaml", args=args,
-               links={"data.num_features": "model.in_features",
-                      "data.minibatches_per_step": "model.minibatches_per_step"})
+    """The command line: `python homework/hw1.py ARGS`."""
+    return HOMEWORK.main(args)
+
+
+# the Python API (docs/notebooks.md): `from homework import hw1; result = hw1.fit(max_epochs=3)`
+fit, validate, test, predict, critical, compare, diagnose = HOMEWORK.commands()
 
 
 if __name__ == "__main__":

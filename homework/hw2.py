@@ -8,14 +8,24 @@
 from pytorch_lightning.cli import ArgsType
 
 from datamodules.libriphone import LibriPhoneDataModule
-from homework.cli.main import HomeworkCLI, run
+from homework.cli.api import Homework
+from homework.cli.main import HomeworkCLI
 from models.phoneme import PhonemeClassifier
 
 
+#: what makes HW2: its task, its data, its recipe and the options one of them sets for the other
+HOMEWORK = Homework(PhonemeClassifier, LibriPhoneDataModule, "hw2.yaml",
+                    links={"data.num_classes": "model.num_classes", "data.feature_dim": "model.feature_dim",
+                           "data.concat_nframes": "model.concat_nframes"})
+
+
 def main(args: ArgsType = None) -> HomeworkCLI:
-    return run(PhonemeClassifier, LibriPhoneDataModule, "hw2.yaml", args=args,
-               links={"data.num_classes": "model.num_classes", "data.feature_dim": "model.feature_dim",
-                      "data.concat_nframes": "model.concat_nframes"})
+    """The command line: `python homework/hw2.py ARGS`."""
+    return HOMEWORK.main(args)
+
+
+# the Python API (docs/notebooks.md): `from homework import hw2; result = hw2.fit(max_epochs=3)`
+fit, validate, test, predict, critical, compare, diagnose = HOMEWORK.commands()
 
 
 if __name__ == "__main__":

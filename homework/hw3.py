@@ -8,13 +8,23 @@
 from pytorch_lightning.cli import ArgsType
 
 from datamodules.food import FoodDataModule
-from homework.cli.main import HomeworkCLI, run
+from homework.cli.api import Homework
+from homework.cli.main import HomeworkCLI
 from models.classifier import ImageClassifier
 
 
+#: what makes HW3: its task, its data, its recipe and the options one of them sets for the other
+HOMEWORK = Homework(ImageClassifier, FoodDataModule, "hw3.yaml",
+                    links={"data.num_classes": "model.num_classes", "data.image_size": "model.image_size"})
+
+
 def main(args: ArgsType = None) -> HomeworkCLI:
-    return run(ImageClassifier, FoodDataModule, "hw3.yaml", args=args,
-               links={"data.num_classes": "model.num_classes", "data.image_size": "model.image_size"})
+    """The command line: `python homework/hw3.py ARGS`."""
+    return HOMEWORK.main(args)
+
+
+# the Python API (docs/notebooks.md): `from homework import hw3; result = hw3.fit(max_epochs=3)`
+fit, validate, test, predict, critical, compare, diagnose = HOMEWORK.commands()
 
 
 if __name__ == "__main__":

@@ -8,13 +8,23 @@
 from pytorch_lightning.cli import ArgsType
 
 from datamodules.voxceleb import VoxCelebDataModule
-from homework.cli.main import HomeworkCLI, run
+from homework.cli.api import Homework
+from homework.cli.main import HomeworkCLI
 from models.speaker import SpeakerClassifier
 
 
+#: what makes HW4: its task, its data, its recipe and the options one of them sets for the other
+HOMEWORK = Homework(SpeakerClassifier, VoxCelebDataModule, "hw4.yaml",
+                    links={"data.num_speakers": "model.num_speakers", "data.n_mels": "model.n_mels"})
+
+
 def main(args: ArgsType = None) -> HomeworkCLI:
-    return run(SpeakerClassifier, VoxCelebDataModule, "hw4.yaml", args=args,
-               links={"data.num_speakers": "model.num_speakers", "data.n_mels": "model.n_mels"})
+    """The command line: `python homework/hw4.py ARGS`."""
+    return HOMEWORK.main(args)
+
+
+# the Python API (docs/notebooks.md): `from homework import hw4; result = hw4.fit(max_epochs=3)`
+fit, validate, test, predict, critical, compare, diagnose = HOMEWORK.commands()
 
 
 if __name__ == "__main__":

@@ -9,13 +9,23 @@
 from pytorch_lightning.cli import ArgsType
 
 from datamodules.translation import TranslationDataModule
-from homework.cli.main import HomeworkCLI, run
+from homework.cli.api import Homework
+from homework.cli.main import HomeworkCLI
 from models.translation import Translator
 
 
+#: what makes HW5: its task, its data, its recipe and the options one of them sets for the other
+HOMEWORK = Homework(Translator, TranslationDataModule, "hw5.yaml",
+                    links={"data.vocab_size": "model.vocab_size"})
+
+
 def main(args: ArgsType = None) -> HomeworkCLI:
-    return run(Translator, TranslationDataModule, "hw5.yaml", args=args,
-               links={"data.vocab_size": "model.vocab_size"})
+    """The command line: `python homework/hw5.py ARGS`."""
+    return HOMEWORK.main(args)
+
+
+# the Python API (docs/notebooks.md): `from homework import hw5; result = hw5.fit(max_epochs=3)`
+fit, validate, test, predict, critical, compare, diagnose = HOMEWORK.commands()
 
 
 if __name__ == "__main__":

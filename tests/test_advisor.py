@@ -276,8 +276,7 @@ def test_no_advice_names_a_setting_already_in_effect_in_the_default_recipe(homew
 
     settings = default_settings(homework, capsys)
     module = importlib.import_module(f"homework.{homework}")
-    source = inspect.getsource(module)
-    model, data = (getattr(module, name) for name in re.search(r"run\((\w+), (\w+)", source).groups())
+    model, data = module.HOMEWORK.model_class, module.HOMEWORK.datamodule_class
     remedies = advisor.remedies_of(model, data) + COMMON_REMEDIES
     lines = [line for problem in ("optimization", "bias", "overfitting")
              for line in advice(problem, remedies, settings)]
@@ -306,8 +305,7 @@ def advisor_adaptive() -> tuple:
 def test_every_remedy_flag_exists(homework):
     """A remedy the student cannot type is worse than none: each `--model.x` / `--data.x` names a parameter."""
     module = importlib.import_module(f"homework.{homework}")
-    source = inspect.getsource(module)
-    model, data = (getattr(module, name) for name in re.search(r"run\((\w+), (\w+)", source).groups())
+    model, data = module.HOMEWORK.model_class, module.HOMEWORK.datamodule_class
     for remedy in advisor.remedies_of(model, data) + COMMON_REMEDIES:
         if remedy.flag is None:
             continue

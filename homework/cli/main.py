@@ -36,6 +36,7 @@ from pytorch_lightning.cli import ArgsType, LightningArgumentParser, LightningCL
 from callbacks import (AtomicCheckpointIO, HomeworkCheckpoint, KaggleSubmissionWriter, LearningCurvePlot,
                        ReproducibleEpochs, StopOnCtrlC, StopOnNonFiniteLoss, SubmissionError,
                        launched_processes_ignore_ctrl_c)
+from datamodules.console import redraws
 from datamodules.base import HomeworkDataModule
 from datamodules.errors import DataError
 from datamodules.workspace import elsewhere
@@ -109,6 +110,7 @@ class HomeworkCLI(LightningCLI):
         self.holds_run_dir = False  # this process locked the run directory (runs.hold) while training in it
         self.record: runs.RunRecord | None = None
         self.fold_checkpoints: list[Path] = []  # predict with a cross-validation directory: the folds' best
+        self.advice: str | None = None  # fit: the advisor's diagnosis, as printed
         # no prefixes: argparse would take --data.normaliz for --data.normalize, and a typo silently sets something
         no_exit = {"exit_on_error": False, "allow_abbrev": False}
         try:
@@ -303,8 +305,10 @@ class HomeworkCLI(LightningCLI):
             extra += [LearningCurvePlot(), ReproducibleEpochs(), StopOnNonFiniteLoss()]
         if config.trainer.get("logger"):
             extra.append(LearningRateMonitor())
-        if config.trainer.get("enable_progress_bar") is not False and not sys.stderr.isatty():
-            extra.append(EpochLines())  # logs piped to a file: one line per epoch, not a redrawn bar
+        if config.trainer.get("enable_progress_bar") is None and not redraws():
+            # piped to a file or in a notebook: one line per epoch, not a redrawn bar (an explicit
+            # --trainer.enable_progress_bar true keeps Lightning's bar, false shows none)
+            extra.append(EpochLines())
         callbacks = config.trainer.get("callbacks") or []
         config.trainer.callbacks = first + (callbacks if isinstance(callbacks, list) else [callbacks]) + extra
         if self.run_dir is not None:
@@ -364,9 +368,9 @@ class HomeworkCLI(LightningCLI):
         ckpt, trainer = self.trainer.checkpoint_callback, self.trainer
         status = "tuned" if self.tuned else "interrupted" if trainer.interrupted else "finished"
         self.record.finish(trainer, status)
-        advice = None
+        advice = self.advice = None
         if not self.tuned and self.config[self.subcommand].diagnose and trainer.is_global_zero:
-            advice = advisor.advise(trainer, self.model, self.datamodule, self.record)
+            advice = self.advice = advisor.advise(trainer, self.model, self.datamodule, self.record)
             for logger in trainer.loggers if advice else []:
                 if hasattr(logger, "log_text"):
                     logger.log_text(key="diagnosis", columns=["diagnosis"], data=[[advice]])
@@ -472,17 +476,24 @@ class HomeworkCLI(LightningCLI):
                 print(callback.summary)
 
 
-def run(model_class: type[BaseTask], datamodule_class: type[LightningDataModule], config_file: str,
-        args: ArgsType = None, links: dict[str, str] | None = None) -> HomeworkCLI | list[HomeworkCLI]:
-    """Build and run the CLI; a user mistake ends in one line on stderr and exit code 2."""
+def execute(model_class: type[BaseTask], datamodule_class: type[LightningDataModule], config_file: str,
+            args: list[str], links: dict[str, str] | None = None):
+    """Run the command `args` asks for; a user mistake raises DataError or SubmissionError (the Python API,
+    homework/cli/api.py, turns it into its own exception, the command line into one line and exit code 2)."""
     silence_known_noise()
-    args = list(sys.argv[1:] if args is None else args)
     note = elsewhere()  # run from another folder: say where runs/ and data/ are
     if note and launched_rank() == 0 and args and not {"-h", "--help"} & set(args) and \
             not any(a.startswith("--print_config") for a in args):
         print(note, file=sys.stderr, flush=True)
+    return commands.dispatch(args, lambda a: HomeworkCLI(model_class, datamodule_class, config_file, links, a),
+                             model_class, datamodule_class)
+
+
+def run(model_class: type[BaseTask], datamodule_class: type[LightningDataModule], config_file: str,
+        args: ArgsType = None, links: dict[str, str] | None = None) -> HomeworkCLI | list[HomeworkCLI]:
+    """Build and run the CLI; a user mistake ends in one line on stderr and exit code 2."""
+    args = list(sys.argv[1:] if args is None else args)
     try:
-        return commands.dispatch(args, lambda a: HomeworkCLI(model_class, datamodule_class, config_file, links, a),
-                                 model_class, datamodule_class)
+        return execute(model_class, datamodule_class, config_file, args, links)
     except (DataError, SubmissionError) as err:
         fail(str(err))

@@ -390,7 +390,15 @@ def newest_run(root: Path) -> Path:
 
 
 # --- the CLI's `diagnose` (wiring only: the work is diagnose_run) --------------------------------
-def diagnose_command(args: list[str], model_class, datamodule_class) -> str:
+@dataclass(frozen=True)
+class Diagnosed:
+    """What `diagnose` printed, and for which run."""
+
+    run_dir: Path
+    text: str
+
+
+def diagnose_command(args: list[str], model_class, datamodule_class) -> Diagnosed:
     """`python homework/hwN.py diagnose [RUN_DIR | --run_dir RUN_DIR] [--trainer.default_root_dir DIR]`:
     print the diagnosis of RUN_DIR (default: the newest run of `fit` under runs/hwN) without training."""
     rest = args[args.index("diagnose") + 1:]
@@ -410,4 +418,4 @@ def diagnose_command(args: list[str], model_class, datamodule_class) -> str:
         raise DataError(f"diagnose: run directory '{run_dir}' does not exist")
     text = diagnose_run(run_dir, model_class, datamodule_class)
     print(text)
-    return text
+    return Diagnosed(run_dir, text)

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from datamodules.console import redraws
 from datamodules.errors import DataError
 
 # n×n float64 numbers: 3,000 parameters make a 72 MB Hessian, 3,000 Hessian-vector products and a
@@ -390,8 +391,8 @@ def critical_command(trainer, model: nn.Module, datamodule, ckpt_path: str | Non
     from tqdm import tqdm
 
     # Hessian-vector products are the work: a big model on a CPU takes minutes, so show them coming (on a
-    # terminal: piped to a log, a redrawn bar is `\r` fragments, and the report says how long it took)
-    shown = bool(trainer.progress_bar_callback) and sys.stderr.isatty()
+    # terminal: piped to a log or in a notebook, a redrawn bar is `\r` fragments, and the report says how long it took)
+    shown = bool(trainer.progress_bar_callback) and redraws()
     if trainer.progress_bar_callback and not shown:
         print("Computing the gradient and the Hessian's extreme eigenvalues (Hessian-vector products) ...",
               file=sys.stderr, flush=True)

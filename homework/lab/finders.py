@@ -15,6 +15,7 @@ from pytorch_lightning.tuner import Tuner
 
 from adapters import lr_finder_without_progress_bar
 
+from datamodules.console import redraws
 from datamodules.errors import DataError
 
 
@@ -102,8 +103,9 @@ def find_lr(trainer: pl.Trainer, model: pl.LightningModule, datamodule, run_dir:
 @contextmanager
 def progress_bar_only_on_a_terminal():
     """Lightning's range test draws a tqdm bar of its own, with no option to turn it off: piped to a log it
-    is carriage-return fragments that the result line then shares. There, one line says what runs instead."""
-    if sys.stderr.isatty():
+    is carriage-return fragments that the result line then shares (in a notebook too). There, one line says what
+    runs instead."""
+    if redraws():
         yield
         return
     print("Learning-rate range test: 100 training steps, the learning rate growing from 1e-8 to 1 ...",
