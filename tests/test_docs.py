@@ -132,12 +132,12 @@ def fit_config(homework: str) -> str:
     return _configs[homework]
 
 
-def fake_run(run_dir: Path, homework: str) -> None:
+def fake_run(run_dir: Path, homework: str, fold: int | None = None) -> None:
     """A run directory as `fit` leaves it after a few epochs (see the module docstring), with status
     `interrupted` so that `fit --resume` takes it."""
     _, model, data = homework_classes(homework)
     config = fit_config(homework)
-    split = data.split_settings(yaml.safe_load(config)["data"])
+    split = data.split_settings({**yaml.safe_load(config)["data"], **({} if fold is None else {"fold": fold})})
     record = runs.RunRecord(run_dir, homework, Path(f"data/{homework}-demo"), True, split).record
     best = f"checkpoints/best-epoch=003-{model.monitor}=0.5000.ckpt"
     record.update(status="interrupted", seed=1, monitor=model.monitor, mode=model.mode, best_score=0.5,
@@ -153,7 +153,7 @@ def fake_run(run_dir: Path, homework: str) -> None:
 def fake_cross_validation(cv_dir: Path, homework: str, folds: int) -> None:
     """A cross-validation directory of `fit --data.num_folds K --data.fold all` with two finished folds."""
     for fold in range(2):
-        fake_run(cv_dir / f"{RUN}_fold{fold}of{folds}", homework)
+        fake_run(cv_dir / f"{RUN}_fold{fold}of{folds}", homework, fold)
 
 
 def concrete(tokens: list[str]) -> list[str]:
