@@ -230,13 +230,16 @@ def isolated() -> Iterator[None]:
         _join_new_threads(running)
 
 
-def _join_new_threads(running: set[threading.Thread], timeout: float = 10.0) -> None:
+def _join_new_threads(running: set[threading.Thread], timeout: float = 10.0, daemons: float = 1.0) -> None:
     """Wait (a little) for the threads the command started to end: data loaders' and W&B's finish shortly after
-    their run. None is stopped by force; a thread still running after `timeout` is left to its owner."""
-    deadline = time.monotonic() + timeout
-    for thread in set(threading.enumerate()) - running:
+    their run. None is stopped by force; a thread still running after `timeout` (a daemon thread: `daemons`
+    seconds, such as the telemetry exporter W&B keeps for the whole process and ends at exit) is left to its
+    owner."""
+    started = time.monotonic()
+    for thread in sorted(set(threading.enumerate()) - running, key=lambda t: t.daemon):
         if thread is not threading.current_thread():
-            thread.join(max(0.0, deadline - time.monotonic()))
+            limit = daemons if thread.daemon else timeout
+            thread.join(max(0.0, started + limit - time.monotonic()))
 
 
 # --- the commands ------------------------------------------------------------------------------------------------
