@@ -198,7 +198,8 @@ class Choice:
 
 
 def run_dirs(root: Path) -> list[Path]:
-    """Run directories under `root`: its children, and the fold runs inside a cross-validation directory.
+    """Run directories under `root`: its children, and the runs inside a cross-validation directory (its folds)
+    or a `tune` study's directory (its trials, candidates like any run).
     The variants of a `compare` are experiments, not candidates: `best` and `last` never pick them."""
     if not root.is_dir():
         return []
