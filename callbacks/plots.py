@@ -16,7 +16,7 @@ BEST_COLOR, STOP_COLOR = "tab:green", "tab:red"
 
 
 class _Figures:
-    """The three calls of `matplotlib.pyplot` the project's plots make, on figures that no backend owns: they only
+    """The calls of `matplotlib.pyplot` the project's plots make, on figures that no backend owns: they only
     become PNG files (Agg, with or without a screen), and choosing pyplot's backend for that (`matplotlib.use`)
     would change it for the whole process, a notebook's kernel included, whose inline figures would stop
     showing (and switching closes the figures it has open)."""
@@ -29,8 +29,19 @@ class _Figures:
         return figure, figure.subplots(*args, **kwargs)
 
     @staticmethod
+    def figure(figsize=None, dpi=None):
+        from matplotlib.figure import Figure
+
+        return Figure(figsize=figsize, dpi=dpi)
+
+    @staticmethod
     def close(figure) -> None:
-        """Nothing to close: no window or figure manager holds it (it is freed with its last reference)."""
+        """A figure made here needs no closing (no figure manager holds it: it is freed with its last reference);
+        one a library drew through pyplot (Optuna's plots) is closed there, so pyplot does not keep it."""
+        import sys
+
+        if "matplotlib.pyplot" in sys.modules:
+            sys.modules["matplotlib.pyplot"].close(figure)
 
     @staticmethod
     def get_cmap(name: str):
