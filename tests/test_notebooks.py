@@ -7,8 +7,8 @@ in the run's directory, the fit printed its last lines (Run directory, Next), an
 (`\\r`) or an ANSI code (`\\x1b[`). (IPython runs `!` commands on a pseudo-terminal, which ends every line with
 `\\r\\n`: that is a newline, and is read as one.) Colab-only cells skip themselves outside Colab.
 
-HW1 is in the default run, the others are `slow` (each is ~15 s of imports in the kernel and in `!python`, then
-seconds of work). W&B is off here as in most tests (test_api.py checks a call with W&B offline leaves nothing
+Every notebook is in the default run, as CI runs it (each is ~15 s of imports in the kernel and in `!python`,
+then seconds of work). W&B is off here as in most tests (test_api.py checks a call with W&B offline leaves nothing
 behind; offline, W&B prints nothing of its own in a notebook, which running these with W&B on shows).
 """
 import json
@@ -103,7 +103,6 @@ def test_the_hw1_notebook_runs_top_to_bottom(tmp_path, monkeypatch):
     print(f"hw1 notebook: {seconds:.1f} s")
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("homework", ["hw2", "hw3", "hw4", "hw5"])
 def test_each_notebook_runs_top_to_bottom(homework, tmp_path, monkeypatch):
     book, seconds = run_notebook(homework, tmp_path, monkeypatch)
