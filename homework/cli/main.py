@@ -1,21 +1,19 @@
 """The one command line every homework shares: LightningCLI plus this project's training defaults.
 
-Each `homework/hwN.py` calls `run(Model, DataModule, "hwN.yaml", args)`. The story of a command:
+Each `homework/hwN.py` calls `run(Model, DataModule, "hwN.yaml", args)` (through its `HOMEWORK`). A command:
 1. parse: the homework's YAML is the parser's defaults, so `--help` tells the truth; mistakes are one
-   line with a suggestion; a class named on the command line starts from its own defaults (arguments.py);
-2. find the checkpoint: `--ckpt_path best` is the best comparable run, `last` the newest (runs.py); the
-   checkpoint must be this homework's, and brings back its data settings (checkpoints.py); `fit --resume`
-   continues a run in its own directory with its own config (runs.py);
-3. build: a fresh run directory, locked while it trains, W&B online or offline (tracking.py), precision and
-   CPU threads for the machine (hardware.py), early stopping and best/last checkpoints on the model's
+   line with a suggestion; a class named on the command line starts from its own defaults (cli/arguments.py);
+2. find the checkpoint: `--ckpt_path best` is the best comparable run, `last` the newest, a run directory its
+   best (homework/runs/); the checkpoint must be this homework's, and brings back its data settings
+   (runs/checkpoints.py); `fit --resume` continues a run in its own directory with its own config;
+3. build: a fresh run directory, locked while it trains, W&B online or offline (runs/tracking.py), precision and
+   CPU threads for the machine (cli/hardware.py), early stopping and best/last checkpoints on the model's
    `monitor`, written atomically, with the RNG states that make a resumed run exact (callbacks/);
-4. run, and say what came out last: the diagnosis (advisor.py), the score, the run directory, the next
-   command (output.py).
-A run that fails before its first checkpoint leaves nothing behind. `--data.fold all` runs every
-fold of a k-fold split, and `predict --ckpt_path <cross-validation dir>` averages the folds (kfold.py).
-The lecture lab: `critical` (critical.py), `compare` (compare.py), `diagnose [RUN_DIR]` (advisor.py),
-`fit --find_lr / --find_batch_size / --plot_schedule` (tuning.py). Several devices: only process 0 makes
-directories and speaks.
+4. run, and say what came out last: the diagnosis (lab/advisor.py), the score, the run directory, the next
+   command (cli/output.py; a fit without a best checkpoint, or interrupted: cli/report.py).
+A run that fails before its first checkpoint leaves nothing behind. Commands of several runs (compare, tune,
+diagnose, `--data.fold all`) are rows of cli/commands.py; `fit --find_lr / --find_batch_size / --plot_schedule`
+run a finder instead of training (lab/finders.py). Several devices: only process 0 makes directories and speaks.
 """
 
 import copy
@@ -28,7 +26,7 @@ from pathlib import Path
 import torch
 from jsonargparse import ArgumentError
 from pytorch_lightning import LightningDataModule, Trainer
-from pytorch_lightning.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
+from pytorch_lightning.callbacks import EarlyStopping, LearningRateMonitor
 from pytorch_lightning.plugins.io import CheckpointIO
 from pytorch_lightning.strategies.launchers import _MultiProcessingLauncher
 from pytorch_lightning.cli import ArgsType, LightningArgumentParser, LightningCLI, SaveConfigCallback
@@ -43,9 +41,9 @@ from datamodules.workspace import elsewhere
 import adapters
 from homework import runs
 from homework.runs import launched_rank
-from homework.cli import arguments, commands, hardware
+from homework.cli import arguments, commands, hardware, report
 from homework.cli.arguments import CONFIG_DIR
-from homework.lab import advisor, compare, finders
+from homework.lab import advisor, finders
 from homework.runs import checkpoints, kfold, tracking
 from homework.cli.output import EpochLines, command, fail, silence_known_noise
 from models.base import BaseTask
@@ -135,7 +133,7 @@ class HomeworkCLI(LightningCLI):
                 # a run that failed before its first checkpoint leaves nothing
                 discarded = runs.discard_if_empty(self.run_dir)
             if interrupted:
-                self._say_interrupted(discarded)
+                report.say_interrupted(self, discarded)
                 raise SystemExit(130) from None  # a shell's code for Ctrl-C
             raise
         finally:
@@ -383,9 +381,9 @@ class HomeworkCLI(LightningCLI):
         if offline:
             print(f"W&B: logged offline; upload with `wandb sync {offline}/offline-run-*`")
         if ckpt is None or ckpt.best_model_score is None:
-            self._say_no_best(ckpt)
+            report.say_no_best(self, ckpt)
             return
-        self._warn_if_diverged(ckpt)
+        report.warn_if_diverged(self, ckpt)
         if not torch.isfinite(ckpt.best_model_score):
             return
         if advice:
@@ -399,67 +397,6 @@ class HomeworkCLI(LightningCLI):
               f"({Path(ckpt.best_model_path).name})\nRun directory: {self.run_dir}")
         # the run itself, not `best`: the model just trained, whatever other runs scored (it brings its data settings)
         print(f"Next: {command(self.datamodule_class.homework, 'predict', '--ckpt_path', self.run_dir)}")
-
-    def _say_no_best(self, ckpt: ModelCheckpoint | None) -> None:
-        """A fit that ended before validating (`--trainer.max_steps 3`, a quick check) has no best checkpoint,
-        but a last one: say so, and the command that trains long enough to validate."""
-        last = Path(ckpt.dirpath) / "last.ckpt" if ckpt is not None and ckpt.dirpath else None
-        if last is None or not last.is_file():
-            print(f"No checkpoint was saved. Run directory: {self.run_dir}")
-            return
-        if ckpt.monitor in self.trainer.callback_metrics:  # validated, but kept no best (--checkpoint.save_top_k 0)
-            print(f"No best checkpoint kept: last.ckpt saved in {last.parent}\nRun directory: {self.run_dir}")
-            return
-        steps, where = self.trainer.global_step, os.path.relpath(last.parent)
-        print(f"No validation ran in {steps} step{'s' * (steps != 1)}, so no best checkpoint: last.ckpt saved in "
-              f"{last.parent if where.startswith('..') else where}\nRun directory: {self.run_dir}")
-        if self.config[self.subcommand].trainer.max_steps not in (None, -1):  # (from the run's own config)
-            print(f"Next: {command(self.datamodule_class.homework, 'fit', '--config', self.run_dir / 'config.yaml', '--trainer.max_steps', -1)}  "
-                  f"(validation, which keeps the best checkpoint, runs at the end of each epoch)")
-
-    def _say_interrupted(self, discarded: bool) -> None:
-        """Ctrl-C ends like every command: what was kept, where, and the command that continues the run."""
-        if launched_rank() > 0:
-            return
-        sys.stderr.flush()
-        if getattr(self, "subcommand", None) != "fit" or self.run_dir is None or self.tuned:
-            print("Interrupted (Ctrl-C)", flush=True)
-            return
-        if discarded or not self.run_dir.is_dir():
-            print(f"Interrupted (Ctrl-C) before the first checkpoint: nothing was kept, and the run directory "
-                  f"{self.run_dir} was removed", flush=True)
-            return
-        offline = tracking.offline_dir(self.config[self.subcommand].trainer)
-        if offline:
-            print(f"W&B: logged offline; upload with `wandb sync {offline}/offline-run-*`")
-        record = runs.read_record(self.run_dir) or {}
-        homework = self.datamodule_class.homework
-        if record.get("status") == "finished":  # (Ctrl-C came after training, e.g. during the diagnosis)
-            print(f"Interrupted (Ctrl-C) after training finished\nRun directory: {self.run_dir}\n"
-                  f"Next: {command(homework, 'predict', '--ckpt_path', self.run_dir)}", flush=True)
-            return
-        best = ""
-        if record.get("best_score") is not None:
-            best = f"; best {record['monitor']} {record['best_score']:.4f} at epoch {record['best_epoch']}"
-        last = self.run_dir / "checkpoints" / "last.ckpt"
-        if last.is_file():
-            print(f"Interrupted (Ctrl-C). Kept {last} ({runs.saved_at(last)}){best}\nRun directory: {self.run_dir}\n"
-                  f"Continue: {command(homework, 'fit', '--resume', self.run_dir)}", flush=True)
-        else:  # --checkpoint.save_last false: the checkpoints kept cannot be resumed, only started from
-            print(f"Interrupted (Ctrl-C). Kept the checkpoints in {self.run_dir / 'checkpoints'}{best}, but no "
-                  f"last.ckpt to resume from (--checkpoint.save_last false)\nRun directory: {self.run_dir}\n"
-                  f"Next: {command(homework, 'predict', '--ckpt_path', self.run_dir)}", flush=True)
-
-    def _warn_if_diverged(self, ckpt: ModelCheckpoint) -> None:
-        """Early stopping ends a run whose metric turns NaN/inf; say so in words a student acts on."""
-        current = self.trainer.callback_metrics.get(ckpt.monitor)
-        if current is None or torch.isfinite(current):
-            return
-        best = ("no epoch had a finite score, so no checkpoint is worth predicting with"
-                if not torch.isfinite(ckpt.best_model_score) else "the best checkpoint is from before that")
-        print(f"warning: training diverged: {ckpt.monitor} became {float(current)} after "
-              f"{self.trainer.current_epoch} epoch(s) and early stopping ended the run; {best}. "
-              f"Try a smaller learning rate (--model.optimizer.lr). Run directory: {self.run_dir}", file=sys.stderr)
 
     def after_validate(self) -> None:
         scores = {k: float(v) for k, v in self.trainer.callback_metrics.items() if k.startswith("val_")}
