@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 import threading
+from pathlib import Path
 
 import pytest
 import pytorch_lightning as pl
@@ -116,6 +117,18 @@ def test_a_fit_with_w_and_b_leaves_no_state_behind(default_logger):
     # and ended by W&B at exit: not a thread of this run)
     new = {t for t in after["running"] - before["running"] if not t.name.startswith("Otel")}
     assert not new and after["wandb_run"] is None
+
+
+def test_a_command_line_fit_after_an_api_call_still_logs_to_wandb(default_logger, capsys):
+    """A fit run through main() leaves W&B's service (and its address in the environment) to the process; an
+    API call that ends that service must not leave its address behind, or the next run cannot reach W&B."""
+    cli = ["fit", "--trainer.max_epochs", "1", "--diagnose", "false"]
+    hw1.main(cli)
+    hw1.fit(**SHORT)
+    capsys.readouterr()
+    last = hw1.main(cli)
+    assert "W&B could not start" not in capsys.readouterr().err
+    assert list(Path(last.run_dir).glob("wandb/offline-run-*"))
 
 
 def test_isolated_puts_back_what_a_command_changes():

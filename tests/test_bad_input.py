@@ -137,6 +137,12 @@ def abbreviated_option(c: Case):
     return ["fit", "--data.data_di", "x"], ("unrecognized option --data.data_di; did you mean --data.data_dir?",)
 
 
+def endless_fit_with_a_schedule_over_the_fit(c: Case):
+    """-1 is Lightning's "no limit"; each recipe's warmup + cosine schedule needs the fit's length."""
+    return ["fit", "--trainer.max_epochs", "-1", *QUIET], ("--trainer.max_epochs -1 trains without end",
+                                                            "give --trainer.max_epochs N or --trainer.max_steps N")
+
+
 def misspelt_config_key(c: Case):
     config = c.tmp / "mine.yaml"
     config.write_text("trainer:\n  max_epochs: 1\ndata:\n  data_dri: x\n")
@@ -429,6 +435,9 @@ SPECIFIC: dict[str, dict[str, Fault]] = {
             "mismatched line counts (test)": hw5_line_counts,
             "vocabulary size the corpus cannot make": hw5_vocabulary_the_corpus_cannot_make},
 }
+# HW5's schedule (inverse square root) has no length: there -1 trains until early stopping, as in Lightning
+for _hw in ("hw1", "hw2", "hw3", "hw4"):
+    SPECIFIC[_hw]["endless fit"] = endless_fit_with_a_schedule_over_the_fit
 #: Faults the homework's own test file already checks through the CLI (one test each, not repeated here).
 COVERED = {
     ("hw1", "directory without the files"): "test_hw1.py::test_named_data_dir_without_files_is_an_error_not_a_demo",

@@ -203,6 +203,9 @@ def isolated() -> Iterator[None]:
             if getattr(wandb, "run", None) is not None:
                 wandb.finish()  # (normally closed by the run itself; this is for a failure that could not)
             wandb.teardown()  # the service process and its threads (the next run starts its own)
+            # and the address of that service, even where a run before this call had set it: put back, it would
+            # send the next run to a dead socket ("Failed to connect to service")
+            environ.pop("WANDB_SERVICE", None)
         sys.stdout.flush()
         sys.stderr.flush()
         for name in set(os.environ) - set(environ):
