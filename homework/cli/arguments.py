@@ -129,6 +129,17 @@ def option(args: list[str], name: str) -> tuple[int, str] | None:
     return found
 
 
+def take(args: list[str], name: str) -> tuple[list[str], str | None]:
+    """`args` without the last `--name value` / `--name=value`, and its value (None when absent): a command of
+    several runs reading one of its own options before the rest go to every fit."""
+    found = option(args, name)
+    if found is None:
+        return args, None
+    i = found[0]
+    drop = {i} if args[i].startswith(name + "=") else {i, i + 1}
+    return [a for k, a in enumerate(args) if k not in drop], found[1]
+
+
 def check_training_length(trainer: Namespace) -> None:
     """`fit --trainer.max_epochs 0` (or max_steps 0) trains nothing, and would leave a "finished" run without a
     checkpoint: a user mistake, refused before anything is made. -1 means no limit, as in Lightning."""

@@ -43,7 +43,7 @@ import yaml
 from callbacks.finite import NonFiniteLoss
 from datamodules.errors import DataError
 from homework import runs
-from homework.cli.arguments import CONFIG_DIR, option
+from homework.cli.arguments import CONFIG_DIR, option, take
 
 NO_EARLY_STOP = "1000000"  # patience longer than any budget: every variant trains the same epochs
 
@@ -135,15 +135,6 @@ def _max_epochs(args: list[str], homework: str) -> int:
     raise DataError("compare needs a fixed budget: pass --trainer.max_epochs N")
 
 
-def _take(args: list[str], name: str) -> tuple[list[str], str | None]:
-    """`args` without `--name value` / `--name=value`, and the value."""
-    found = option(args, name)
-    if found is None:
-        return args, None
-    i = found[0]
-    drop = {i} if args[i].startswith(name + "=") else {i, i + 1}
-    return [a for k, a in enumerate(args) if k not in drop], found[1]
-
 
 def compare_command(args: list[str], make_cli: Callable[[list[str]], object], datamodule_class) -> list[Result]:
     """Fit every variant one after the other in one comparison directory, then draw and tabulate them."""
@@ -153,10 +144,10 @@ def compare_command(args: list[str], make_cli: Callable[[list[str]], object], da
         raise SystemExit(0)
     rest, kinds = list(args), {}
     for kind in CHOICES:
-        rest, value = _take(rest, kind)
+        rest, value = take(rest, kind)
         if value is not None:
             kinds[kind] = value
-    rest, lr = _take(rest, "--lr")
+    rest, lr = take(rest, "--lr")
     if len(kinds) != 1:
         raise DataError("compare runs one kind of variant: give exactly one of --optimizers a,b,..., "
                         "--schedules a,b,... or --batch_sizes m,n,... (see the module docstring of homework/lab/compare.py)")

@@ -45,7 +45,7 @@ from callbacks.finite import NonFiniteLoss
 from callbacks.pruning import OptunaPruning, register, unregister
 from datamodules.errors import DataError
 from homework import runs
-from homework.cli.arguments import CONFIG_DIR, option
+from homework.cli.arguments import CONFIG_DIR, take
 from homework.cli.output import command
 from homework.lab import search_space
 from homework.lab.study_results import format_value, report
@@ -68,14 +68,6 @@ class Surplus(Exception):
 def asks_for_tune(args: list[str]) -> bool:
     return "tune" in args
 
-
-def _take(args: list[str], name: str) -> tuple[list[str], str | None]:
-    found = option(args, name)
-    if found is None:
-        return args, None
-    i = found[0]
-    drop = {i} if args[i].startswith(name + "=") else {i, i + 1}
-    return [a for k, a in enumerate(args) if k not in drop], found[1]
 
 
 def _positive(name: str, value: str | None, default: int) -> int:
@@ -101,11 +93,11 @@ def tune_command(args: list[str], make_cli: Callable[[list[str]], object], model
         return follow(make_cli)
     printing = any(a.split("=")[0] == "--print_config" for a in args)  # check, print one trial's config, run nothing
     rest = [a for a in args if a.split("=")[0] != "--print_config"]
-    rest, space = _take(rest, "--space")
-    rest, n_trials = _take(rest, "--n_trials")
-    rest, storage_url = _take(rest, "--storage")
-    rest, study_name = _take(rest, "--study")
-    rest, heartbeat = _take(rest, "--heartbeat_interval")
+    rest, space = take(rest, "--space")
+    rest, n_trials = take(rest, "--n_trials")
+    rest, storage_url = take(rest, "--storage")
+    rest, study_name = take(rest, "--study")
+    rest, heartbeat = take(rest, "--heartbeat_interval")
     n_trials = _positive("--n_trials", n_trials, DEFAULT_TRIALS)
     heartbeat = _positive("--heartbeat_interval", heartbeat, 60)
     space_path = Path(space) if space else CONFIG_DIR / f"{homework}_space.yaml"
