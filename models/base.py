@@ -59,10 +59,6 @@ class BaseTask(pl.LightningModule):
             return optimizer
         scheduler = self.lr_scheduler(optimizer)
         if hasattr(scheduler, "set_total_steps") and scheduler.total_steps is None:
-            if self.trainer.max_epochs == -1 and self.trainer.max_steps == -1:
-                raise DataError(f"--trainer.max_epochs -1 trains without end, but {type(scheduler).__name__} spreads "
-                                f"its schedule over the whole fit: give --trainer.max_epochs N or --trainer.max_steps "
-                                f"N (or --model.lr_scheduler null, a constant learning rate)")
             scheduler.set_total_steps(self.total_optimizer_steps())
         config = {"scheduler": scheduler, "interval": getattr(scheduler, "interval", "epoch")}
         if self.automatic_optimization:  # (ReduceLROnPlateau's metric; manual optimization has no such key)

@@ -194,6 +194,7 @@ def isolated() -> Iterator[None]:
     logs = {name: (list(log.handlers), list(log.filters), log.level, log.propagate) for name, log in _loggers().items()}
     running = set(threading.enumerate())
     users_run = getattr(sys.modules.get("wandb"), "run", None)  # a W&B run of the user's own is left alone
+    service = "WANDB_SERVICE" in os.environ  # a W&B service an earlier run started (its address): left running
     try:
         with warnings.catch_warnings():
             yield
@@ -202,10 +203,8 @@ def isolated() -> Iterator[None]:
         if wandb is not None and users_run is None:  # W&B's run and service started for this call end with it
             if getattr(wandb, "run", None) is not None:
                 wandb.finish()  # (normally closed by the run itself; this is for a failure that could not)
-            wandb.teardown()  # the service process and its threads (the next run starts its own)
-            # and the address of that service, even where a run before this call had set it: put back, it would
-            # send the next run to a dead socket ("Failed to connect to service")
-            environ.pop("WANDB_SERVICE", None)
+            if not service:  # (ending one an earlier run started would leave its address to a dead socket)
+                wandb.teardown()  # the service process and its threads (the next run starts its own)
         sys.stdout.flush()
         sys.stderr.flush()
         for name in set(os.environ) - set(environ):

@@ -140,6 +140,22 @@ def take(args: list[str], name: str) -> tuple[list[str], str | None]:
     return [a for k, a in enumerate(args) if k not in drop], found[1]
 
 
+def check_schedule_length(config: Namespace) -> None:
+    """`fit --trainer.max_epochs -1` (Lightning's "no limit") under a schedule spread over the whole fit (one with
+    `set_total_steps`, as every recipe's warmup + cosine) has no length to spread over: one line, before anything
+    is made. (A finder runs its own steps: not checked then.)"""
+    trainer, scheduler = config.trainer, getattr(config.model, "lr_scheduler", None)
+    if trainer.get("max_epochs") != -1 or trainer.get("max_steps") not in (None, -1) or not scheduler:
+        return
+    if getattr(config, "find_lr", False) or getattr(config, "find_batch_size", False):
+        return
+    path = scheduler.get("class_path") if hasattr(scheduler, "get") else None
+    if path and hasattr(import_object(path), "set_total_steps"):
+        raise DataError(f"--trainer.max_epochs -1 trains without end, but {path.rpartition('.')[2]} spreads its "
+                        f"schedule over the whole fit: give --trainer.max_epochs N or --trainer.max_steps N (or "
+                        f"--model.lr_scheduler null, a constant learning rate)")
+
+
 def check_training_length(trainer: Namespace) -> None:
     """`fit --trainer.max_epochs 0` (or max_steps 0) trains nothing, and would leave a "finished" run without a
     checkpoint: a user mistake, refused before anything is made. -1 means no limit, as in Lightning."""

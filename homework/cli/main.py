@@ -198,6 +198,7 @@ class HomeworkCLI(LightningCLI):
         trainer.default_root_dir = str(runs.root_dir(self.datamodule_class.homework, trainer.default_root_dir))
         if command == "fit":
             arguments.check_training_length(config.trainer)
+            arguments.check_schedule_length(config)
         after = self.args[self.args.index(command) + 1:]
         arguments.reset_switched_classes(config, after, self.defaults)
         self._resolve_checkpoint(command, config)
