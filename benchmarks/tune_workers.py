@@ -22,12 +22,18 @@ ROOT = Path(__file__).resolve().parents[1]
 SPACE = "model.optimizer.lr: {loguniform: [1.0e-4, 1.0e-2]}\nmodel.dropout: {uniform: [0.0, 0.3]}\n"
 
 
-def postgres(folder: Path) -> tuple[str, callable]:
-    """A running server's URL, and the function that stops it."""
+def postgres_binaries() -> Path | None:
+    """Where Debian's PostgreSQL programs are (initdb, pg_ctl), None when it is not installed."""
     found = shutil.which("initdb") or next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))), None)
-    if found is None:
+    return Path(found).resolve().parent if found else None
+
+
+def postgres(folder: Path) -> tuple[str, callable]:
+    """A server on loopback, a free port, its data in `folder`: its URL, and the function that stops it.
+    (tests/test_tune.py starts its own the same way.)"""
+    binaries = postgres_binaries()
+    if binaries is None:
         sys.exit("PostgreSQL is not installed (Debian: apt-get install postgresql)")
-    binaries = Path(found).resolve().parent
     as_user = []
     if os.geteuid() == 0:
         nobody = pwd.getpwnam("nobody")

@@ -7,14 +7,10 @@ its training; the progress bar and model summary are off (QUIET) as these tests 
 fits' output. W&B is off (conftest): the trials' W&B group is checked in their saved configs. The file took
 2.5 min on the shared 2-core machine at load 5 (the PostgreSQL workers, in subprocesses, most of it);
 `pytest -m slow` adds every other homework's default space through its parser and trials on two processes."""
-import getpass
 import json
 import os
-import pwd
-import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,10 +22,10 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
-from datamodules.errors import DataError
 from homework.cli.arguments import CONFIG_DIR
 from homework.hw1 import main
 from homework.lab import search_space, tune
+from benchmarks import tune_workers
 from tests.conftest import QUIET, user_error
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -247,41 +243,20 @@ def test_a_trial_worse_than_the_median_is_pruned(capsys):
 
 
 # --- many workers on one PostgreSQL study ------------------------------------------------------------------
-def postgres_binaries() -> Path | None:
-    found = shutil.which("initdb")
-    if found:
-        return Path(found).resolve().parent
-    versions = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
-    return versions[-1].parent if versions else None
-
-
 @pytest.fixture(scope="module")
 def postgres():
     """A PostgreSQL server of Debian's package, on loopback, a free port, a temporary data directory, run by an
     unprivileged user (`nobody` when the tests run as root: the server refuses root); stopped afterwards."""
-    binaries = postgres_binaries()
-    if binaries is None:
+    if tune_workers.postgres_binaries() is None:
         pytest.skip("PostgreSQL is not installed (Debian: apt-get install postgresql; .ci/run does)")
     folder = Path(tempfile.mkdtemp(prefix="tune-postgres-"))
-    data = folder / "data"
-    as_user = []
-    if os.geteuid() == 0:
-        nobody = pwd.getpwnam("nobody")
-        os.chown(folder, nobody.pw_uid, nobody.pw_gid)
-        as_user = ["runuser", "-u", "nobody", "--"]
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    run = lambda *cmd: subprocess.run([*as_user, *cmd], check=True, capture_output=True, text=True, timeout=120)
     try:
-        run(str(binaries / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "--no-sync")
-        run(str(binaries / "pg_ctl"), "-D", str(data), "-l", str(folder / "server.log"), "-w", "-o",
-            f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off", "start")
-        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+        url, stop = tune_workers.postgres(folder)
+        try:
+            yield url
+        finally:
+            stop()
     finally:
-        if (data / "postmaster.pid").exists():
-            subprocess.run([*as_user, str(binaries / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
-                           capture_output=True, timeout=60)
         shutil.rmtree(folder, ignore_errors=True)
 
 
@@ -355,8 +330,9 @@ def test_every_default_space_passes_its_homeworks_parser(homework, capsys):
 @pytest.mark.slow
 def test_trials_on_two_processes_follow_process_0():
     """`--trainer.devices 2 --trainer.strategy ddp`: Lightning starts process 1 for the first trial; it trains
-    each trial process 0 sends and ends with the study; one run directory per trial, written by process 0."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    each trial process 0 sends and ends with the study; one run directory per trial, written by process 0. W&B as
+    a user without a login has it: offline (a W&B call on process 0 alone once made every multi-device fit hang)."""
+    env = {**{k: v for k, v in os.environ.items() if k not in ("WANDB_MODE", "WANDB_API_KEY")}, "PYTHONPATH": str(ROOT)}
     result = subprocess.run([sys.executable, "-m", "homework.hw1", "tune", "--space", space(), "--n_trials", "3",
                              "--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp",
                              *SHORT], env=env, capture_output=True, text=True, timeout=600)
@@ -365,3 +341,4 @@ def test_trials_on_two_processes_follow_process_0():
     assert len(trial_dirs(Path("runs/hw1/tune_space"))) == 3
     assert sorted(p.name for p in Path("runs/hw1").iterdir()) == ["tune_space"]  # (no stray rank directories)
     assert "Study space: 3 complete" in result.stdout
+    assert all(list(d.glob("wandb/offline-run-*")) for d in trial_dirs(Path("runs/hw1/tune_space")))  # tracked
