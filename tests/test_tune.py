@@ -295,7 +295,8 @@ def test_a_killed_workers_trial_is_failed_by_heartbeat_and_run_again(postgres, c
         time.sleep(0.5)
         try:
             study = optuna.load_study(study_name="killed", storage=tune._driver(postgres))
-            running = study.get_trials(states=(TrialState.RUNNING,))
+            # a trial is RUNNING from the moment it is asked for, before its parameters are drawn
+            running = [t for t in study.get_trials(states=(TrialState.RUNNING,)) if t.params]
         except KeyError:  # (not created yet)
             pass
     assert running, Path("slow.log").read_text()[-2000:]
@@ -303,6 +304,7 @@ def test_a_killed_workers_trial_is_failed_by_heartbeat_and_run_again(postgres, c
     os.killpg(slow.pid, signal.SIGKILL)
     slow.wait(timeout=30)
     killed = running[0]
+    assert set(killed.params) == {"model.optimizer.lr", "model.hidden_dims"}
     time.sleep(2.5)  # past the grace period (2 x 1 s): stale
     study = main(["tune", *args, "--n_trials", "2", "--trainer.max_epochs", "2"])
     trials = study.get_trials()
