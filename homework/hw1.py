@@ -4,6 +4,7 @@
     python homework/hw1.py fit --config homework/configs/hw1_sample.yaml   # the official sample recipe
     python homework/hw1.py predict --ckpt_path best              # writes pred.csv for Kaggle
 """
+import homework.cli.startup  # noqa: F401  first: a Ctrl-C while the rest loads ends in one line
 from pytorch_lightning.cli import ArgsType
 
 from datamodules.covid import CovidDataModule

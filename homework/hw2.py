@@ -5,6 +5,7 @@
     python homework/hw2.py fit --model.net mlp --data.concat_nframes 31     # a wide-window MLP instead
     python homework/hw2.py predict --ckpt_path best              # writes prediction.csv for Kaggle
 """
+import homework.cli.startup  # noqa: F401  first: a Ctrl-C while the rest loads ends in one line
 from pytorch_lightning.cli import ArgsType
 
 from datamodules.libriphone import LibriPhoneDataModule

@@ -5,6 +5,7 @@
     python homework/hw3.py fit --config homework/configs/hw3_strong.yaml   # + MixUp/CutMix, longer
     python homework/hw3.py predict --ckpt_path best --data.tta_views 4     # submission.csv, with TTA
 """
+import homework.cli.startup  # noqa: F401  first: a Ctrl-C while the rest loads ends in one line
 from pytorch_lightning.cli import ArgsType
 
 from datamodules.food import FoodDataModule

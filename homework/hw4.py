@@ -5,6 +5,7 @@
     python homework/hw4.py fit --model.head linear --model.pooling mean    # parts of the recipe by flag
     python homework/hw4.py predict --ckpt_path best              # writes output.csv for Kaggle
 """
+import homework.cli.startup  # noqa: F401  first: a Ctrl-C while the rest loads ends in one line
 from pytorch_lightning.cli import ArgsType
 
 from datamodules.voxceleb import VoxCelebDataModule

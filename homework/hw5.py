@@ -6,6 +6,7 @@
     python homework/hw5.py test --ckpt_path best                      # BLEU, when test.raw.zh has references
     python homework/hw5.py predict --ckpt_path best --data.data_dir DIR   # translate DIR/test.raw.en
 """
+import homework.cli.startup  # noqa: F401  first: a Ctrl-C while the rest loads ends in one line
 from pytorch_lightning.cli import ArgsType
 
 from datamodules.translation import TranslationDataModule

@@ -38,10 +38,10 @@ def wandb_offline_env() -> dict[str, str]:
 class Command:
     """`python homework/hw1.py ARGS` in its own process group (as a terminal runs it), output to files."""
 
-    def __init__(self, cwd: Path, args: list[str], name: str = "fit") -> None:
+    def __init__(self, cwd: Path, args: list[str], name: str = "fit", python: tuple[str, ...] = ()) -> None:
         self.cwd, self.out, self.err = cwd, cwd / f"{name}.out", cwd / f"{name}.err"
         with open(self.out, "w") as out, open(self.err, "w") as err:
-            self.process = subprocess.Popen([sys.executable, str(SCRIPT), *args], cwd=cwd,
+            self.process = subprocess.Popen([sys.executable, *python, str(SCRIPT), *args], cwd=cwd,
                                             env=wandb_offline_env(), stdout=out, stderr=err, start_new_session=True)
         self.pgid = self.process.pid
 
@@ -175,6 +175,21 @@ def test_ctrl_c_before_the_first_checkpoint_keeps_nothing(tmp_path):
                            "directory runs/hw1/"), last
     assert not (tmp_path / "runs").exists()
     assert "Traceback" not in command.err.read_text()
+
+
+def test_ctrl_c_while_torch_loads_ends_in_one_line(tmp_path):
+    # `-X importtime` reports each finished import on stderr: Ctrl-C comes once the entry point's first import is
+    # done and torch, Lightning and the homework's code are still loading (seconds)
+    command = Command(tmp_path, ["fit"], python=("-X", "importtime"))
+    command.wait_for(lambda: "homework.cli.startup" in command.err.read_text(), "the entry point's first import",
+                     timeout=60)
+    command.ctrl_c()
+    code = command.finish()
+    assert code in (130, -signal.SIGINT), command.text()[-3000:]  # -SIGINT: ended by it, a shell's 130
+    err = command.err.read_text()
+    assert "Traceback" not in err, err[-3000:]
+    assert err.rstrip().splitlines()[-1] == "Interrupted (Ctrl-C) while starting; nothing was written", err[-3000:]
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "data").exists()
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads the process table from /proc")

@@ -43,6 +43,7 @@ from callbacks import KaggleSubmissionWriter, SubmissionError
 from datamodules.console import in_notebook
 from datamodules.errors import DataError
 from homework import runs
+from homework.cli import startup
 from homework.cli.main import execute, run
 from homework.lab.advisor import Diagnosed
 
@@ -253,6 +254,7 @@ class Homework:
         self.model_class, self.datamodule_class = model_class, datamodule_class
         self.config_file, self.links = config_file, links
         self.name = datamodule_class.homework
+        startup.loaded()  # the entry point's imports are done
 
     def main(self, args=None):
         """The command line: `python homework/hwN.py ARGS` (a mistake: one line on stderr and exit code 2)."""
