@@ -13,7 +13,7 @@ from functools import partial
 from typing import Any
 
 import pytorch_lightning as pl
-from pytorch_lightning.strategies.launchers import _SubprocessScriptLauncher
+from pytorch_lightning.strategies.launchers import _MultiProcessingLauncher, _SubprocessScriptLauncher
 
 
 # --- jsonargparse / argparse ---------------------------------------------------------------------------
@@ -71,6 +71,12 @@ def launched_processes_ignore_ctrl_c(trainer: pl.Trainer) -> None:
             signal.signal(signal.SIGINT, previous)
 
     launcher._call_children_scripts = start_ignoring_ctrl_c
+
+
+def spawns_processes(trainer: pl.Trainer) -> bool:
+    """The strategy starts its processes with multiprocessing (ddp_spawn, ddp_fork, ddp_notebook), which hands back
+    only the weights. pytorch-lightning 2.6.6: `_MultiProcessingLauncher` is the launcher of all three."""
+    return isinstance(trainer.strategy.launcher, _MultiProcessingLauncher)
 
 
 def stop_launched_processes(trainer: pl.Trainer) -> None:

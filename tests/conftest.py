@@ -55,13 +55,14 @@ def shared_data(*parts: str) -> Path:
 
 def user_error(capsys, main, args: list[str]) -> str:
     """Run a command that must fail as a user mistake: exit code 2, exactly one `error:` line and it the last
-    thing on stderr, and no file written under runs/ (no config, checkpoint or W&B files). Returns the line."""
-    before = {p for p in Path("runs").rglob("*") if p.is_file()}
+    thing on stderr, and nothing written under runs/ (no config, checkpoint or W&B files, no empty run
+    directory). Returns the line."""
+    before = set(Path("runs").rglob("*"))
     with pytest.raises(SystemExit) as exit_info:
         main(args)
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err and err[-1].startswith("error: "), err[-3:]
     assert len([line for line in err if line.startswith("error:")]) == 1, err
-    assert {p for p in Path("runs").rglob("*") if p.is_file()} == before
+    assert set(Path("runs").rglob("*")) == before
     return err[-1]

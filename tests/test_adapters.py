@@ -1,4 +1,4 @@
-"""The private APIs of other libraries (homework/adapters.py) still do what the project relies on: an upgrade
+"""The private APIs of other libraries (adapters/) still do what the project relies on: an upgrade
 that changes one fails here, by name, instead of somewhere in a command."""
 import pytest
 from jsonargparse import ArgumentParser
@@ -59,6 +59,17 @@ def test_lightnings_ddp_launcher_still_starts_children_through_the_method_we_wra
 
     assert callable(getattr(_SubprocessScriptLauncher, "_call_children_scripts", None))
     assert "self.procs" in inspect.getsource(_SubprocessScriptLauncher)
+
+
+@pytest.mark.parametrize("strategy, spawns", [("ddp_spawn", True), ("ddp_fork", True), ("ddp", False),
+                                              ("auto", False)])
+def test_the_strategies_that_start_processes_with_multiprocessing_are_told_apart(strategy, spawns):
+    import pytorch_lightning as pl
+
+    devices = 1 if strategy == "auto" else 2
+    trainer = pl.Trainer(accelerator="cpu", devices=devices, strategy=strategy, logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False)
+    assert adapters.spawns_processes(trainer) is spawns
 
 
 def test_lightnings_lr_finder_draws_its_bar_through_a_module_attribute():

@@ -195,6 +195,20 @@ def no_steps(c: Case):
     return ["fit", "--trainer.max_steps", "0", *QUIET], ("--trainer.max_steps 0 trains nothing; give at least 1",)
 
 
+def gpu_where_there_is_none(c: Case):
+    """A command copied from Colab onto a laptop: Lightning's MisconfigurationException, and then an
+    AttributeError while cleaning up, left an empty run directory behind."""
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    return c.fit(c.copy(), "--trainer.accelerator", "gpu"), (
+        "--trainer.accelerator gpu: No supported gpu backend found! (this machine has no CUDA GPU; leave "
+        "--trainer.accelerator at auto",)
+
+
+def no_devices(c: Case):
+    return c.fit(c.copy(), "--trainer.devices", "0"), ("--trainer.devices 0: ", "not a valid input")
+
+
 # --- one homework's files --------------------------------------------------------------------------------
 def hw1_empty_training_file(c: Case):
     train = c.copy() / "covid.train.csv"
@@ -405,6 +419,8 @@ COMMON: dict[str, Fault] = {
     "missing checkpoint": missing_checkpoint,
     "max_epochs 0": no_epochs,
     "max_steps 0": no_steps,
+    "accelerator gpu without a GPU": gpu_where_there_is_none,
+    "devices 0": no_devices,
 }
 SPECIFIC: dict[str, dict[str, Fault]] = {
     "hw1": {"empty split (training file)": hw1_empty_training_file,

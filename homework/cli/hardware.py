@@ -29,3 +29,21 @@ def set_cpu_threads(trainer: Trainer, num_workers: int, threads: int | None) -> 
     if torch.get_num_threads() != threads:
         log.info("torch uses %d CPU thread(s) per op", threads)
         torch.set_num_threads(threads)
+
+
+#: the Trainer's options that say which machine, and their defaults (not repeated in an error)
+MACHINE_OPTIONS = {"accelerator": "auto", "devices": "auto", "strategy": "auto", "num_nodes": 1}
+
+
+def refused(error: Exception, trainer: dict) -> str:
+    """One line for options the Trainer refused, e.g. `--trainer.accelerator gpu` where there is no GPU: the
+    options as given, Lightning's reason, and where no CUDA GPU is there, what takes one when there is."""
+    given = " ".join(f"--trainer.{name} {trainer.get(name)}" for name, default in MACHINE_OPTIONS.items()
+                     if trainer.get(name) not in (None, default))
+    reason = " ".join(str(error).split())
+    line = f"{given or 'the Trainer options'}: {reason}"
+    asked = str(trainer.get("accelerator")).lower()
+    if asked in ("gpu", "cuda") and not torch.cuda.is_available():
+        line += (" (this machine has no CUDA GPU; leave --trainer.accelerator at auto, which takes a GPU where "
+                 "there is one)")
+    return line

@@ -25,10 +25,10 @@ from pathlib import Path
 
 import torch
 from jsonargparse import ArgumentError
+from lightning_fabric.utilities.exceptions import MisconfigurationException
 from pytorch_lightning import LightningDataModule, Trainer
 from pytorch_lightning.callbacks import EarlyStopping, LearningRateMonitor
 from pytorch_lightning.plugins.io import CheckpointIO
-from pytorch_lightning.strategies.launchers import _MultiProcessingLauncher
 from pytorch_lightning.cli import ArgsType, LightningArgumentParser, LightningCLI, SaveConfigCallback
 
 from callbacks import (AtomicCheckpointIO, HomeworkCheckpoint, KaggleSubmissionWriter, LearningCurvePlot,
@@ -126,8 +126,10 @@ class HomeworkCLI(LightningCLI):
             if interrupted:
                 signal.signal(signal.SIGINT, signal.SIG_DFL)  # a second Ctrl-C stops at once
             tracking.finish(getattr(self, "trainer", None), failed=True)
-            if self.record is not None and not (interrupted and self.record.record["status"] == "finished"):
-                self.record.finish(self.trainer, "interrupted" if interrupted else "failed")
+            trainer = getattr(self, "trainer", None)  # (none when the Trainer itself refused the options)
+            if self.record is not None and trainer is not None and not (
+                    interrupted and self.record.record["status"] == "finished"):
+                self.record.finish(trainer, "interrupted" if interrupted else "failed")
             discarded = False
             if self.resume_dir is None and self.holds_run_dir:  # (only the process that made it)
                 # a run that failed before its first checkpoint leaves nothing
@@ -316,7 +318,11 @@ class HomeworkCLI(LightningCLI):
         plugins = plugins if isinstance(plugins, list) else [plugins]
         if not any(isinstance(plugin, CheckpointIO) for plugin in plugins):
             kwargs["plugins"] = plugins + [AtomicCheckpointIO()]  # a kill while saving keeps the previous file
-        trainer = super().instantiate_trainer(**kwargs)
+        try:
+            trainer = super().instantiate_trainer(**kwargs)
+        except (MisconfigurationException, ValueError, TypeError, ImportError) as err:
+            # the Trainer refused the machine's options (no GPU, devices 0, an unknown strategy): one line
+            raise DataError(hardware.refused(err, config.trainer)) from None
         for callback in trainer.callbacks:
             if isinstance(callback, RunConfigSaver):
                 callback.config = self.saved_config
@@ -328,7 +334,7 @@ class HomeworkCLI(LightningCLI):
                                  config.torch_num_threads)
         tracking.prepare(self.trainer)
         launched_processes_ignore_ctrl_c(self.trainer)  # on Ctrl-C, process 0 ends them (callbacks/interrupt.py)
-        if isinstance(self.trainer.strategy.launcher, _MultiProcessingLauncher):  # ddp_spawn, ddp_fork, ddp_notebook
+        if adapters.spawns_processes(self.trainer):  # ddp_spawn, ddp_fork, ddp_notebook
             strategy = config.trainer.strategy
             strategy = strategy if isinstance(strategy, str) else type(self.trainer.strategy).__name__
             raise DataError(f"--trainer.strategy {strategy}: its processes hand back only the weights, "
