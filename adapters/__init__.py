@@ -2,7 +2,7 @@
 beside it and by a test in tests/test_adapters.py that fails if its behaviour changes. Nothing else in the
 project touches another library's `_private` names: an upgrade that breaks one breaks it here.
 
-    jsonargparse 4.53.0, pytorch-lightning 2.6.6, wandb 0.31.0
+    jsonargparse 4.53.0, pytorch-lightning 2.6.6, wandb 0.31.0, numpy 2.4.6
 
 It imports nothing of the project, so every layer may use it (tests/test_layers.py).
 """
@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from functools import partial
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 from pytorch_lightning.strategies.launchers import _MultiProcessingLauncher, _SubprocessScriptLauncher
 
@@ -108,3 +109,16 @@ def lr_finder_without_progress_bar():
         yield
     finally:
         lr_finder.tqdm = drawn
+
+
+# --- numpy (datamodules/packed.py: feature files saved as numpy arrays load without running code) -----------
+def numpy_array_globals() -> list:
+    """What unpickling a numpy array needs, to allowlist for `torch.load(weights_only=True)`: an array is data,
+    no code runs. `_reconstruct` under both its names (numpy 1's `numpy.core`, numpy 2's `numpy._core`), as
+    files saved with either carry it. numpy 1.x and 2.x: `_reconstruct` is private; there is no public name."""
+    core = getattr(np, "_core", None) or np.core
+    reconstruct = core.multiarray._reconstruct
+    dtypes = getattr(np, "dtypes", None)  # (numpy >= 1.25: a class per dtype)
+    return [reconstruct, *((reconstruct, f"numpy.{name}.multiarray._reconstruct") for name in ("core", "_core")),
+            np.ndarray, np.dtype,
+            *(getattr(dtypes, name) for name in dir(dtypes) if name.endswith("DType"))]

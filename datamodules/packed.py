@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from pytorch_lightning.utilities import rank_zero_info
 
+from adapters import numpy_array_globals
 from datamodules.console import redraws
 from datamodules.atomic import build_cache
 from datamodules.errors import DataError
@@ -41,18 +42,6 @@ def source_key(files: Sequence[Path], root: Path, *settings) -> str:
             raise DataError(f"{path}: file not found") from None
         stats.append((path.relative_to(root).as_posix(), stat.st_size, stat.st_mtime_ns))
     return hashlib.sha1(json.dumps([settings, stats]).encode()).hexdigest()[:12]
-
-
-def numpy_array_globals() -> list:
-    """What unpickling a numpy array needs, to allowlist for `torch.load(weights_only=True)`: an array is data,
-    no code runs. `_reconstruct` under both its names (numpy 1's `numpy.core`, numpy 2's `numpy._core`), as
-    files saved with either carry it."""
-    core = getattr(np, "_core", None) or np.core
-    reconstruct = core.multiarray._reconstruct
-    dtypes = getattr(np, "dtypes", None)  # (numpy >= 1.25: a class per dtype)
-    return [reconstruct, *((reconstruct, f"numpy.{name}.multiarray._reconstruct") for name in ("core", "_core")),
-            np.ndarray, np.dtype,
-            *(getattr(dtypes, name) for name in dir(dtypes) if name.endswith("DType"))]
 
 
 def load_tensor(path: Path) -> torch.Tensor:

@@ -79,3 +79,17 @@ def test_lightnings_lr_finder_draws_its_bar_through_a_module_attribute():
     with adapters.lr_finder_without_progress_bar():
         assert lr_finder.tqdm is not drawn and lr_finder.tqdm(range(3)).disable
     assert lr_finder.tqdm is drawn
+
+
+def test_a_saved_numpy_array_loads_with_weights_only_and_numpys_globals_allowed(tmp_path):
+    """datamodules/packed.py reads feature files students saved with `torch.save(np_array)`."""
+    import numpy as np
+    import torch
+
+    path = tmp_path / "features.pt"
+    torch.save(np.arange(6, dtype=np.float32).reshape(2, 3), path)
+    with pytest.raises(Exception):  # refused without the allowlist: the globals are what makes it load
+        torch.load(path, weights_only=True)
+    with torch.serialization.safe_globals(adapters.numpy_array_globals()):
+        loaded = torch.load(path, weights_only=True)
+    assert isinstance(loaded, np.ndarray) and loaded.tolist() == [[0, 1, 2], [3, 4, 5]]
