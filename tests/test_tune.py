@@ -8,6 +8,7 @@ fits' output. W&B is off (conftest): the trials' W&B group is checked in their s
 2.5 min on the shared 2-core machine at load 5 (the PostgreSQL workers, in subprocesses, most of it);
 `pytest -m slow` adds every other homework's default space through its parser and trials on two processes."""
 import json
+import logging
 import os
 import shutil
 import signal
@@ -189,15 +190,20 @@ class PressCtrlC(__import__("pytorch_lightning").Callback):
         raise KeyboardInterrupt
 
 
-def test_an_interrupted_study_continues_and_keeps_its_finished_trials(capsys):
+def test_an_interrupted_study_continues_and_keeps_its_finished_trials(capsys, monkeypatch):
     from datamodules.covid import CovidDataModule
     from models.regression import CovidRegressor
+
+    for handler in logging.getLogger("optuna").handlers:  # it holds the stderr of when optuna was imported
+        monkeypatch.setattr(handler, "stream", sys.stderr)
 
     args = ["tune", "--space", space(), "--n_trials", "3", *SHORT]
     with pytest.raises(SystemExit) as stopped:
         tune.tune_command(args, CtrlCInSecondTrial(), CovidRegressor, CovidDataModule)
     assert stopped.value.code == 130
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err and "failed" not in err, err  # Optuna's warning with KeyboardInterrupt's
+    assert out.rstrip().splitlines()[-1].startswith("Continue: ")
     assert "Interrupted (Ctrl-C): the study keeps its 1 finished trial(s)" in out
     assert "Continue: " in out and "tune --space space.yaml --n_trials 3" in out
     storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(

@@ -26,6 +26,7 @@ trials, also printed). `predict --ckpt_path best` then picks the best trial's ch
 """
 import io
 import json
+import logging
 import math
 import os
 import random
@@ -233,6 +234,7 @@ class Search:
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
         self.heartbeat = heartbeat  # a database with heartbeats (else the journal file)
         self.ran = 0
+        self.interrupted = False  # Ctrl-C ended a trial
 
     def counted(self) -> int:
         from optuna.trial import TrialState
@@ -268,6 +270,13 @@ class Search:
             print(f"Study {self.study.study_name} has its {self.n_trials} trials (finished or running): nothing "
                   f"to run (--n_trials N for more)", flush=True)
             return
+        # after Ctrl-C, Optuna's warnings that the trial failed (with KeyboardInterrupt's traceback) say nothing
+        # the command does not say itself, last
+        quiet = logging.Filter()
+        quiet.filter = lambda record: not self.interrupted
+        handlers = logging.getLogger("optuna").handlers
+        for handler in handlers:
+            handler.addFilter(quiet)
         try:
             # MaxTrialsCallback: --n_trials is the study's total, over every worker; running trials count, so
             # no worker starts one too many (dead workers' trials are failed first: `tidy`)
@@ -281,6 +290,8 @@ class Search:
                   f"Continue: {same_command}", flush=True)
             raise SystemExit(130) from None
         finally:
+            for handler in handlers:
+                handler.removeFilter(quiet)
             self.stop_followers()
 
     def objective(self, trial) -> float:
@@ -308,6 +319,7 @@ class Search:
             raise optuna.TrialPruned(f"diverged: {err}") from None
         except SystemExit as err:
             if err.code == 130:  # Ctrl-C in the fit (it said what it kept): Optuna marks the trial failed
+                self.interrupted = True
                 raise KeyboardInterrupt from None
             raise
         finally:
