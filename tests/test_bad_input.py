@@ -149,6 +149,16 @@ def misspelt_config_key(c: Case):
     return ["fit", "--config", str(config)], (f"unknown key 'data.data_dri' in --config {config}; did you mean 'data.data_dir'?",)
 
 
+def config_of(text: str | None, *fragments: str) -> Fault:
+    """A `--config` file with this text (None: no file at all); the error names it and the problem."""
+    def fault(c: Case):
+        config = c.tmp / "mine.yaml"
+        if text is not None:
+            config.write_text(text)
+        return ["fit", "--config", str(config)], tuple(f.format(config=config) for f in fragments)
+    return fault
+
+
 def another_homeworks_checkpoint(c: Case):
     other = "hw2" if c.hw.name == "hw1" else "hw1"
     return ["predict", "--ckpt_path", str(c.ckpt(other)), *QUIET], (f"trained by {other}, not {c.hw.name}",
@@ -411,6 +421,11 @@ COMMON: dict[str, Fault] = {
     "misspelt option": misspelt_option,
     "abbreviated option": abbreviated_option,
     "misspelt config key": misspelt_config_key,
+    "missing config": config_of(None, "--config {config}: no such file"),
+    "config that is not YAML": config_of("trainer:\n  max_epochs: [1\n", "--config {config}: not valid YAML (",
+                                         "at line 3, column 1)"),
+    "empty config": config_of("", "--config {config}: an empty file"),
+    "config that is a list": config_of("- 1\n- 2\n", "--config {config}: not a mapping of options"),
     "another homework's checkpoint": another_homeworks_checkpoint,
     "text file as checkpoint": text_file_as_checkpoint,
     "truncated checkpoint": truncated_checkpoint,

@@ -90,6 +90,17 @@ def one_line(message: str, parser, config_files: list[str] = ()) -> str:
         # (--resume is read before parsing: runs.resume_args)
         close = difflib.get_close_matches(bad, option_strings(parser) + ["--resume"], n=1, cutoff=0.6)
         return f"unrecognized option {bad}" + (f"; did you mean {close[0]}?" if close else "; see --help")
+    missing = re.search(r'[Pp]arser key "config": File does not exist: \'([^\']+)\'', message)
+    if missing:
+        return f"--config {missing.group(1)}: no such file"
+    if message.startswith("Problems parsing config"):  # YAML that does not parse
+        where = ", ".join(config_files) or "the config"
+        problem = re.sub(r' in "<unicode string>",', " at", message.partition(":")[2].strip())
+        return f"--config {where}: not valid YAML ({problem})"
+    if message.startswith("Unexpected config"):  # empty, or YAML that is not a mapping of options
+        where = ", ".join(config_files) or "the config"
+        what = "an empty file" if not message.partition(":")[2].strip() else "not a mapping of options"
+        return f"--config {where}: {what} (a config maps options to values, as `--print_config` writes one)"
     key = re.search(r"does not accept option '(\S+)'", message)
     if key:  # a key in a --config file
         close = difflib.get_close_matches("--" + key.group(1), option_strings(parser), n=1, cutoff=0.6)
