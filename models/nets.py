@@ -8,6 +8,8 @@ class MLP(nn.Sequential):
 
     def __init__(self, in_features: int, hidden_dims: list[int], out_features: int = 1,
                  dropout: float = 0.0, batch_norm: bool = False) -> None:
+        if any(width < 1 for width in hidden_dims):  # (a layer of 0 units trains a constant, silently)
+            raise ValueError(f"hidden layer widths must be at least 1, got {list(hidden_dims)}")
         layers: list[nn.Module] = []
         for width in hidden_dims:
             layers.append(nn.Linear(in_features, width))

@@ -53,6 +53,11 @@ class PhonemeClassifier(ClassificationTask):
         lr_scheduler: LRSchedulerCallable | None = None,
     ) -> None:
         super().__init__(num_classes, optimizer, lr_scheduler, label_smoothing)
+        if hidden_dim < 1 or num_layers < (0 if net == "mlp" else 1):  # (an MLP of 0 hidden layers is linear)
+            fewest = "no hidden layer" if net == "mlp" else "1 layer"
+            raise ValueError(f"--model.hidden_dim {hidden_dim} --model.num_layers {num_layers}: "
+                             f"{dict(lstm='an LSTM', gru='a GRU', mlp='an MLP')[net]} needs at least 1 unit per layer "
+                             f"and {fewest}")
         self.save_hyperparameters()
         if net == "mlp":
             self.net = MLP(feature_dim * concat_nframes, [hidden_dim] * num_layers, num_classes, dropout, batch_norm)

@@ -44,6 +44,8 @@ class CovidRegressor(MinibatchLoopTask):
         minibatches_per_step: MinibatchesPerStep = 1,
     ) -> None:
         super().__init__(optimizer, lr_scheduler, minibatches_per_step)
+        if any(width < 1 for width in hidden_dims):  # ([] is linear regression)
+            raise ValueError(f"--model.hidden_dims {list(hidden_dims)}: every layer needs at least 1 unit")
         self.save_hyperparameters()
         self.net = MLP(in_features, hidden_dims, 1, dropout=dropout, batch_norm=batch_norm)
         self.loss = nn.MSELoss()

@@ -439,10 +439,14 @@ COMMON: dict[str, Fault] = {
 }
 SPECIFIC: dict[str, dict[str, Fault]] = {
     "hw1": {"empty split (training file)": hw1_empty_training_file,
+            "layer of 0 units": lambda c: (c.fit(c.copy(), "--model.hidden_dims", "[8, 0]"), (
+                "--model.hidden_dims [8, 0]: every layer needs at least 1 unit",)),
             "checkpoint from another layout (predict)": lambda c: hw1_other_layout(c, "predict"),
             "checkpoint from another layout (validate)": lambda c: hw1_other_layout(c, "validate"),
             "checkpoint with features of another layout": hw1_selected_features_of_another_layout},
     "hw2": {"missing feature file": hw2_missing_feature_file,
+            "layers of 0 units": lambda c: (c.fit(c.copy(), "--model.hidden_dim", "0"), (
+                "--model.hidden_dim 0 --model.num_layers 1: an LSTM needs at least 1 unit per layer and 1 layer",)),
             "empty split": hw2_empty_split,
             "truncated tensor file": hw2_truncated_tensor,
             "inf in features": hw2_inf_in_features,
