@@ -220,6 +220,19 @@ def test_an_interrupted_study_continues_and_keeps_its_finished_trials(capsys, mo
     assert len(study.get_trials()) == 4
 
 
+def test_a_study_continued_with_an_edited_space_is_one_line_and_runs_nothing(capsys):
+    args = ["tune", "--space", space(), "--n_trials", "1", *SHORT]
+    main(args)
+    Path("space.yaml").write_text(SMALL + "# a comment changes nothing\n")
+    main(args[:4] + ["2", *SHORT])  # the same space: the study goes on
+    space(SMALL.replace("3.0e-2", "1.0e-1"))  # the student widens a range and runs the same command
+    line = user_error(capsys, main, args[:4] + ["3", *SHORT])
+    assert line == ("error: --study space: that study searched another space than space.yaml (it keeps the one it "
+                    "began with); give this search another --study name, or search the study's space again")
+    assert len(optuna.load_study(study_name="space", storage=optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend("runs/hw1/tune_space/" + tune.JOURNAL))).trials) == 2
+
+
 def test_a_trial_worse_than_the_median_is_pruned(capsys):
     """Five finished trials (written into the study directly, with their per-epoch scores) set the median; a
     trial with a learning rate far too small is stopped once the warm-up (a quarter of the epochs) is over, its

@@ -213,6 +213,10 @@ def open_study(name: str, url: str | None, study_dir: Path, heartbeat: int, mode
         study.set_user_attr("space", space_path.read_text())
     elif owner != homework:
         raise DataError(f"--study {name}: that study is {owner}'s; give this search another name")
+    elif search_space.parse(yaml.safe_load(study.user_attrs["space"])) != search_space.load(space_path):
+        # (trials from two spaces would be ranked together, and the sampler would learn from both)
+        raise DataError(f"--study {name}: that study searched another space than {space_path} (it keeps the one it "
+                        f"began with); give this search another --study name, or search the study's space again")
     study_dir.mkdir(parents=True, exist_ok=True)
     return study
 
