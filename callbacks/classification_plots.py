@@ -67,11 +67,8 @@ class ClassificationPlots(pl.Callback):
         num_classes = pl_module.hparams.num_classes
         names = [str(n) for n in getattr(datamodule, "class_names", range(num_classes))]
         confusion = self.best["confusion"]
-        accuracy = confusion.diagonal() / confusion.sum(1).clip(min=1)
         rank_zero_info(f"Per-class validation accuracy (epoch {self.best['epoch']}, "
-                       f"{pl_module.monitor} {self.best['score']:.4f}):\n" +
-                       "\n".join(f"  {name:<16} {acc:6.1%}  ({confusion[i].sum()} images)"
-                                 for i, (name, acc) in enumerate(zip(names, accuracy))))
+                       f"{pl_module.monitor} {self.best['score']:.4f}):\n" + per_class_accuracy(confusion, names))
         root = Path(trainer.default_root_dir)
         title = f"epoch {self.best['epoch']}, {pl_module.monitor} {self.best['score']:.4f}"
         paths = {"confusion_matrix": root / self.confusion_filename, "misclassified": root / self.errors_filename}
@@ -130,3 +127,14 @@ def plot_misclassified(images: torch.Tensor, labels: list[tuple[str, str]], path
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def per_class_accuracy(confusion, names: list[str]) -> str:
+    """A line per class: its accuracy and how many validation images it had (a class with none has no
+    accuracy, not 0%: a small or limited validation set may miss classes)."""
+    lines = []
+    for i, name in enumerate(names):
+        count = int(confusion[i].sum())
+        accuracy = f"{confusion[i, i] / count:6.1%}" if count else "     -"
+        lines.append(f"  {name:<16} {accuracy}  ({count} image{'' if count == 1 else 's'})")
+    return "\n".join(lines)

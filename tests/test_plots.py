@@ -119,3 +119,15 @@ def test_a_fit_records_the_schedule_the_best_epoch_and_the_early_stop():
     assert curve.recipe == "AdamW lr 0.05, weight decay 0.01 · WarmupCosineLR · batch 128"
     saved = json.loads((run_dir / "learning_curve.json").read_text())  # the numbers behind it, for `diagnose`
     assert saved["history"]["val_mse"][-1] == list(curve.history["val_mse"][-1]) and saved["stopped_epoch"] == stopper.stopped_epoch
+
+
+def test_per_class_accuracy_gives_no_percentage_to_a_class_without_validation_images():
+    import numpy as np
+
+    from callbacks.classification_plots import per_class_accuracy
+
+    confusion = np.array([[3, 1, 0], [0, 0, 0], [0, 1, 0]])  # class 1: no image; class 2: one, wrong
+    assert per_class_accuracy(confusion, ["bread", "dairy", "2x2 plate"]).splitlines() == [
+        "  bread             75.0%  (4 images)",
+        "  dairy                 -  (0 images)",
+        "  2x2 plate          0.0%  (1 image)"]
