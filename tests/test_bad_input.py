@@ -421,11 +421,6 @@ COMMON: dict[str, Fault] = {
     "misspelt option": misspelt_option,
     "abbreviated option": abbreviated_option,
     "misspelt config key": misspelt_config_key,
-    "missing config": config_of(None, "--config {config}: no such file"),
-    "config that is not YAML": config_of("trainer:\n  max_epochs: [1\n", "--config {config}: not valid YAML (",
-                                         "at line 3, column 1)"),
-    "empty config": config_of("", "--config {config}: an empty file"),
-    "config that is a list": config_of("- 1\n- 2\n", "--config {config}: not a mapping of options"),
     "another homework's checkpoint": another_homeworks_checkpoint,
     "text file as checkpoint": text_file_as_checkpoint,
     "truncated checkpoint": truncated_checkpoint,
@@ -434,11 +429,21 @@ COMMON: dict[str, Fault] = {
     "missing checkpoint": missing_checkpoint,
     "max_epochs 0": no_epochs,
     "max_steps 0": no_steps,
+}
+#: Faults the shared command finds before any homework's code runs (the config file, the Trainer's machine
+#: options): checked once, with HW1.
+SHARED: dict[str, Fault] = {
+    "missing config": config_of(None, "--config {config}: no such file"),
+    "config that is not YAML": config_of("trainer:\n  max_epochs: [1\n", "--config {config}: not valid YAML (",
+                                         "at line 3, column 1)"),
+    "empty config": config_of("", "--config {config}: an empty file"),
+    "config that is a list": config_of("- 1\n- 2\n", "--config {config}: not a mapping of options"),
     "accelerator gpu without a GPU": gpu_where_there_is_none,
     "devices 0": no_devices,
 }
 SPECIFIC: dict[str, dict[str, Fault]] = {
-    "hw1": {"empty split (training file)": hw1_empty_training_file,
+    "hw1": {**SHARED,
+            "empty split (training file)": hw1_empty_training_file,
             "layer of 0 units": lambda c: (c.fit(c.copy(), "--model.hidden_dims", "[8, 0]"), (
                 "--model.hidden_dims [8, 0]: every layer needs at least 1 unit",)),
             "checkpoint from another layout (predict)": lambda c: hw1_other_layout(c, "predict"),
