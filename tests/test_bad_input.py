@@ -440,6 +440,9 @@ SHARED: dict[str, Fault] = {
     "config that is a list": config_of("- 1\n- 2\n", "--config {config}: not a mapping of options"),
     "accelerator gpu without a GPU": gpu_where_there_is_none,
     "devices 0": no_devices,
+    "tune option without its value": lambda c: (["tune", "--space"], ("error: --space needs a value",)),
+    "compare option without its value": lambda c: (["compare", "--optimizers", "--trainer.max_epochs", "1"],
+                                                   ("error: --optimizers needs a value",)),
 }
 SPECIFIC: dict[str, dict[str, Fault]] = {
     "hw1": {**SHARED,

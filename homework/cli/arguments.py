@@ -142,7 +142,12 @@ def option(args: list[str], name: str) -> tuple[int, str] | None:
 
 def take(args: list[str], name: str) -> tuple[list[str], str | None]:
     """`args` without the last `--name value` / `--name=value`, and its value (None when absent): a command of
-    several runs reading one of its own options before the rest go to every fit."""
+    several runs reading one of its own options before the rest go to every fit. Each of those options takes a
+    value: given bare (last, or before another option), it is a DataError, not left for the parser to call
+    unknown."""
+    for i, token in enumerate(args):
+        if token == name and (i + 1 == len(args) or args[i + 1].startswith("--")):
+            raise DataError(f"{name} needs a value")
     found = option(args, name)
     if found is None:
         return args, None

@@ -150,7 +150,7 @@ def compare_command(args: list[str], make_cli: Callable[[list[str]], object], da
     rest, lr = take(rest, "--lr")
     if len(kinds) != 1:
         raise DataError("compare runs one kind of variant: give exactly one of --optimizers a,b,..., "
-                        "--schedules a,b,... or --batch_sizes m,n,... (see the module docstring of homework/lab/compare.py)")
+                        "--schedules a,b,... or --batch_sizes m,n,... (see compare --help)")
     (kind, value), = kinds.items()
     names = _names(kind, value)
     if lr is not None:
