@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler, Sequen
 from datamodules.atomic import build_once
 from datamodules.errors import DataError
 from datamodules.workspace import home
-from datamodules.lab_hooks import ReferenceData, Remedy
+from datamodules.lab_hooks import ReferenceData, ReferenceScore, Remedy
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,11 @@ class HomeworkDataModule(pl.LightningDataModule, Generic[Layout]):
         """The data of the methodology advisor's simple reference model, after `setup("fit")`: at most
         `max_samples` training and validation rows, sampled with a fixed seed (datamodules/lab_hooks.py). None: no simple
         model applies to this homework's data, which the diagnosis says."""
+        return None
+
+    def reference_score(self, max_samples: int) -> ReferenceScore | None:
+        """A reference model the homework scores itself, in its own metric, after `setup("fit")`
+        (datamodules/lab_hooks.py); None: the lab uses `reference_data()` or says there is no reference."""
         return None
 
     @classmethod

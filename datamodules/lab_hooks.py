@@ -6,6 +6,9 @@ A sixth homework touches only its own files: its DataModule and task declare the
 - `DataModule.reference_data(max_samples)` -> `ReferenceData` or None: the inputs and targets of a simple
   reference model (the advisor fits it). `HomeworkDataModule` returns None: "no simple reference for this
   homework", which the diagnosis says.
+- `DataModule.reference_score(max_samples)` -> `ReferenceScore` or None: a reference the homework scores
+  itself, in its own metric (HW8: PCA reconstruction error's ROC AUC; HW13: the teacher's accuracy, a
+  ceiling), for homeworks where a generic classifier or regressor on `reference_data()` means nothing.
 - `task.batch_loss(batch)` -> (loss, how many examples or tokens it averages over): the loss training
   minimizes on one batch, without logging or stepping (critical.py's Hessian). A task without it: `critical`
   says it is not available for this homework.
@@ -42,6 +45,17 @@ class ReferenceData:
     train_total: int  # rows in the whole training split (train_x may be a sample of them)
     val_total: int
     groups: Any = None  # (n,) ints or None
+
+
+@dataclass
+class ReferenceScore:
+    """A reference model the homework scores itself (`DataModule.reference_score`): what it is, in the course's
+    words, and its score on the validation split in the metric that picks the checkpoint."""
+
+    model: str  # "PCA reconstruction error (64 components)", "the teacher (ResNet-18)"
+    monitor: str  # the homework's metric, e.g. "val_auroc"; the same name the task's `monitor` logs
+    score: float
+    ceiling: bool = False  # True: a bound the model is not expected to pass (a teacher), not a baseline to beat
 
 
 def sample_rows(n: int, most: int, seed: int):
