@@ -72,8 +72,8 @@ def test_random_labels_say_nothing_to_learn_and_the_reference_cannot_memorize_th
     text = format_diagnosis(d, ref)
     assert d.verdict == "nothing to learn"
     assert "optimization" not in text and "model bias" not in text and "overfitting" not in text
-    assert f"error rate {ref.heldout:.4g} on held-out rows, no better than always the majority class" in text
-    assert f"({ref.baseline:.4g}): the labels look unpredictable from these features" in text
+    assert f"reaches validation error rate {ref.heldout:.4g}, no better than always the majority class" in text
+    assert f"(error rate {ref.baseline:.4g}): the labels look unpredictable from these features" in text
     assert "best validation error rate 0.9 (epoch 0) is no better either" in text
     assert f"training error rate {1 - (1 - train[-1]):.4g} comes from memorizing the training rows" in text
     assert "check that each label belongs to its input" in text and "constructed features" in text
@@ -102,7 +102,7 @@ def test_where_a_linear_model_is_strong_its_held_out_error_is_the_bar():
     text = format_diagnosis(above, ref)
     assert above.verdict == "optimization trouble"
     assert f"training error rate {0.3 + 0.6 * 0.8 ** 19:.4g} is above what a simple model reaches on held-out rows, " \
-           f"{bar:.4g} (logistic regression)" in text
+           f"error rate {bar:.4g} (logistic regression)" in text
     assert "learning rate: --model.optimizer.lr 0.0006 or 0.006" in text
     assert "AdamW" not in text and "WarmupCosineLR" not in text and "batch_norm" not in text  # all in effect
     assert "--model.hidden_dim 256" not in text  # a bias remedy: not for a network above the bar
@@ -144,7 +144,7 @@ def test_healthy_run_says_so_with_the_gap():
     d = diagnose(history(decay(30, 0.8, 40), decay(30, 0.9, 40)), LINEAR)
     assert d.verdict == "healthy" and not d.remedies
     text = format_diagnosis(d)
-    assert "gap 1.12x" in text and "clearly below what a simple model reaches on held-out rows, 1 " in text
+    assert "gap 1.12x" in text and "clearly below what a simple model reaches on held-out rows, MSE 1 " in text
     assert "still improving" not in text and "mismatch" not in text
 
 
@@ -183,7 +183,7 @@ def test_no_reference_skips_the_bias_check_and_says_why():
         pass
 
     ref, why = simple_reference.reference_score(Plain())
-    assert ref is None and "not available for this homework (Plain has no reference_data())" in why
+    assert ref is None and why == "no simple reference model for this homework, so model bias was not checked"
     from datamodules.translation import TranslationDataModule
 
     assert TranslationDataModule.reference_data(object.__new__(TranslationDataModule), 10) is None  # HW5: none
@@ -240,7 +240,7 @@ def test_diagnose_names_the_smaller_earlier_run_after_two_real_fits(capsys):
     assert out.startswith(f"Run runs/hw1/{big.name} (finished, 6 epochs)\nDiagnosis (practical methodology): "
                           f"optimization trouble\n")
     assert f"higher than the smaller model of run {small.name} ({records[0]['parameters']:,} parameters" in out
-    assert "(reference: ridge regression on the network's own (selected, standardized) features" in out
+    assert "(simple reference: ridge regression on the network's own (selected, standardized) features" in out
     main(["diagnose", str(small)])
     assert capsys.readouterr().out.startswith(f"Run {small} (finished, 6 epochs)")
     assert "does not exist" in user_error(capsys, main, ["diagnose", "runs/hw1/nothing"])
@@ -356,7 +356,7 @@ def test_after_a_fit_the_advice_uses_the_runs_own_curves_and_keeps_the_reference
     assert "--model.optimizer torch.optim.AdamW" not in text and "--data.normalize" not in text  # in effect
     record = json.loads((cli.run_dir / "run.json").read_text())
     assert Reference.from_dict(record["reference"]).heldout == pytest.approx(float(re.search(
-        r"reaches on held-out rows, ([\d.]+)", text).group(1)), rel=1e-3)
+        r"reaches on held-out rows, MSE ([\d.]+)", text).group(1)), rel=1e-3)
 
 
 @pytest.mark.slow  # ~15 s: generates and packs the HW4 demo set

@@ -13,7 +13,9 @@ regression for classes, ridge regression for a number) that cannot memorize the 
     reaches", not by its training value (which a memorizing model would push towards 0).
 Each homework's DataModule says what the reference sees (`reference_data`, datamodules/lab_hooks.py): HW1 the same
 features as the network, HW2 the frame windows, HW3 colour thumbnails, HW4 each utterance's mean and spread
-of its mel bins; HW5 declares none, and the diagnosis says the bias check was skipped.
+of its mel bins; HW5 declares none, and the diagnosis says the bias check was skipped. A homework whose
+data no generic classifier or regressor fits scores a reference itself in its own metric instead
+(`reference_score`, `own_reference` here: HW8's PCA reconstruction error, in ROC AUC).
 
 Threshold (tested on constructed runs in tests/test_advisor.py):
   LEARNABLE    0.05  the reference beats the baseline on held-out rows by 5% of it (and by two standard errors
@@ -28,7 +30,7 @@ from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
-from datamodules.lab_hooks import ReferenceData, sample_rows
+from datamodules.lab_hooks import ReferenceData, ReferenceScore, sample_rows
 
 LEARNABLE = 0.05
 MAX_SAMPLES = 20_000  # training (and validation) rows the reference sees: seconds, not minutes
@@ -211,19 +213,32 @@ def _choose_penalty(x: np.ndarray, y: np.ndarray, groups: np.ndarray | None, cla
     return PENALTIES[chosen], models[chosen]
 
 
+NO_SIMPLE_REFERENCE = "no simple reference model for this homework, so model bias was not checked"
+
+
 def reference_score(datamodule) -> tuple[Reference | None, str]:
-    """The datamodule's reference (its `reference_data` hook), and a line saying why there is none."""
+    """The datamodule's simple reference (its `reference_data` hook), and a line saying why there is none (in
+    the student's words: no class or method names)."""
     start = time.perf_counter()
     hook = getattr(datamodule, "reference_data", None)
-    if not callable(hook):
-        return None, (f"the simple reference is not available for this homework ({type(datamodule).__name__} has no "
-                      f"reference_data()), so model bias was not checked")
-    data = hook(MAX_SAMPLES)
+    data = hook(MAX_SAMPLES) if callable(hook) else None
     if data is None:
-        return None, (f"the simple reference is not available for this homework ({type(datamodule).__name__}."
-                      f"reference_data() gives none: no simple model compares), so model bias was not checked")
+        return None, NO_SIMPLE_REFERENCE
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # scikit-learn's notices of changing defaults
         reference = fit_reference(data)
     reference.seconds = time.perf_counter() - start  # gathering its rows included: what the advice costs
     return reference, ""
+
+
+def own_reference(datamodule) -> ReferenceScore | None:
+    """The reference the homework scores itself in its own metric (its `reference_score` hook: HW8's PCA
+    reconstruction error, HW13's teacher), or None where it gives none."""
+    hook = getattr(datamodule, "reference_score", None)
+    score = hook(MAX_SAMPLES) if callable(hook) else None
+    if score is None:
+        return None
+    if not isinstance(score, ReferenceScore) or not isinstance(score.monitor, str) or \
+            not math.isfinite(float(score.score)):
+        raise ValueError(f"it gave {score!r}, not a ReferenceScore with a metric's name and a finite score")
+    return score
