@@ -178,3 +178,30 @@ def test_a_model_without_the_batch_loss_hook_is_told_critical_is_not_available()
     x, y = torch.randn(5, 3), torch.randn(5)
     loss, count = model.batch_loss((x, y))
     assert count == 5 and float(loss) == pytest.approx(float(((model(x) - y) ** 2).mean()))
+
+
+def one_dimensional(share: float):
+    """½θ² + c at θ where a gradient step (of the best length) lowers the loss by `share` of it: the loss is 1."""
+    theta = torch.tensor([(2 * share) ** 0.5], dtype=f64)
+    return analyze_function(lambda p: 0.5 * (p ** 2).sum() + (1 - share), theta)
+
+
+def test_the_verdict_words_follow_the_numbers_of_the_gradient_line():
+    """0.12% of the loss is just above the 0.1% threshold: "close to a critical point", never "still large"."""
+    near = one_dimensional(0.0012)
+    text = format_report(near)
+    assert near.verdict == NOT_CRITICAL and near.gradient_decrease == pytest.approx(0.0012)
+    assert "one gradient step would lower the loss by 0.0012 (0.12% of the loss)" in text
+    assert ("Verdict: close to a critical point, not at one: a gradient step would lower the loss by 0.12% of it, "
+            "just above the 0.1% counted as critical") in text
+    verdict = text.split("Verdict: ")[1]
+    assert "large" not in verdict and "noticeably" not in verdict and "had not converged" not in verdict
+    far = format_report(one_dimensional(0.13))
+    assert "(13% of the loss)" in far
+    assert "Verdict: not at a critical point: the gradient is still large, a gradient step would lower the loss by " \
+           "13% of it (130x the 0.1% counted as critical)" in far
+    edge = format_report(one_dimensional(0.0099))  # the edge of "close": 9.9x the threshold
+    assert "close to a critical point" in edge and "0.99% of it" in edge
+    assert "still large" in format_report(one_dimensional(0.0101))
+    below = one_dimensional(0.0009)  # under the threshold: critical, and a minimum (one positive eigenvalue)
+    assert below.verdict == LOCAL_MINIMUM and "looks like a local minimum: the gradient is small" in format_report(below)

@@ -417,7 +417,7 @@ def format_report(report: CriticalPointReport) -> str:
                  f"shuffle; --max_batches for more")
         lines.append(f"Training loss on {r.examples:,} examples ({where}), eval mode, {r.dtype}")
     step = ("none: the loss curves down along the gradient" if math.isinf(r.gradient_decrease)
-            else f"{r.gradient_decrease:.3g}" + (f" ({100 * r.gradient_decrease / abs(r.loss):.2g}% of the loss)" if r.loss else ""))
+            else f"{r.gradient_decrease:.3g}" + (f" ({_percent(r.gradient_decrease / abs(r.loss))} of the loss)" if r.loss else ""))
     lines += [f"  loss           {r.loss:.6g}",
               f"  gradient norm  {r.grad_norm:.4g}   (one gradient step would lower the loss by {step})"]
     how = ("the full Hessian" if r.method == "full Hessian" else
@@ -436,11 +436,34 @@ def format_report(report: CriticalPointReport) -> str:
     return "\n".join(lines)
 
 
+#: A gradient step's decrease up to this many times the critical threshold is "close to" a critical point: the
+#: words follow the number (0.12% of the loss is not "still large" next to a threshold of 0.1%).
+NEAR_CRITICAL = 10
+
+
+def _percent(fraction: float) -> str:
+    return f"{100 * fraction:.2g}%"
+
+
 def verdict_line(r: CriticalPointReport) -> str:
+    """The verdict in words that follow the numbers above it: how far from critical, in the same share of the
+    loss the gradient line gives, against the threshold (GRADIENT_RTOL)."""
     if r.verdict == NOT_CRITICAL:
-        return ("not at a critical point: the gradient is still large (a gradient step would still lower the "
-                "loss noticeably); training had not converged (or stopped early)"
-                + (f". The Hessian already has a negative eigenvalue ({r.smallest[0]:.3g})" if r.smallest[0] < -r.eigenvalue_tol else ""))
+        negative = (f". The Hessian already has a negative eigenvalue ({r.smallest[0]:.3g})"
+                    if r.smallest[0] < -r.eigenvalue_tol else "")
+        threshold = _percent(GRADIENT_RTOL)
+        if math.isinf(r.gradient_decrease):
+            return ("not at a critical point: the loss curves down along the gradient, so a gradient step lowers "
+                    "it by as much as the step is long; training had not converged (or stopped early)" + negative)
+        share = r.gradient_decrease / abs(r.loss) if r.loss else math.inf
+        if share <= NEAR_CRITICAL * GRADIENT_RTOL:
+            return (f"close to a critical point, not at one: a gradient step would lower the loss by "
+                    f"{_percent(share)} of it, just above the {threshold} counted as critical: training has "
+                    f"nearly converged" + negative)
+        how_much = (f"{_percent(share)} of it ({share / GRADIENT_RTOL:.0f}x the {threshold} counted as critical)"
+                    if math.isfinite(share) else f"{r.gradient_decrease:.3g} from a loss of 0")
+        return (f"not at a critical point: the gradient is still large, a gradient step would lower the loss by "
+                f"{how_much}; training had not converged (or stopped early)" + negative)
     if r.verdict == SADDLE_POINT:
         where = f", mostly in {r.escape_parameter}" if r.escape_parameter else ""
         return (f"saddle point: the gradient is small but the loss curves down along the eigenvector of the most "
