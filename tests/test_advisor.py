@@ -9,13 +9,18 @@ import re
 from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
 import torch
+from torch.utils.data import DataLoader, TensorDataset
+from torchmetrics.classification import BinaryAUROC
+from torchmetrics.functional.classification import binary_auroc
 
+from callbacks import LearningCurvePlot
 from homework.lab import advisor, model_sizes, reference as simple_reference
 from homework.lab.advisor import COMMON_REMEDIES, diagnose, format_diagnosis
 from homework.lab.model_sizes import RunSize
 from homework.lab.reference import Reference, fit_reference
-from datamodules.lab_hooks import ReferenceData, advice, flatten_settings, same
+from datamodules.lab_hooks import ReferenceData, ReferenceScore, Remedy, advice, flatten_settings, same
 from tests.conftest import QUIET, user_error
 
 HOMEWORKS = ("hw1", "hw2", "hw3", "hw4", "hw5")
@@ -368,3 +373,355 @@ def test_hw4_utterance_summary_reference_beats_the_majority_class():
     ref, _ = simple_reference.reference_score(dm)
     assert "mean and spread of its 40 mel bins" in ref.features and ref.num_features == 80
     assert ref.learnable and ref.heldout < ref.baseline - 0.2
+
+
+# --- evidence first: how much a diagnosis rests on, and no verdict from noise ----------------------------------
+#: HW4's demo fit (default recipe, 20 epochs, 48 validation utterances): (train_acc, train_loss, val_acc, val_loss)
+HW4_DEMO = [(0.04167, 10.26, 0.0625, 9.164), (0.1319, 8.979, 0.2292, 8.43), (0.2546, 8.137, 0.3125, 7.752),
+            (0.412, 7.21, 0.375, 7.245), (0.4421, 6.857, 0.3542, 7.3), (0.4699, 6.564, 0.4167, 6.508),
+            (0.5093, 6.225, 0.4792, 6.775), (0.544, 6.02, 0.5417, 6.171), (0.5579, 5.927, 0.4583, 6.065),
+            (0.6273, 5.307, 0.5833, 5.692), (0.6481, 5.004, 0.6458, 5.299), (0.7014, 4.521, 0.6667, 4.541),
+            (0.7106, 4.38, 0.7083, 4.521), (0.7431, 3.857, 0.6667, 4.601), (0.7755, 3.57, 0.7083, 4.257),
+            (0.7847, 3.409, 0.7708, 3.824), (0.8079, 3.234, 0.7708, 3.95), (0.8125, 3.187, 0.7292, 3.774),
+            (0.8148, 3.163, 0.7917, 3.818), (0.8333, 3.106, 0.7708, 3.805)]
+HW4_SETTINGS = {"model.optimizer": "torch.optim.AdamW", "model.optimizer.lr": 0.001,
+                "model.optimizer.weight_decay": 0.01, "model.lr_scheduler": "callbacks.WarmupCosineLR",
+                "model.dropout": 0.1, "model.num_layers": 2, "model.d_model": 80, "data.segment_len": 128,
+                "trainer.max_epochs": 20, "early_stopping.patience": 5}
+STUDENT_WORDS = re.compile(r"(?<![.\w])[A-Z][a-z]+[A-Z]\w*|\w\(\)")  # a class name (not an option's value) or a call
+
+
+def hw4_demo() -> dict:
+    columns = list(zip(*HW4_DEMO))
+    return {name: list(enumerate(values)) for name, values in zip(("train_acc", "train_loss", "val_acc", "val_loss"),
+                                                                   columns)}
+
+
+def hw4_remedies():
+    from datamodules.voxceleb import VoxCelebDataModule
+    from models.speaker import SpeakerClassifier
+
+    return advisor.remedies_of(SpeakerClassifier, VoxCelebDataModule)
+
+
+def test_the_hw4_demo_fit_is_not_overfitting_from_one_utterance_and_gets_no_advice_that_pulls_two_ways():
+    """The demo's validation error rose 0.2083 -> 0.2292 in its last epoch: one utterance of 48. It once gave
+    "earlier stopping: --early_stopping.patience 3" and "train longer: --trainer.max_epochs 40" together."""
+    ref = reference(0.375, 0.97, "error rate", rows=192)
+    d = diagnose(hw4_demo(), ref, hw4_remedies(), HW4_SETTINGS, monitor="val_acc", mode="max", val_samples=48)
+    text = format_diagnosis(d, ref)
+    assert d.verdict == "healthy" and not d.remedies
+    assert d.basis[0] == ("based on 20 validated epochs and 48 validation samples (there a validation error rate "
+                          "near 0.21 moves by up to 0.12 by chance: two standard errors)")
+    assert d.basis[1] == ("the checkpoint's metric: val_acc (higher is better), best 0.7917 at epoch 18; the curves "
+                          "below are error rates, 1 - accuracy (lower is better)")
+    assert "within the noise of 48 validation samples: no firm sign that more epochs would help" in text
+    assert "earlier stopping" not in text and "train longer" not in text
+    assert not STUDENT_WORDS.search(text.replace(ref.how(), ""))
+    # without the validation size the same turn counts, and then it is overfitting and nothing says train longer
+    unsized = diagnose(hw4_demo(), ref, hw4_remedies(), HW4_SETTINGS, monitor="val_acc", mode="max")
+    assert unsized.verdict == "overfitting" and "earlier stopping: --early_stopping.patience 3" in unsized.remedies
+    assert not any("train" in line and "longer" in line for line in unsized.notes)
+    assert advisor.conflicts(unsized.remedies + unsized.notes, HW4_SETTINGS) == []
+
+
+def test_conflicts_are_found_by_knob_and_direction():
+    settings = {"early_stopping.patience": 6, "model.num_layers": 2, "model.optimizer.lr": 0.001}
+    pair = ["earlier stopping: --early_stopping.patience 3", "train longer: --trainer.max_epochs 40 (twice ...)"]
+    assert advisor.conflicts(pair, settings) == [tuple(pair)]
+    assert advisor.conflicts(["a bigger model: --model.num_layers 3", "fewer parameters: --model.num_layers 1"],
+                             settings)
+    # one remedy's alternatives are a choice, not a contradiction; different knobs never conflict
+    assert not advisor.conflicts(["learning rate: --model.optimizer.lr 0.0003 or 0.003",
+                                  "a bigger model: --model.num_layers 3", "dropout: --model.dropout 0.2"], settings)
+
+
+def curve_shapes(n: int):
+    """Training/validation curves of many shapes (falling, flat, turning, noisy, gapped), as error rates."""
+    falling = decay(0.9, 0.1, n)
+    shapes = {"falling": (falling, decay(0.9, 0.15, n)),
+              "gap": (decay(0.9, 0.02, n), decay(0.9, 0.3, n)),
+              "turned": (falling, [v if i < n // 2 else falling[n // 2] * (1 + 0.05 * (i - n // 2))
+                                   for i, v in enumerate(decay(0.9, 0.15, n))]),
+              "flat": ([0.6] * n, [0.62] * n),
+              "noisy": (falling, [v + 0.04 * (-1) ** i for i, v in enumerate(decay(0.9, 0.2, n))]),
+              "late best": (falling, [*decay(0.9, 0.3, n - 1), 0.2])}
+    return shapes.items()
+
+
+@pytest.mark.parametrize("homework", HOMEWORKS)
+def test_no_diagnosis_pulls_one_knob_two_ways_for_any_curve_or_reference(homework, capsys):
+    settings = default_settings(homework, capsys)
+    module = importlib.import_module(f"homework.{homework}")
+    remedies = advisor.remedies_of(module.HOMEWORK.model_class, module.HOMEWORK.datamodule_class)
+    seen = set()
+    for n in (2, 4, 12, 40):
+        for shape, (train, val) in curve_shapes(n):
+            for ref in (None, reference(0.05, 0.9, "error rate"), reference(0.5, 0.9, "error rate")):
+                for samples, stopped in ((None, False), (48, False), (100_000, True)):
+                    d = diagnose(errors(train, val), ref, remedies, {**settings, "trainer.max_epochs": n},
+                                 stopped_early=stopped, monitor="val_acc", mode="max", val_samples=samples)
+                    seen.add(d.verdict)
+                    lines = d.remedies + d.notes
+                    assert advisor.conflicts(lines, settings) == [], (shape, n, lines)
+                    assert not STUDENT_WORDS.search(format_diagnosis(d)), format_diagnosis(d)
+    assert {"too early to tell", "healthy", "overfitting", "optimization trouble"} <= seen
+
+
+def test_fewer_than_three_epochs_give_no_verdict_only_train_longer():
+    d = diagnose(errors([0.5, 0.3], [0.5, 0.6]), reference(0.4, 0.9, "error rate"), settings={"trainer.max_epochs": 2})
+    assert d.verdict == "too early to tell" and d.remedies == ["train longer: --trainer.max_epochs 4 (then the curves "
+                                                                "can be read)"]
+    assert d.evidence[0].startswith("only 2 validated epochs: fewer than 3 say nothing firm")
+    stopped = diagnose(errors([0.5], [0.6]), None, settings={"early_stopping.patience": 1}, stopped_early=True)
+    assert stopped.remedies[0].startswith("more patience: --early_stopping.patience 3")
+    assert stopped.notes == ["no simple reference model for this homework, so model bias was not checked"]
+    three = diagnose(errors([0.5, 0.3, 0.2], [0.5, 0.4, 0.3]), reference(0.4, 0.9, "error rate"))
+    assert three.verdict != "too early to tell"
+
+
+# --- every clause of each rule ---------------------------------------------------------------------------------
+TURN_TRAIN = decay(30, 0.6, 50)
+TURN_VAL = [v if i <= 25 else 0.8 + 0.01 * (i - 25) for i, v in enumerate(decay(30, 0.8, 50))]  # best at 25, +28%
+
+
+def test_overfitting_by_the_turn_needs_training_to_have_fallen_meanwhile():
+    assert diagnose(history(TURN_TRAIN, TURN_VAL), LINEAR).verdict == "overfitting"
+    # the same validation curve while the training loss *rose* after epoch 25: not overfitting (both got worse)
+    rising = [v if i <= 25 else TURN_TRAIN[25] + 0.01 * (i - 25) for i, v in enumerate(TURN_TRAIN)]
+    far = reference(5.0, 30)  # (a bar well above both curves: only the overfitting rule is in question)
+    assert diagnose(history(TURN_TRAIN, TURN_VAL), far).verdict == "overfitting"
+    d = diagnose(history(rising, TURN_VAL), far)
+    assert d.verdict == "healthy" and "rose" not in format_diagnosis(d)
+
+
+def test_overfitting_by_the_turn_needs_a_rise_of_ten_percent_beyond_noise_after_the_best_epoch():
+    small = [v if i <= 25 else 0.8 + 0.003 * (i - 25) for i, v in enumerate(decay(30, 0.8, 50))]  # +9% by the end
+    assert diagnose(history(TURN_TRAIN, small), LINEAR).verdict == "healthy"
+    at_end = [*TURN_VAL[:-1], 0.7]  # the best epoch is the last: nothing turned
+    assert diagnose(history(TURN_TRAIN, at_end), LINEAR).verdict == "healthy"
+    # as error rates: 0.20 -> 0.24 is +20%, a turn on 10,000 validation samples but noise on 50
+    train, val = decay(0.9, 0.15, 30), [*decay(0.9, 0.2, 20), *[0.2 + 0.004 * i for i in range(1, 11)]]  # (gap 1.6x)
+    val[19] = 0.19
+    big = diagnose(errors(train, val), None, settings={"early_stopping.patience": 10}, val_samples=10_000)
+    assert big.verdict == "overfitting" and "earlier stopping" in " ".join(big.remedies)
+    assert diagnose(errors(train, val), None, val_samples=50).verdict == "healthy"
+
+
+def test_overfitting_by_the_gap_needs_twice_the_training_value_beyond_noise_and_then_no_earlier_stopping():
+    train = decay(0.9, 0.01, 30)
+    gap = diagnose(errors(train, decay(0.9, 0.3, 30)), None, settings={"early_stopping.patience": 10})
+    assert gap.verdict == "overfitting" and "validation is" in gap.evidence[-1]
+    # still falling to the end: "earlier stopping" would pull against it
+    assert not any(line.startswith("earlier stopping") for line in gap.remedies)
+    below = diagnose(errors(decay(0.9, 0.2, 30), decay(0.9, 0.38, 30)), None)  # 1.9x
+    assert below.verdict == "healthy" and "gap 1.89x (overfitting from 2x)" in format_diagnosis(below)
+    tiny = [(0.9, 0.9), *[(0.01, 0.021)] * 9]  # 0.021 vs 0.01 is one sample of 48
+    train_t, val_t = zip(*tiny)
+    assert diagnose(errors(list(train_t), list(val_t)), None, val_samples=48).verdict == "healthy"
+    assert diagnose(errors(list(train_t), list(val_t)), None, val_samples=100_000).verdict == "overfitting"
+
+
+def test_still_improving_needs_the_best_epoch_at_the_end_and_a_gain_beyond_noise():
+    train, val = decay(0.9, 0.1, 20), decay(0.9, 0.15, 20)
+    settings = {"trainer.max_epochs": 20}
+    firm = format_diagnosis(diagnose(errors(train, val), None, settings=settings, val_samples=100_000))
+    assert "still improving at the end (best epoch 19 of 20): train longer: --trainer.max_epochs 40" in firm
+    assert "validation error rate still fell" in firm
+    noisy = format_diagnosis(diagnose(errors(train, val), None, settings=settings, val_samples=48))
+    assert "train longer" not in noisy and "within the noise of 48 validation samples" in noisy
+    earlier = [*val[:15], *[val[14] + 0.001 * i for i in range(1, 6)]]  # best at 14, flat after
+    assert "improv" not in format_diagnosis(diagnose(errors(train, earlier), None, settings=settings))
+
+
+def test_the_bias_rules_name_the_metric_of_every_number():
+    ref = reference(0.4, 0.9, "error rate")
+    above = diagnose(errors(decay(0.9, 0.5, 20), decay(0.9, 0.5, 20)), ref)
+    assert above.verdict == "optimization trouble"
+    assert above.evidence[0] == ("training error rate 0.5058 is above what a simple model reaches on held-out rows, "
+                                 "error rate 0.4 (logistic regression)")
+    near = diagnose(errors(decay(0.9, 0.37, 20), decay(0.9, 0.4, 20)), ref)
+    assert near.verdict == "model bias or optimization trouble" and "is not 10% below" in near.evidence[0]
+    assert diagnose(errors(decay(0.9, 0.3, 20), decay(0.9, 0.35, 20)), ref).verdict == "healthy"
+
+
+def test_the_simple_reference_validating_better_is_said_in_error_rate_and_accuracy_and_suggests_no_features():
+    """HW3: the note once gave error rates beside "Best val_acc = 0.6455" without saying so, and "fewer features"
+    for images."""
+    from datamodules.food import FoodDataModule
+    from models.classifier import ImageClassifier
+
+    ref = reference(0.2303, 0.9, "error rate", rows=4000)
+    train, val = decay(0.9, 0.1, 30), [*decay(0.9, 0.3545, 28), 0.37, 0.38]
+    d = diagnose(errors(train, val), ref, advisor.remedies_of(ImageClassifier, FoodDataModule),
+                 monitor="val_acc", mode="max", val_samples=1000)
+    text = format_diagnosis(d)
+    note = next(n for n in d.notes if n.startswith("the simple reference validates better"))
+    assert (f"validation error rate 0.2303 (logistic regression) vs {val[27]:.4g} (epoch 27); val_acc 0.7697 vs "
+            f"{1 - val[27]:.4g}" in note)
+    assert "features" not in text and "submission" not in text
+    assert f"best {1 - val[27]:.4g} at epoch 27" in d.basis[1]
+
+
+def test_every_remedy_is_an_option_the_student_can_pass():
+    """No advice in words only ("more data (or augmentation)") where the homework has no option for it."""
+    for homework in HOMEWORKS:
+        module = importlib.import_module(f"homework.{homework}")
+        for remedy in advisor.remedies_of(module.HOMEWORK.model_class, module.HOMEWORK.datamodule_class) \
+                + COMMON_REMEDIES:
+            assert remedy.flag is not None and remedy.flag.startswith("--"), (homework, remedy.what)
+
+
+# --- the checkpoint's own metric, and the references a homework scores itself ----------------------------------
+def auroc_run(val_auroc: list[float], n: int | None = None) -> dict:
+    """A run whose checkpoint is picked by val_auroc (higher is better): losses fall, val_auroc as given."""
+    n = n or len(val_auroc)
+    return {**history(decay(1.0, 0.2, n), decay(1.0, 0.25, n)), "val_auroc": list(enumerate(val_auroc))}
+
+
+PCA = ReferenceScore("PCA reconstruction error (64 components)", "val_auroc", 0.7)
+
+
+def test_a_higher_is_better_metric_is_the_one_read_for_best_still_improving_and_turned():
+    rising = [0.5 + 0.3 * (1 - 0.9 ** i) for i in range(20)]  # still rising at the end
+    d = diagnose(auroc_run(rising), None, settings={"trainer.max_epochs": 20}, monitor="val_auroc", mode="max")
+    text = format_diagnosis(d)
+    assert d.basis[1] == f"the checkpoint's metric: val_auroc (higher is better), best {rising[19]:.4g} at epoch 19"
+    assert "still improving at the end (best epoch 19 of 20): train longer: --trainer.max_epochs 40" in text
+    assert (f"val_auroc still rose {rising[19] / rising[17] - 1:.1%} over the last 2 epoch(s), {rising[17]:.4g} -> "
+            f"{rising[19]:.4g}") in text
+    turned = [*rising[:10], *[rising[9] * (1 - 0.03 * i) for i in range(1, 11)]]  # best at 9, 30% worse by the end
+    t = diagnose(auroc_run(turned), None, monitor="val_auroc", mode="max")
+    assert t.verdict == "overfitting"
+    assert f"val_auroc was best at epoch 9 ({rising[9]:.4g}) and ended 30% worse" in format_diagnosis(t)
+    # the losses alone (still falling) show nothing: without the monitor the run looks healthy
+    assert diagnose(auroc_run(turned), None).verdict == "healthy"
+    mild = [*rising[:10], *[rising[9] * (1 - 0.009 * i) for i in range(1, 11)]]  # 9% worse: not a turn
+    assert diagnose(auroc_run(mild), None, monitor="val_auroc", mode="max").verdict == "healthy"
+
+
+def test_a_reference_the_homework_scores_itself_is_compared_in_its_metric():
+    good = [0.5 + 0.3 * (1 - 0.7 ** i) for i in range(20)]  # best 0.7997
+    d = diagnose(auroc_run(good), None, monitor="val_auroc", mode="max", score=PCA)
+    text = format_diagnosis(d, score=PCA)
+    assert d.verdict == "healthy"
+    assert ("the homework's reference, PCA reconstruction error (64 components), reaches val_auroc 0.7; the "
+            "network's best 0.7997 (epoch 19) beats it") in text
+    assert "no simple reference" not in text  # the homework's own reference is one: no "no reference" line
+    assert "(the homework's reference: PCA reconstruction error (64 components), val_auroc 0.7 on the validation " \
+           "split, a baseline)" in text
+    poor = [0.5 + 0.15 * (1 - 0.7 ** i) for i in range(20)]  # best 0.6498: no better than PCA
+    p = diagnose(auroc_run(poor), None, remedies=hw4_remedies(), settings=HW4_SETTINGS, monitor="val_auroc",
+                 mode="max", score=PCA)
+    assert p.verdict == "model bias or optimization trouble"
+    assert p.evidence[-1] == ("its best val_auroc 0.6498 (epoch 19) does not beat the reference PCA reconstruction "
+                              "error (64 components), val_auroc 0.7: the network is no better than a simple model yet")
+    assert "a bigger model: --model.d_model 160 --model.num_layers 4" in p.remedies
+    other = diagnose(auroc_run(good), None, monitor="val_auroc", mode="max",
+                     score=ReferenceScore("PCA", "val_aupr", 0.5))
+    assert any("scored in val_aupr, not in the checkpoint's metric val_auroc, so it was not compared" in n
+               for n in other.notes)
+
+
+def test_a_ceiling_is_reported_as_the_gap_to_it_and_never_as_a_bar_to_beat():
+    teacher = ReferenceScore("the teacher (ResNet-18)", "val_acc", 0.90, ceiling=True)
+    train, val = decay(0.9, 0.1, 20), decay(0.9, 0.18, 20)  # val_acc up to 0.82
+    d = diagnose(errors(train, val), None, monitor="val_acc", mode="max", score=teacher)
+    text = format_diagnosis(d, score=teacher)
+    assert d.verdict == "healthy"
+    best = 1 - val[-1]
+    assert (f"the ceiling: the teacher (ResNet-18) reaches val_acc 0.9; the network's best is {best:.4g} (epoch 19), "
+            f"{0.9 - best:.4g} short of it") in text
+    assert "a ceiling)" in text
+    assert "no simple reference model for this homework, so model bias was not checked" in d.notes  # one line
+    weak = diagnose(errors(train, decay(0.9, 0.5, 20)), None, monitor="val_acc", mode="max", score=teacher)
+    assert weak.verdict != "model bias or optimization trouble"  # a ceiling is not a baseline
+
+
+class Detector(pl.LightningModule):
+    """A fake homework's task: an anomaly score from a small network, its checkpoint picked by val_auroc."""
+
+    monitor, mode = "val_auroc", "max"
+    remedies = (Remedy("bias", "a bigger model", "--model.hidden", times=2),)
+
+    def __init__(self, hidden: int = 4) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.net = torch.nn.Sequential(torch.nn.Linear(2, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, 1))
+        self.auroc = BinaryAUROC()
+
+    def step(self, batch):
+        x, y = batch
+        logit = self.net(x).squeeze(1)
+        return logit, torch.nn.functional.binary_cross_entropy_with_logits(logit, y.float())
+
+    def training_step(self, batch, _):
+        loss = self.step(batch)[1]
+        self.log("train_loss", loss, on_step=False, on_epoch=True)
+        return loss
+
+    def validation_step(self, batch, _):
+        logit, loss = self.step(batch)
+        self.auroc.update(logit, batch[1])
+        self.log("val_loss", loss)
+        self.log("val_auroc", self.auroc)
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), lr=0.05)
+
+
+class Faces(pl.LightningDataModule):
+    """A fake homework's data: normal points near the origin, anomalies farther out; its own reference is the
+    distance from the training mean, scored in val_auroc like the task."""
+
+    def setup(self, stage: str) -> None:
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(400, 2, generator=g)
+        y = (torch.rand(400, generator=g) < 0.3).long()
+        self.x, self.y = x * (1 + 1.5 * y[:, None]), y
+
+    def train_dataloader(self):
+        return DataLoader(TensorDataset(self.x[:300], self.y[:300]), batch_size=32, shuffle=True)
+
+    def val_dataloader(self):
+        return DataLoader(TensorDataset(self.x[300:], self.y[300:]), batch_size=32)
+
+    def reference_score(self, max_samples: int) -> ReferenceScore:
+        distance = (self.x[300:] - self.x[:300].mean(0)).norm(dim=1)
+        return ReferenceScore("distance from the training mean", "val_auroc",
+                              float(binary_auroc(distance, self.y[300:])))
+
+
+class Record:
+    """What the CLI's run record offers the advisor: its values so far, and `add`."""
+
+    def __init__(self) -> None:
+        self.record = {"command": "fit", "status": "finished", "monitor": "val_auroc", "mode": "max"}
+
+    def add(self, trainer, **values) -> None:
+        self.record.update(values)
+
+
+def test_after_a_real_fit_of_a_fake_task_the_advice_reads_its_metric_and_its_own_reference(tmp_path):
+    run_dir = tmp_path / "runs" / "fake" / "a_fit"
+    model, data, record = Detector(), Faces(), Record()
+    trainer = pl.Trainer(max_epochs=4, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                         default_root_dir=run_dir, callbacks=[LearningCurvePlot()],
+                         enable_checkpointing=False)  # (the curve is what is read; no checkpoint needed)
+    trainer.fit(model, data)
+    text = advisor.advise(trainer, model, data, record)
+    best = max(float(v) for _, v in advisor._curve(trainer).history["val_auroc"])
+    score = data.reference_score(100)
+    assert text.startswith("Diagnosis (practical methodology): ")
+    assert "  based on 4 validated epochs and 100 validation samples\n" in text
+    assert f"the checkpoint's metric: val_auroc (higher is better), best {best:.4g}" in text
+    assert f"distance from the training mean, val_auroc {score.score:.4g}" in text
+    assert "no simple reference" not in text and not STUDENT_WORDS.search(text)
+    assert record.record["reference_score"] == {"model": "distance from the training mean", "monitor": "val_auroc",
+                                                "score": score.score, "ceiling": False}
+    assert record.record["val_samples"] == 100 and record.record["reference"] is None
+    # `diagnose` later reads the same back from run.json, without scoring it again
+    (run_dir / "run.json").write_text(json.dumps({**record.record, "epochs": 4}))
+    (run_dir / "config.yaml").write_text("model:\n  hidden: 4\n")  # (the settings the advice derives from)
+    again = advisor.diagnose_run(run_dir, Detector, None)
+    assert again.split("\n", 1)[1] == text
