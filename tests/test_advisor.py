@@ -431,6 +431,9 @@ def test_conflicts_are_found_by_knob_and_direction():
     assert advisor.conflicts(pair, settings) == [tuple(pair)]
     assert advisor.conflicts(["a bigger model: --model.num_layers 3", "fewer parameters: --model.num_layers 1"],
                              settings)
+    # the last guard: a note that pulls against the verdict's remedies is dropped, the others kept
+    notes = ["still improving at the end: train longer: --trainer.max_epochs 40", "mismatch? ..."]
+    assert advisor._without_conflicts(pair[:1], notes, settings) == (pair[:1], ["mismatch? ..."])
     # one remedy's alternatives are a choice, not a contradiction; different knobs never conflict
     assert not advisor.conflicts(["learning rate: --model.optimizer.lr 0.0003 or 0.003",
                                   "a bigger model: --model.num_layers 3", "dropout: --model.dropout 0.2"], settings)
@@ -596,6 +599,8 @@ def test_a_higher_is_better_metric_is_the_one_read_for_best_still_improving_and_
     assert f"val_auroc was best at epoch 9 ({rising[9]:.4g}) and ended 30% worse" in format_diagnosis(t)
     # the losses alone (still falling) show nothing: without the monitor the run looks healthy
     assert diagnose(auroc_run(turned), None).verdict == "healthy"
+    flat = {**auroc_run(turned), "train_loss": [(e, 0.5 + 0.01 * e) for e in range(20)]}  # training rose meanwhile
+    assert diagnose(flat, None, monitor="val_auroc", mode="max").verdict == "healthy"
     mild = [*rising[:10], *[rising[9] * (1 - 0.009 * i) for i in range(1, 11)]]  # 9% worse: not a turn
     assert diagnose(auroc_run(mild), None, monitor="val_auroc", mode="max").verdict == "healthy"
 
