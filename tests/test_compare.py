@@ -119,3 +119,21 @@ def test_every_panel_of_the_comparison_says_what_its_y_axis_is(monkeypatch):
     compare.plot_comparison(results, Path("comparison.png"), "hw2: 2 optimizers")
     labels = [ax.get_ylabel() for ax in saved[0].axes]
     assert labels == ["loss", "loss", "val_acc"]
+
+
+def test_a_variant_that_diverged_before_recording_takes_the_homeworks_metric_from_the_others(capsys):
+    """The table and the "Best:" line name the homework's metric (HW1: val_mse), not a stand-in, when the first
+    variant diverged before its first checkpoint (its directory is gone, so it recorded no metric)."""
+    from callbacks.finite import NonFiniteLoss
+
+    def diverge_first(args):
+        if "torch.optim.SGD" in args:
+            raise NonFiniteLoss("train_loss became nan at epoch 0")
+        return make_cli(args)
+
+    results = compare.compare_command(["compare", "--optimizers", "sgd,adam", "--trainer.max_epochs", "2", *QUIET],
+                                      diverge_first, CovidDataModule)
+    assert [(r.variant, r.monitor, r.mode) for r in results] == [("sgd", "val_mse", "min"), ("adam", "val_mse", "min")]
+    out = capsys.readouterr().out
+    assert "best val_mse" in out and "best val_loss" not in out
+    assert "Best: adam (val_mse " in out

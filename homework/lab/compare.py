@@ -34,7 +34,7 @@ import datetime as dt
 import math
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -66,8 +66,8 @@ class Result:
 
     variant: str
     run_dir: Path
-    monitor: str
-    mode: str
+    monitor: str | None  # None: not known from this variant (it diverged before recording it)
+    mode: str | None
     best_score: float  # NaN: no finite score (diverged)
     best_epoch: int | None
     epochs: int
@@ -178,6 +178,7 @@ def compare_command(args: list[str], make_cli: Callable[[list[str]], object], da
             continue
         results.append(_result(name, cli, time.perf_counter() - start))
         del cli  # the next variant builds its own model and data
+    results = _one_metric(results)
     monitor = results[0].monitor
     figure = compare_dir / "comparison.png"
     plot_comparison(results, figure, f"{homework}: {len(names)} {kind[2:]}, {max_epochs} epochs each")
@@ -194,6 +195,16 @@ def compare_command(args: list[str], make_cli: Callable[[list[str]], object], da
         print(f"Best: {best.variant} ({monitor} {best.best_score:.4f} at epoch {best.best_epoch})")
     print(f"Figure: {figure}\nComparison directory: {compare_dir}")
     return results
+
+
+def _one_metric(results: list[Result]) -> list[Result]:
+    """Every variant with the homework's metric and direction, taken from a variant that ran: one that diverged
+    before recording it would otherwise title the table "val_loss" and pick the best of a higher-is-better
+    metric (val_acc) as its lowest."""
+    known = next((r for r in results if r.monitor is not None and r.mode is not None), None)
+    monitor, mode = (known.monitor, known.mode) if known is not None else ("val_loss", "min")
+    return [r if r.monitor is not None and r.mode is not None else replace(r, monitor=monitor, mode=mode)
+            for r in results]
 
 
 def _result(name: str, cli, seconds: float) -> Result:
@@ -214,8 +225,8 @@ def _diverged(name: str, compare_dir: Path, done: set[Path], seconds: float) -> 
 
     new = [d for d in compare_dir.iterdir() if d.is_dir() and d not in done] if compare_dir.is_dir() else []
     if not new:  # it diverged before its first checkpoint, so the CLI removed its directory
-        return Result(name, compare_dir / "-", "val_loss", "min", math.nan, None, 0, seconds, {},
-                      note="diverged before its first checkpoint")
+        return Result(name, compare_dir / "-", None, None, math.nan, None, 0, seconds, {},
+                      note="diverged before its first checkpoint")  # (its metric: the other variants')
     run_dir = max(new, key=lambda d: d.stat().st_mtime)
     record = runs.read_record(run_dir) or {}
     history = {}
@@ -224,7 +235,7 @@ def _diverged(name: str, compare_dir: Path, done: set[Path], seconds: float) -> 
         states = torch.load(last, map_location="cpu", weights_only=False).get("callbacks", {})
         curve = next((v for k, v in states.items() if k.startswith("LearningCurvePlot")), {})
         history = {k: [(int(e), float(v)) for e, v in points] for k, points in curve.get("history", {}).items()}
-    return Result(name, run_dir, record.get("monitor") or "val_loss", record.get("mode") or "min", math.nan,
+    return Result(name, run_dir, record.get("monitor"), record.get("mode"), math.nan,
                   None, int(record.get("epochs") or 0), seconds, history, note="diverged (training loss NaN/inf)")
 
 
