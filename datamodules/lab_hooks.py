@@ -8,7 +8,9 @@ A sixth homework touches only its own files: its DataModule and task declare the
   homework", which the diagnosis says.
 - `DataModule.reference_score(max_samples)` -> `ReferenceScore` or None: a reference the homework scores
   itself, in its own metric (HW8: PCA reconstruction error's ROC AUC; HW13: the teacher's accuracy, a
-  ceiling), for homeworks where a generic classifier or regressor on `reference_data()` means nothing.
+  ceiling), for homeworks where a generic classifier or regressor on `reference_data()` means nothing. The
+  advisor sets the network's best beside it (a baseline the network does not beat: model bias or
+  optimization trouble; a ceiling: only the gap to it), when `monitor` is the task's `monitor`.
 - `task.batch_loss(batch)` -> (loss, how many examples or tokens it averages over): the loss training
   minimizes on one batch, without logging or stepping (critical.py's Hessian). A task without it: `critical`
   says it is not available for this homework.
