@@ -204,4 +204,5 @@ def test_the_verdict_words_follow_the_numbers_of_the_gradient_line():
     assert "close to a critical point" in edge and "0.99% of it" in edge
     assert "still large" in format_report(one_dimensional(0.0101))
     below = one_dimensional(0.0009)  # under the threshold: critical, and a minimum (one positive eigenvalue)
-    assert below.verdict == LOCAL_MINIMUM and "looks like a local minimum: the gradient is small" in format_report(below)
+    assert below.verdict == LOCAL_MINIMUM
+    assert "looks like a local minimum: the gradient is small" in format_report(below)

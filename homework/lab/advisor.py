@@ -373,8 +373,8 @@ def _check_overfitting(c: _Curves, w: _Watched, bar: Reference | None, remedies,
                         f"{best_epoch}'s weights")
     if metric_turned:
         end = w.series[-1][1]
-        evidence.append(f"{w.name} was best at epoch {w.best_epoch} ({w.best:.4g}) and ended {abs(end / w.best - 1):.0%} "
-                        f"worse ({end:.4g}) while training {quantity} fell ({c.train_at[w.best_epoch]:.4g} -> "
+        evidence.append(f"{w.name} was best at epoch {w.best_epoch} ({w.best:.4g}) and ended "
+                        f"{abs(end / w.best - 1):.0%} worse ({end:.4g}) while training {quantity} fell ({c.train_at[w.best_epoch]:.4g} -> "
                         f"{t_end:.4g}); the best checkpoint keeps epoch {w.best_epoch}'s weights")
     turned = rose or metric_turned
     kept = [r for r in remedies if turned or r != EARLIER_STOPPING]
@@ -687,7 +687,8 @@ def diagnose_run(run_dir: Path, model_class=None, datamodule_class=None) -> str:
                          run_dir, stopped_early, monitor, mode,
                          record.get("val_samples") or (reference.val_total if reference is not None else None), score)
     head = f"Run {run_dir} ({record.get('status')}, {record.get('epochs')} epochs)"
-    return head + "\n" + (format_diagnosis(diagnosis, reference, score) if diagnosis else "no validation curve to diagnose")
+    text = format_diagnosis(diagnosis, reference, score) if diagnosis else "no validation curve to diagnose"
+    return head + "\n" + text
 
 
 def _score_from(data: dict | None) -> ReferenceScore | None:

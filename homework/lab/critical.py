@@ -417,7 +417,8 @@ def format_report(report: CriticalPointReport) -> str:
                  f"shuffle; --max_batches for more")
         lines.append(f"Training loss on {r.examples:,} examples ({where}), eval mode, {r.dtype}")
     step = ("none: the loss curves down along the gradient" if math.isinf(r.gradient_decrease)
-            else f"{r.gradient_decrease:.3g}" + (f" ({_percent(r.gradient_decrease / abs(r.loss))} of the loss)" if r.loss else ""))
+            else f"{r.gradient_decrease:.3g}"
+            + (f" ({_percent(r.gradient_decrease / abs(r.loss))} of the loss)" if r.loss else ""))
     lines += [f"  loss           {r.loss:.6g}",
               f"  gradient norm  {r.grad_norm:.4g}   (one gradient step would lower the loss by {step})"]
     how = ("the full Hessian" if r.method == "full Hessian" else
