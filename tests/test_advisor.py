@@ -730,3 +730,16 @@ def test_after_a_real_fit_of_a_fake_task_the_advice_reads_its_metric_and_its_own
     (run_dir / "config.yaml").write_text("model:\n  hidden: 4\n")  # (the settings the advice derives from)
     again = advisor.diagnose_run(run_dir, Detector, None)
     assert again.split("\n", 1)[1] == text
+
+
+def test_a_run_stopped_before_its_planned_epochs_is_told_how_to_finish_it_whatever_the_trend():
+    """Killed after 15 of 20 epochs with a flat end: no "still improving", but the planned epochs are not run."""
+    train, val = decay(0.9, 0.1, 15), [*[0.15 + 0.75 * 0.5 ** i for i in range(13)], 0.152, 0.1505]  # best at 12
+    d = diagnose(errors(train, val), None, settings={"trainer.max_epochs": 20}, run_dir=Path("runs/hw3/x"))
+    assert ("train to the planned 20 epochs (the run stopped after 15, before its planned end): fit --resume "
+            "runs/hw3/x") in d.notes
+    assert not any("improving" in n for n in d.notes)
+    done = diagnose(errors(train, val), None, settings={"trainer.max_epochs": 15})
+    assert not any("planned" in n for n in done.notes)
+    stopped = diagnose(errors(train, val), None, settings={"trainer.max_epochs": 20}, stopped_early=True)
+    assert not any("planned" in n for n in stopped.notes)  # early stopping ended it: that is its planned end

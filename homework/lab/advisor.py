@@ -201,12 +201,17 @@ def train_longer(series: list[tuple[int, float]], name: str, settings: dict, run
         more = f"--early_stopping.patience {2 * patience}" if isinstance(patience, int) else "--early_stopping.patience"
         return f"more patience: {more} (early stopping ended the run after {ran} epochs while {why})"
     if isinstance(planned, int) and 0 < ran < planned:  # stopped before its planned end (interrupted, max_time)
-        where = f" {run_dir}" if run_dir is not None else ""
-        # a time or step limit that ended it must be lifted, or --resume refuses a finished run
-        lift = "".join(f" --trainer.{key} {off}" for key, off in (("max_time", "null"), ("max_steps", "-1"))
-                       if settings.get(f"trainer.{key}") not in (None, -1))
-        return f"train to the planned {planned} epochs (it stopped after {ran}; {why}): fit --resume{where}{lift}"
+        return f"train to the planned {planned} epochs (it stopped after {ran}; {why}): {_resume(settings, run_dir)}"
     return f"train longer: --trainer.max_epochs {2 * ran} (twice the {ran} epochs run; {why})"
+
+
+def _resume(settings: dict, run_dir: Path | None) -> str:
+    """The command that finishes a run stopped before its planned epochs: a time or step limit that ended it
+    must be lifted, or --resume refuses a finished run."""
+    where = f" {run_dir}" if run_dir is not None else ""
+    lift = "".join(f" --trainer.{key} {off}" for key, off in (("max_time", "null"), ("max_steps", "-1"))
+                   if settings.get(f"trainer.{key}") not in (None, -1))
+    return f"fit --resume{where}{lift}"
 
 
 def diagnose(history: dict, reference: Reference | None, remedies=(), settings: dict | None = None,
@@ -454,6 +459,11 @@ def _notes(c: _Curves, w: _Watched, verdict: str, fix: list, bar: Reference | No
             notes.append(f"the best epoch ({w.best_epoch} of {ran}) is near the end, but the last {window} epoch(s) "
                          f"moved {w.name} only {then:.4g} -> {now:.4g}, within the noise of {c.val_samples:,} "
                          f"validation samples: no firm sign that more epochs would help")
+    ran, planned = val[-1][0] + 1, settings.get("trainer.max_epochs")
+    if isinstance(planned, int) and ran < planned and not stopped_early and verdict != "overfitting" and \
+            not any(word in line for line in [*fix, *notes] for word in LONGER):
+        notes.append(f"train to the planned {planned} epochs (the run stopped after {ran}, before its planned end): "
+                     f"{_resume(settings, run_dir)}")
     first_train, first_val = train_at.get(val[0][0]), val[0][1]
     if first_train is not None and first_train > 0 and first_val >= MISMATCH * first_train and \
             first_val - first_train > c.noise(first_val):
