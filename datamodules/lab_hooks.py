@@ -11,6 +11,11 @@ A sixth homework touches only its own files: its DataModule and task declare the
   ceiling), for homeworks where a generic classifier or regressor on `reference_data()` means nothing. The
   advisor sets the network's best beside it (a baseline the network does not beat: model bias or
   optimization trouble; a ceiling: only the gap to it), when `monitor` is the task's `monitor`.
+- the task's `monitor`/`mode` (the metric that picks the checkpoint) is what the advisor reads "best", "still
+  improving" and "turned" in; its `train_loss`/`val_loss` (or `train_acc`/`val_acc`) are the lecture's training
+  and validation curves, compared for the gap: `val_loss` must measure on held-out data what `train_loss`
+  measures (e.g. anomaly detection: the reconstruction error of held-out *normal* images, not of the
+  generated anomalies, which would read as overfitting).
 - `task.batch_loss(batch)` -> (loss, how many examples or tokens it averages over): the loss training
   minimizes on one batch, without logging or stepping (critical.py's Hessian). A task without it: `critical`
   says it is not available for this homework.
