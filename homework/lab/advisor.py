@@ -268,9 +268,12 @@ def _basis(c: _Curves, w: _Watched, history: dict, monitor: str | None, mode: st
     line = f"based on {epochs} validated epoch{'s' if epochs != 1 else ''}"
     if c.val_samples:
         line += f" and {c.val_samples:,} validation samples"
-        if c.quantity == "error rate":
-            line += (f" (there a validation error rate near {c.v_best:.2g} moves by up to {c.noise(c.v_best):.2g} "
-                     f"by chance: two standard errors)")
+    if c.val_samples and c.quantity == "error rate":
+        line += (f" (there a validation error rate near {c.v_best:.2g} moves by up to {c.noise(c.v_best):.2g} "
+                 f"by chance: two standard errors)")
+    else:  # (a loss's or BLEU's spread over samples is not logged: said, so no one reads more into it)
+        line += (f" (how far {w.name if w.own else f'the validation {c.quantity}'} moves by chance is not known "
+                 f"here: a small change between epochs may be noise)")
     lines = [line]
     points = _series(history, monitor) if monitor else []
     if points and mode in ("min", "max"):
@@ -479,7 +482,7 @@ def _notes(c: _Curves, w: _Watched, verdict: str, fix: list, bar: Reference | No
         accuracy = (f"; val_acc {1 - bar.heldout:.4g} vs {1 - c.v_best:.4g}" if quantity == "error rate" else "")
         notes.append(f"the simple reference validates better than the network's best: validation {quantity} "
                      f"{bar.heldout:.4g} ({bar.model}) vs {c.v_best:.4g} (epoch {c.best_epoch}){accuracy}; the "
-                     f"network does not yet use what a linear model finds in these inputs")
+                     f"linear model generalizes better than the network so far")
     return notes
 
 
