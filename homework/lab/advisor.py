@@ -235,7 +235,7 @@ def diagnose(history: dict, reference: Reference | None, remedies=(), settings: 
     notes, evidence = [], []
     basis = _basis(c, w, history, monitor, mode)
     if len(c.val) < MIN_EPOCHS:
-        return _too_early(c, w, settings, stopped_early, basis, reference, score, why_no_reference)
+        return _too_early(c, settings, stopped_early, basis, reference, score, why_no_reference)
     bar, verdict, fix = _check_learnable(c, reference, evidence, notes)
     longer = train_longer(c.train, f"training {c.quantity}", settings, run_dir, stopped_early)
     if verdict is None and this is not None:
@@ -287,8 +287,8 @@ def _basis(c: _Curves, w: _Watched, history: dict, monitor: str | None, mode: st
     return lines
 
 
-def _too_early(c: _Curves, w: _Watched, settings: dict, stopped_early: bool, basis: list, reference, score,
-               why_no_reference: str) -> Diagnosis:
+def _too_early(c: _Curves, settings: dict, stopped_early: bool, basis: list, reference: Reference | None,
+               score: ReferenceScore | None, why_no_reference: str) -> Diagnosis:
     """Fewer than MIN_EPOCHS validated epochs: no verdict, only the numbers and "train longer"."""
     ran = c.val[-1][0] + 1
     evidence = [f"only {len(c.val)} validated epoch{'s' if len(c.val) != 1 else ''}: fewer than {MIN_EPOCHS} say "
@@ -387,13 +387,6 @@ def _check_overfitting(c: _Curves, w: _Watched, bar: Reference | None, remedies,
     turned = rose or metric_turned
     kept = [r for r in remedies if turned or r != EARLIER_STOPPING]
     return "overfitting", advice("overfitting", kept, settings), turned
-
-
-def _own_best(w: _Watched, history: dict, monitor: str | None, mode: str | None) -> tuple[int, float] | None:
-    points = _series(history, monitor) if monitor else []
-    if not points or mode not in ("min", "max"):
-        return None
-    return (min if mode == "min" else max)(points, key=lambda p: p[1])
 
 
 def _check_score(w: _Watched, score: ReferenceScore, monitor: str | None, remedies, settings: dict,
