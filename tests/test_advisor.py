@@ -732,6 +732,11 @@ def test_after_a_real_fit_of_a_fake_task_the_advice_reads_its_metric_and_its_own
     (run_dir / "config.yaml").write_text("model:\n  hidden: 4\n")  # (the settings the advice derives from)
     again = advisor.diagnose_run(run_dir, Detector, None)
     assert again.split("\n", 1)[1] == text
+    # a run.json from before the hook: the homework's reference is scored again on the run's data
+    older = {k: v for k, v in record.record.items() if k != "reference_score"}
+    (run_dir / "run.json").write_text(json.dumps({**older, "epochs": 4}))
+    assert "distance from the training mean, val_auroc" not in advisor.diagnose_run(run_dir, Detector, None)
+    assert advisor.diagnose_run(run_dir, Detector, Faces).split("\n", 1)[1] == text
 
 
 def test_a_run_stopped_before_its_planned_epochs_is_told_how_to_finish_it_whatever_the_trend():
