@@ -94,7 +94,7 @@ class MappedFaces:
 
 def to_float(images: torch.Tensor) -> torch.Tensor:
     """uint8 (B, 64, 64, 3) -> float (B, 3, 64, 64) in [-1, 1], the sample's `2 * x / 255 - 1`."""
-    return images.permute(0, 3, 1, 2).float() * (2.0 / 255.0) - 1.0
+    return 2.0 * images.permute(0, 3, 1, 2).float() / 255.0 - 1.0
 
 
 def to_uint8(images: torch.Tensor) -> torch.Tensor:

@@ -15,7 +15,7 @@ import numpy as np
 
 SIZE = 64
 #: the demo's sizes: training faces, test images (half anomalies)
-NUM_TRAIN, NUM_TEST = 4000, 1000
+NUM_TRAIN, NUM_TEST = 2000, 1000
 LABELS_FILE = "demo_test_labels.npy"
 
 
