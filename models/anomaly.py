@@ -104,7 +104,8 @@ class AnomalyDetector(BaseTask):
     def reconstruction_loss(self, x: torch.Tensor) -> torch.Tensor:
         """The sample's training loss: the mean squared error (the VAE's plus its KL divergence)."""
         if isinstance(self.net, VAE):
-            return vae_loss(*self.net(x), x)
+            recon, mu, logvar = self.net(x)
+            return vae_loss(recon, x, mu, logvar)
         return nn.functional.mse_loss(self.net(x), x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

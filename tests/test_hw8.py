@@ -59,7 +59,7 @@ def test_memory_stays_uint8_and_memory_mapped(tmp_path):
     assert torch.equal(images, batch.permute(0, 3, 1, 2).float() * 2 / 255 - 1)  # the sample's 2x/255 - 1
     assert torch.equal(to_uint8(images), batch)
     state = MappedFaces(dm.files.train)
-    state.array
+    assert len(state) == 80  # (maps the file)
     assert state.__getstate__()["_array"] is None  # a worker maps the file itself, not a pickled copy
 
 
@@ -73,7 +73,8 @@ def test_validation_set_is_held_out_faces_and_their_corrupted_copies(tmp_path):
     images = torch.cat([b[0] for b in blocks])
     labels, kinds = torch.cat([b[1] for b in blocks]), torch.cat([b[2] for b in blocks])
     assert labels.sum() == 300 and (labels == 0).sum() == 300
-    assert torch.equal(labels == 0, kinds == -1) and set(kinds[labels == 1].tolist()) == set(range(len(KINDS)))
+    assert torch.equal(labels == 0, kinds == -1) and set(kinds[labels == 1].tolist()) == set(range(5))
+    assert dm.val_anomalies == ["noise", "occlusion", "upside_down", "tiles", "channels"]  # blend: an option
     train = np.load(folder / "trainingset.npy")
     normal = images[labels == 0].numpy()
     assert np.array_equal(normal, train[dm.val_rows])  # the held-out images themselves
@@ -104,7 +105,8 @@ def test_each_anomaly_kind_keeps_the_shape_and_range():
     ("channels_first", r"testingset\.npy: holds images of shape \(24, 3, 64, 64\) \(channels first\)"),
     ("other_homework", r"testingset\.npy: holds a table of shape \(24, 429\) \(features, not images: another "
                        r"homework's file\?\)"),
-    ("not_npy", r"testingset\.npy: not a readable NumPy \.npy file"),
+    ("not_npy", r"testingset\.npy: not a NumPy \.npy file"),
+    ("truncated", r"testingset\.npy: not a readable NumPy \.npy file"),
     ("pickled", r"testingset\.npy: holds pickled Python objects"),
     ("missing", r"holds trainingset\.npy but not testingset\.npy \(HW8 needs both\)"),
 ])
@@ -119,6 +121,8 @@ def test_a_bad_test_file_is_one_line_naming_it(fault, expected, tmp_path, capsys
         np.save(test, np.zeros((24, 429), np.float32))
     elif fault == "not_npy":
         test.write_text("ID,score\n0,1.0\n")
+    elif fault == "truncated":  # a download cut short
+        test.write_bytes(test.read_bytes()[:50_000])
     elif fault == "pickled":
         np.save(test, np.array([{"image": 1}], dtype=object), allow_pickle=True)
     else:
@@ -201,7 +205,8 @@ def test_fit_then_predict_writes_the_submission_and_the_pictures(tmp_path):
     cli = main(["fit", *data, *tiny("hw8"), *QUIET])
     (run,) = sorted(Path("runs/hw8").iterdir())
     assert cli.trainer.checkpoint_callback.monitor == "val_auroc" and cli.trainer.checkpoint_callback.mode == "max"
-    assert "kind_auroc/noise" in cli.trainer.callback_metrics and "classifier/train_loss" in cli.trainer.callback_metrics
+    metrics = cli.trainer.callback_metrics
+    assert "kind_auroc/noise" in metrics and "classifier/train_loss" in metrics
     assert not torch.equal(cli.model.score_stats, torch.tensor([0.0, 1.0, 0.0, 1.0]))  # the classifier's scales
 
     predicted = main(["predict", "--ckpt_path", "best", *data, *QUIET])
