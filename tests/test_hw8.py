@@ -111,6 +111,7 @@ def test_each_anomaly_kind_keeps_the_shape_and_range():
     ("missing", r"holds trainingset\.npy but not testingset\.npy \(HW8 needs both\)"),
 ])
 def test_a_bad_test_file_is_one_line_naming_it(fault, expected, tmp_path, capsys):
+    # through the DataModule, where the data is found (what `fit` does first); one of them through the command line
     folder = faces(tmp_path / "data")
     test = folder / "testingset.npy"
     if fault == "float":
@@ -127,8 +128,12 @@ def test_a_bad_test_file_is_one_line_naming_it(fault, expected, tmp_path, capsys
         np.save(test, np.array([{"image": 1}], dtype=object), allow_pickle=True)
     else:
         test.unlink()
-    line = user_error(capsys, main, ["fit", "--data.data_dir", str(folder), *tiny("hw8"), *QUIET])
-    assert re.search(expected, line), line
+    with pytest.raises(DataError) as error:
+        FacesDataModule(str(folder))
+    assert re.search(expected, str(error.value)) and "\n" not in str(error.value), error.value
+    if fault == "other_homework":
+        line = user_error(capsys, main, ["fit", "--data.data_dir", str(folder), *tiny("hw8"), *QUIET])
+        assert re.search(expected, line), line
 
 
 def test_bad_options_are_one_line(tmp_path, capsys):
@@ -179,6 +184,20 @@ def test_the_score_is_the_samples_root_of_summed_squared_error():
     assert torch.allclose(fcn(x), torch.sqrt(((fcn.net.decoder(fcn.net.encoder(flat)) - flat) ** 2).sum(-1)))
 
 
+@pytest.mark.parametrize("net", ["fcn", "cnn", "vae", "resnet"])
+def test_each_net_trains_a_step(net):
+    torch.manual_seed(0)
+    model = AnomalyDetector(net=net, width=4)
+    x = torch.rand(4, 3, 64, 64) * 2 - 1
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    before = model.batch_loss(x)[0].item()
+    for _ in range(3):
+        optimizer.zero_grad()
+        model.batch_loss(x)[0].backward()
+        optimizer.step()
+    assert model.batch_loss(x)[0].item() < before and model.eval()(x).shape == (4,)
+
+
 def test_reference_score_is_pca_reconstruction_error_in_roc_auc(tmp_path):
     dm = datamodule(faces(tmp_path, num_train=300), val_ratio=0.3)
     reference = dm.reference_score(max_samples=100)
@@ -189,8 +208,7 @@ def test_reference_score_is_pca_reconstruction_error_in_roc_auc(tmp_path):
 
 
 # --- the whole workflow ---------------------------------------------------------------------------
-@pytest.mark.parametrize("recipe, net", [("hw8.yaml", "resnet"), ("hw8_sample.yaml", "vae"),
-                                         ("hw8_sample.yaml", "fcn"), ("hw8_sample.yaml", "cnn")])
+@pytest.mark.parametrize("recipe, net", [("hw8.yaml", "resnet"), ("hw8_sample.yaml", "vae")])
 def test_every_shipped_recipe_trains_a_batch(recipe, net, tmp_path):
     folder = faces(tmp_path / "data")
     cli = main(["fit", "--config", str(CONFIGS / recipe), "--data.data_dir", str(folder), "--model.net", net,
