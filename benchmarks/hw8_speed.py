@@ -11,7 +11,8 @@ checkpoint by that ROC AUC. Each side runs in its own process, one torch thread,
     python benchmarks/hw8_speed.py [--images 6000] [--test-images 1000] [--epochs 5] [--net cnn] [--batch-size 2000]
 
 Prints each side's wall time (whole process: imports included), peak memory (max RSS), training images per
-second, the framework/plain ratios, and both test ROC AUCs against the generated set's answer key.
+second (the plain loop's own timer, without imports; the framework's whole `fit` process, imports, validation and
+checkpoints included), the framework/plain ratios, and both test ROC AUCs against the generated set's answer key.
 """
 import argparse
 import os
@@ -145,8 +146,9 @@ def main() -> None:
     print(f"{'':34}{'plain (sample)':>16}{'framework':>14}{'ratio':>8}")
     print(f"{'fit + predict wall (s)':34}{plain_wall:16.1f}{fit_wall + predict_wall:14.1f}"
           f"{(fit_wall + predict_wall) / plain_wall:7.2f}x")
-    print(f"{'training images/s (whole fit)':34}{trained / plain_wall:16.0f}{0.9 * trained / fit_wall:14.0f}"
-          f"{0.9 * plain_wall / fit_wall:7.2f}x")
+    plain_train = float(found["train_s"])  # its loading and training loop, not its imports
+    print(f"{'training images/s':34}{trained / plain_train:16.0f}{0.9 * trained / fit_wall:14.0f}"
+          f"{0.9 * plain_train / fit_wall:7.2f}x")
     print(f"{'peak memory (MiB)':34}{plain_rss:16.0f}{max(fit_rss, predict_rss):14.0f}"
           f"{max(fit_rss, predict_rss) / plain_rss:7.2f}x")
     print(f"{'test ROC AUC (answer key)':34}{float(found['auroc']):16.4f}{framework_auroc:14.4f}")
