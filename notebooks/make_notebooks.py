@@ -26,6 +26,7 @@ HOMEWORKS = {
     "hw3": {"title": "HW3: food-11 image classification", "competition": "ml2023spring-hw3", "gdown": {}},
     "hw4": {"title": "HW4: speaker identification", "competition": "ml2022spring-hw4", "gdown": {}},
     "hw5": {"title": "HW5: English to Chinese translation", "competition": None, "gdown": {}},
+    "hw8": {"title": "HW8: anomaly detection (autoencoders)", "competition": "ml2022spring-hw8", "gdown": {}},
 }
 
 

@@ -1,0 +1,31 @@
+"""HW8: anomaly detection on 64x64 faces: an autoencoder's reconstruction error as the anomaly score.
+
+    python homework/hw8.py fit                                             # default recipe: a ResNet-style autoencoder
+    python homework/hw8.py fit --config homework/configs/hw8_sample.yaml   # the course's sample (vae; fcn, cnn)
+    python homework/hw8.py fit --model.classifier true                     # + the boss hint's extra classifier
+    python homework/hw8.py predict --ckpt_path best                        # prediction.csv and anomalies.png
+"""
+import homework.cli.startup  # noqa: F401  first: a Ctrl-C while the rest loads ends in one line
+from pytorch_lightning.cli import ArgsType
+
+from datamodules.faces import FacesDataModule
+from homework.cli.api import Homework
+from homework.cli.main import HomeworkCLI
+from models.anomaly import AnomalyDetector
+
+
+#: what makes HW8: its task, its data and its recipe
+HOMEWORK = Homework(AnomalyDetector, FacesDataModule, "hw8.yaml")
+
+
+def main(args: ArgsType = None) -> HomeworkCLI:
+    """The command line: `python homework/hw8.py ARGS`."""
+    return HOMEWORK.main(args)
+
+
+# the Python API (docs/notebooks.md): `from homework import hw8; result = hw8.fit(max_epochs=3)`
+fit, validate, test, predict, critical, compare, diagnose = HOMEWORK.commands()
+
+
+if __name__ == "__main__":
+    main()
