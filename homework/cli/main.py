@@ -34,6 +34,7 @@ from pytorch_lightning.cli import ArgsType, LightningArgumentParser, LightningCL
 from callbacks import (AtomicCheckpointIO, HomeworkCheckpoint, KaggleSubmissionWriter, LearningCurvePlot,
                        ReproducibleEpochs, StopOnCtrlC, StopOnNonFiniteLoss, SubmissionError,
                        launched_processes_ignore_ctrl_c)
+from callbacks import interrupt
 from datamodules.console import redraws
 from datamodules.base import HomeworkDataModule
 from datamodules.errors import DataError
@@ -136,7 +137,10 @@ class HomeworkCLI(LightningCLI):
                 discarded = runs.discard_if_empty(self.run_dir)
             if interrupted:
                 report.say_interrupted(self, discarded)
-                raise SystemExit(130) from None  # a shell's code for Ctrl-C
+                raise SystemExit(interrupt.exit_code()) from None  # a shell's code: 130 Ctrl-C, 143 SIGTERM
+            quiet = interrupt.quiet_exit_code()  # another process, stopped by a signal: process 0 says it all
+            if quiet is not None:
+                raise SystemExit(quiet) from None
             raise
         finally:
             if self.holds_run_dir:
@@ -437,6 +441,7 @@ def run(model_class: type[BaseTask], datamodule_class: type[LightningDataModule]
         args: ArgsType = None, links: dict[str, str] | None = None) -> HomeworkCLI | list[HomeworkCLI]:
     """Build and run the CLI; a user mistake ends in one line on stderr and exit code 2."""
     args = list(sys.argv[1:] if args is None else args)
+    interrupt.stop_on_signals(launched_rank())  # SIGTERM (Kaggle, Colab, SLURM, `timeout`) stops as Ctrl-C does
     try:
         return execute(model_class, datamodule_class, config_file, args, links)
     except (DataError, SubmissionError) as err:
