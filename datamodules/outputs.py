@@ -79,3 +79,13 @@ def remember(path: Path, inputs: str = "") -> None:
     record[path.name] = inputs
     with replacing(directory / MANIFEST, "w") as f:
         json.dump(record, f, indent=1)
+
+
+def write(path: Path, data: str | bytes, inputs: str = "", option: str | None = None) -> Path:
+    """Write the output `path` by the rule (atomically, `datamodules.atomic`), record it, and return where it went."""
+    from datamodules.atomic import write_atomically
+
+    path = target(path, inputs, option)
+    write_atomically(path, data)
+    remember(path, inputs)
+    return path
