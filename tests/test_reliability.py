@@ -73,3 +73,94 @@ def test_the_rule_in_one_place(tmp_path):
         outputs.target(tmp_path / "config.yaml", "a")
     with pytest.raises(DataError, match="a run's own file"):
         outputs.target(tmp_path / "x.ckpt", "a")
+
+
+# --- a full disk, a read-only folder ----------------------------------------------------------------------------
+class FillDisk(__import__("pytorch_lightning").Callback):
+    """After the second epoch, fills the disk the run writes to (as Colab's disk or a Drive quota fills); once in
+    this process (the resumed run has it in its config too)."""
+
+    filled: list = []
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.current_epoch == 1 and not self.filled:
+            self.filled.append(True)
+            with open(Path(trainer.default_root_dir).parent / "filler", "wb") as f:
+                try:
+                    while True:
+                        f.write(b"\0" * 65536)
+                except OSError:
+                    pass
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 3 MB tmpfs at `disk/` (root can mount one; else the test is skipped and the faked one below stands)."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    if os.geteuid() != 0 or os.system(f"mount -t tmpfs -o size=3m tmpfs {mount} 2>/dev/null") != 0:
+        pytest.skip("cannot mount a small tmpfs here (not root, or no permission)")
+    yield mount
+    os.system(f"umount -l {mount}")
+
+
+def one_line(capsys, args) -> str:
+    """Like conftest's `user_error`, for a condition that keeps what was written: exit 2, one `error:` line, last."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: ") and sum(line.startswith("error:") for line in err) == 1, err[-3:]
+    assert "Traceback" not in "\n".join(err)
+    return err[-1]
+
+
+def assert_full_disk_line(capsys, args, root):
+    line = one_line(capsys, args)
+    (run,) = [p for p in root.iterdir() if p.is_dir()]
+    assert line.startswith(f"error: cannot write '{run}/") and "no space left on the disk (" in line, line
+    assert line.endswith(f"once there is room, python -m homework.hw1 fit --resume {run}"), line
+    record = json.loads((run / "run.json").read_text())
+    assert record["status"] == "failed" and "no space left on the disk" in record["error"]  # not "running"
+    last = __import__("torch").load(run / "checkpoints" / "last.ckpt", weights_only=False)  # whole
+    assert last["epoch"] >= 0 and not list(run.rglob(".*tmp*"))
+    return run
+
+
+def test_a_disk_that_fills_mid_fit_is_one_line_and_the_run_resumes(capsys, small_disk):
+    root = small_disk / "runs"
+    run = assert_full_disk_line(capsys, ["fit", "--trainer.max_epochs", "6", "--trainer.default_root_dir", str(root),
+                                         f"--trainer.callbacks+={__name__}.FillDisk", *QUIET], root)
+    (root / "filler").unlink()  # the student frees space, and runs the printed command
+    main(["fit", "--resume", str(run), "--trainer.max_epochs", "6", *QUIET])
+    assert json.loads((run / "run.json").read_text())["status"] == "finished"
+
+
+def test_a_full_disk_faked_at_the_checkpoint_write_is_one_line(capsys, monkeypatch):
+    # where no tmpfs can be mounted: the OSError a full disk raises, at the write, from the third checkpoint on
+    import callbacks.checkpointing
+
+    saves, save = [], callbacks.checkpointing.torch.save
+
+    def full_after_two(obj, f, *args, **kwargs):
+        saves.append(1)
+        if len(saves) > 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(callbacks.checkpointing.torch, "save", full_after_two)
+    root = Path.cwd() / "elsewhere"
+    assert_full_disk_line(capsys, ["fit", "--trainer.max_epochs", "6", "--trainer.default_root_dir", str(root), *QUIET],
+                          root)
+
+
+def test_predict_into_a_read_only_run_is_one_line(capsys):
+    if os.geteuid() == 0:
+        pytest.skip("root writes to read-only folders")
+    run = main(["fit", *FAST]).run_dir
+    run.chmod(0o555)
+    try:
+        line = user_error(capsys, main, ["predict", "--ckpt_path", str(run), *QUIET])
+    finally:
+        run.chmod(0o755)
+    assert line.startswith(f"error: cannot write '{run / 'pred.csv'}': permission denied; write elsewhere")

@@ -37,6 +37,7 @@ from callbacks import (AtomicCheckpointIO, HomeworkCheckpoint, KaggleSubmissionW
 from callbacks import interrupt
 from datamodules.console import redraws
 from datamodules.base import HomeworkDataModule
+from datamodules import disk
 from datamodules.errors import DataError
 from datamodules.workspace import elsewhere
 import adapters
@@ -126,11 +127,12 @@ class HomeworkCLI(LightningCLI):
             interrupted = user_interrupt(err)
             if interrupted:
                 signal.signal(signal.SIGINT, signal.SIG_DFL)  # a second Ctrl-C stops at once
+            full_disk = disk.problem(err)  # a full disk, a read-only folder: the user's condition, one line
             tracking.finish(getattr(self, "trainer", None), failed=True)
             trainer = getattr(self, "trainer", None)  # (none when the Trainer itself refused the options)
             if self.record is not None and trainer is not None and not (
                     interrupted and self.record.record["status"] == "finished"):
-                self.record.finish(trainer, "interrupted" if interrupted else "failed")
+                self.record.finish(trainer, "interrupted" if interrupted else "failed", error=full_disk)
             discarded = False
             if self.resume_dir is None and self.holds_run_dir:  # (only the process that made it)
                 # a run that failed before its first checkpoint leaves nothing
@@ -138,6 +140,8 @@ class HomeworkCLI(LightningCLI):
             if interrupted:
                 report.say_interrupted(self, discarded)
                 raise SystemExit(interrupt.exit_code()) from None  # a shell's code: 130 Ctrl-C, 143 SIGTERM
+            if full_disk is not None:
+                raise DataError(full_disk + report.resume_hint(self)) from None
             quiet = interrupt.quiet_exit_code()  # another process, stopped by a signal: process 0 says it all
             if quiet is not None:
                 raise SystemExit(quiet) from None
@@ -446,3 +450,7 @@ def run(model_class: type[BaseTask], datamodule_class: type[LightningDataModule]
         return execute(model_class, datamodule_class, config_file, args, links)
     except (DataError, SubmissionError) as err:
         fail(str(err))
+    except OSError as err:  # a full disk or a read-only folder outside a fit (a study's journal, compare's files)
+        if disk.problem(err) is None:
+            raise
+        fail(disk.problem(err))

@@ -64,6 +64,14 @@ def say_interrupted(cli, discarded: bool) -> None:
               f"last.ckpt to resume from (--checkpoint.save_last false)\nRun directory: {cli.run_dir}\n"
               f"Next: {command(homework, 'predict', '--ckpt_path', cli.run_dir)}", flush=True)
 
+def resume_hint(cli) -> str:
+    """`; once there is room: fit --resume RUN` where a fit stopped by a full disk kept a last.ckpt, else ""."""
+    run_dir = getattr(cli, "run_dir", None)
+    if getattr(cli, "subcommand", None) != "fit" or run_dir is None or not (run_dir / "checkpoints" / "last.ckpt").is_file():
+        return ""
+    return f"; the checkpoints saved are whole: once there is room, {command(cli.datamodule_class.homework, 'fit', '--resume', run_dir)}"
+
+
 def warn_if_diverged(cli, ckpt: ModelCheckpoint) -> None:
     """Early stopping ends a run whose metric turns NaN/inf; say so in words a student acts on."""
     current = cli.trainer.callback_metrics.get(ckpt.monitor)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 
+from datamodules import disk
 from datamodules.atomic import replacing
 from datamodules.errors import DataError
 from datamodules.workspace import home
@@ -93,9 +94,20 @@ class RunRecord(pl.Callback):
                        "monitor": None, "mode": None, "best_score": None, "best_epoch": None,
                        "best_checkpoint": None, "epochs": 0, "parameters": None, "train_loss": None}
 
-    def _save(self, trainer: pl.Trainer) -> None:
-        if trainer.is_global_zero and self.path.parent.is_dir():
+    def _save(self, trainer: pl.Trainer, ending: bool = False) -> None:
+        """`ending`: the run's last word (it failed or was stopped), written even on a full disk, in place if it
+        must (a rename needs room for a second copy), and never raising: what ended the run is what to report."""
+        if not (trainer.is_global_zero and self.path.parent.is_dir()):
+            return
+        try:
             write_json(self.record, self.path)
+        except OSError:
+            if not ending:
+                raise
+            try:
+                self.path.write_text(json.dumps(self.record, indent=1))
+            except OSError:
+                pass  # (the record stays as last written; `read_record` tells a run whose process ended)
 
     def resume(self) -> None:
         """Continue the record of the run being resumed (`fit --resume`): its best so far, and when it resumed."""
@@ -136,14 +148,17 @@ class RunRecord(pl.Callback):
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         """Said at once, before the seconds of shutdown that a second Ctrl-C may cut short."""
-        self.finish(trainer, "interrupted" if isinstance(exception, KeyboardInterrupt) else "failed")
+        self.finish(trainer, "interrupted" if isinstance(exception, KeyboardInterrupt) else "failed",
+                    error=disk.problem(exception))
 
-    def finish(self, trainer: pl.Trainer, status: str) -> None:
+    def finish(self, trainer: pl.Trainer, status: str, error: str | None = None) -> None:
         self.record["status"] = status
+        if error is not None:  # what stopped it, in the words printed (a full disk)
+            self.record["error"] = error
         loss = trainer.callback_metrics.get("train_loss")  # the last epoch's: what sizes are compared by
         if loss is not None and loss.numel() == 1 and math.isfinite(float(loss)):
             self.record["train_loss"] = float(loss)
-        self._save(trainer)
+        self._save(trainer, ending=status != "finished")
 
     def add(self, trainer: pl.Trainer, **values) -> None:
         """Keep more about the run (the advisor's reference, for `diagnose` later)."""
