@@ -154,13 +154,45 @@ def test_a_full_disk_faked_at_the_checkpoint_write_is_one_line(capsys, monkeypat
                           root)
 
 
-def test_predict_into_a_read_only_run_is_one_line(capsys):
-    if os.geteuid() == 0:
-        pytest.skip("root writes to read-only folders")
-    run = main(["fit", *FAST]).run_dir
-    run.chmod(0o555)
-    try:
-        line = user_error(capsys, main, ["predict", "--ckpt_path", str(run), *QUIET])
-    finally:
-        run.chmod(0o755)
-    assert line.startswith(f"error: cannot write '{run / 'pred.csv'}': permission denied; write elsewhere")
+def test_a_read_only_run_is_one_line_for_predict_and_resume(capsys, small_disk):
+    # a shared mount or a Drive folder without write access: the runs' disk made read-only after training
+    root = small_disk / "runs"
+    run = main(["fit", "--trainer.max_epochs", "1", "--trainer.default_root_dir", str(root), *QUIET]).run_dir
+    assert os.system(f"mount -o remount,ro {small_disk}") == 0
+    line = one_line(capsys, ["predict", "--ckpt_path", str(run), *QUIET])
+    assert line.startswith(f"error: cannot write '{run / 'pred.csv'}': a read-only file system; write elsewhere: "
+                           f"--trainer.default_root_dir DIR for runs, --submission.output_dir DIR"), line
+    line = one_line(capsys, ["fit", "--resume", str(run), "--trainer.max_epochs", "3", *QUIET])
+    assert line.startswith(f"error: cannot write '{run}/") and "a read-only file system" in line, line
+    main(["predict", "--ckpt_path", str(run), "--submission.output_dir", "out", *QUIET])  # what the line says works
+    assert Path("out/pred.csv").is_file()
+
+
+# --- options the data cannot satisfy: one line naming the option and the number that fits -----------------------
+@pytest.mark.parametrize("args, expected", [
+    (["--trainer.limit_val_batches", "0.001"],
+     "error: --trainer.limit_val_batches 0.001: the val split has 1 batch(es), so that fraction of it is none; give "
+     "at least 1 (or a whole number of batches, e.g. 1)"),
+    (["--trainer.val_check_interval", "50"],
+     "error: --trainer.val_check_interval 50: an epoch has 1 training batch(es); give 1 or fewer, a fraction such as "
+     "0.5, or add --trainer.check_val_every_n_epoch null to count batches across epochs"),
+    (["--data.num_folds", "5000", "--data.fold", "0"],
+     "error: --data.num_folds 5000: the training data has 1500 rows, so at most 1500 folds (each fold validates on at "
+     "least one row)"),
+    (["--data.val_ratio", "0.0001"],
+     "error: --data.val_ratio 0.0001: the training data has 1500 row(s); at least 10000 are needed for a validation "
+     "split of 0.0001"),
+])
+def test_options_the_data_cannot_satisfy_are_one_line(capsys, args, expected):
+    assert user_error(capsys, main, ["fit", *args, *FAST]) == expected
+
+
+def test_a_training_file_too_small_for_a_validation_split_is_one_line(capsys):
+    main(["fit", "--trainer.max_epochs", "1", *QUIET])  # writes the demo set, whose format the small file takes
+    Path("small").mkdir()
+    for name in ("covid.train.csv", "covid.test.csv"):
+        lines = Path("data/hw1-demo", name).read_text().splitlines()
+        Path("small", name).write_text("\n".join(lines[:4 if "train" in name else 3]) + "\n")  # 3 rows, 2 rows
+    line = user_error(capsys, main, ["fit", "--data.data_dir", "small", *FAST])
+    assert line == "error: --data.val_ratio 0.2: the training data has 3 row(s); at least 5 are needed for a " \
+                   "validation split of 0.2"

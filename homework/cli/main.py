@@ -46,7 +46,7 @@ from homework.runs import launched_rank
 from homework.cli import arguments, commands, hardware, report
 from homework.cli.arguments import CONFIG_DIR
 from homework.lab import advisor, finders
-from homework.runs import checkpoints, kfold, tracking
+from homework.runs import checkpoints, kfold, limits, tracking
 from homework.cli.output import EpochLines, command, fail, silence_known_noise
 from models.base import BaseTask
 
@@ -142,6 +142,9 @@ class HomeworkCLI(LightningCLI):
                 raise SystemExit(interrupt.exit_code()) from None  # a shell's code: 130 Ctrl-C, 143 SIGTERM
             if full_disk is not None:
                 raise DataError(full_disk + report.resume_hint(self)) from None
+            too_few = limits.refused(err)  # a batch limit the data cannot satisfy (Lightning's traceback)
+            if too_few is not None:
+                raise DataError(too_few) from None
             quiet = interrupt.quiet_exit_code()  # another process, stopped by a signal: process 0 says it all
             if quiet is not None:
                 raise SystemExit(quiet) from None
