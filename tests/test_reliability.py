@@ -196,3 +196,33 @@ def test_a_training_file_too_small_for_a_validation_split_is_one_line(capsys):
     line = user_error(capsys, main, ["fit", "--data.data_dir", "small", *FAST])
     assert line == "error: --data.val_ratio 0.2: the training data has 3 row(s); at least 5 are needed for a " \
                    "validation split of 0.2"
+
+
+# --- runs know their homework ------------------------------------------------------------------------------------
+def another_homeworks_run() -> Path:
+    """A finished run of HW1, its run.json saying it is HW2's (what an HW2 run holds, without training HW2)."""
+    run = main(["fit", "--trainer.max_epochs", "1", *QUIET]).run_dir
+    record = json.loads((run / "run.json").read_text())
+    (run / "run.json").write_text(json.dumps({**record, "homework": "hw2"}))
+    return run
+
+
+@pytest.mark.parametrize("command", [["fit", "--resume", "{run}", "--trainer.max_epochs", "3"],
+                                     ["predict", "--ckpt_path", "{run}"], ["diagnose", "{run}"]])
+def test_another_homeworks_run_is_one_line_naming_it(capsys, command):
+    run = another_homeworks_run()
+    line = user_error(capsys, main, [a.format(run=run) for a in command] + (QUIET[:4] if command[0] != "diagnose" else []))
+    flag = {"fit": "--resume", "predict": "--ckpt_path", "diagnose": "diagnose"}[command[0]]
+    assert line == (f"error: {flag} {run}: that is a run of hw2 ({run / 'run.json'}), not of hw1; use "
+                    f"homework/hw2.py with it")
+
+
+@pytest.mark.parametrize("command", [["fit", "--resume", "{run}", "--trainer.max_epochs", "3"],
+                                     ["predict", "--ckpt_path", "{run}"], ["diagnose", "{run}"]])
+def test_a_damaged_run_record_is_one_line_naming_it(capsys, command):
+    run = main(["fit", "--trainer.max_epochs", "1", *QUIET]).run_dir
+    (run / "run.json").write_text('{"homework": "hw1", "sta')  # cut short
+    line = user_error(capsys, main, [a.format(run=run) for a in command] + (QUIET[:4] if command[0] != "diagnose" else []))
+    flag = {"fit": "--resume", "predict": "--ckpt_path", "diagnose": "diagnose"}[command[0]]
+    assert line.startswith(f"error: {flag} {run}: its run record {run / 'run.json'} cannot be read (it is not valid "
+                           f"JSON)"), line

@@ -233,7 +233,7 @@ class HomeworkCLI(LightningCLI):
         elif ckpt == "best":
             choice = self._find_best(command, root, data)
         elif runs.is_run_dir(Path(ckpt)):
-            choice = runs.run_checkpoint(Path(ckpt))
+            choice = runs.run_checkpoint(Path(ckpt), self.datamodule_class.homework)
         elif Path(ckpt).is_dir() and command == "predict":
             self.fold_checkpoints = kfold.fold_checkpoints(Path(ckpt))
             choice = runs.Choice(self.fold_checkpoints[0], f"the {len(self.fold_checkpoints)} folds' best "

@@ -173,6 +173,28 @@ def read_record(run_dir: Path) -> dict | None:
         return None
 
 
+def own_record(run_dir: Path, homework: str | None, flag: str) -> dict | None:
+    """The run.json of `run_dir` when it is a run of `homework` (None: any homework's); None where there is none.
+    A damaged one, or another homework's run, is a one-line DataError naming the file and `flag` (the option or
+    command that named the run): `hw1.py fit --resume <an hw2 run>` would otherwise fail far later, on a setting."""
+    path = run_dir / RECORD
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        why = err.strerror if isinstance(err, OSError) else "it is not valid JSON"
+        raise DataError(f"{flag} {run_dir}: its run record {path} cannot be read ({why}); the run's checkpoints "
+                        f"are still there: pass {run_dir / 'checkpoints' / 'last.ckpt'} to --ckpt_path") from None
+    if not isinstance(record, dict):
+        raise DataError(f"{flag} {run_dir}: its run record {path} is damaged (not a JSON object)")
+    trained_by = record.get("homework")
+    if homework is not None and trained_by is not None and trained_by != homework:
+        raise DataError(f"{flag} {run_dir}: that is a run of {trained_by} ({path}), not of {homework}; use "
+                        f"homework/{trained_by}.py with it")
+    return record
+
+
 def saved_at(checkpoint: Path) -> str:
     """When in training a checkpoint was saved, read from the file itself: `the end of epoch 6` or
     `epoch 7, after 120 of its batches` (mapped, not read whole: HW5's are large)."""
@@ -231,9 +253,9 @@ def is_run_dir(path: Path) -> bool:
     return path.is_dir() and (path / RECORD).is_file()
 
 
-def run_checkpoint(run_dir: Path) -> Choice:
+def run_checkpoint(run_dir: Path, homework: str | None = None) -> Choice:
     """`--ckpt_path <run directory>`: that run's best checkpoint (what `fit` prints as the next command)."""
-    record = read_record(run_dir) or {}
+    record = own_record(run_dir, homework, "--ckpt_path") or {}
     best = record.get("best_checkpoint")
     if best and record.get("best_score") is not None and (run_dir / best).is_file():
         return Choice((run_dir / best).resolve(), f"the best checkpoint of run {run_dir.name}: epoch "
@@ -275,9 +297,9 @@ def resume_args(args: list[str], homework: str) -> tuple[list[str], Path | None]
     root = root_dir(homework, given_root[1] if given_root else None)
     run_dir = Path(value) if value else find_last(root, "--resume").path.parents[1]
     last = run_dir / "checkpoints" / "last.ckpt"
+    record = own_record(run_dir, homework, "--resume") or {}
     if not last.is_file() or not (run_dir / "config.yaml").is_file():
         raise DataError(f"--resume {run_dir}: not a run directory with checkpoints/last.ckpt and config.yaml")
-    record = read_record(run_dir) or {}
     longer = any(option(rest, f"--trainer.{key}") is not None for key in ("max_epochs", "max_steps", "max_time"))
     epochs, done = option(rest, "--trainer.max_epochs"), record.get("epochs")
     if epochs is not None and epochs[1].lstrip("-").isdigit() and isinstance(done, int) and 0 <= int(epochs[1]) <= done:
