@@ -17,7 +17,7 @@ from pathlib import Path
 
 from pytorch_lightning.utilities import rank_zero_info
 
-from datamodules import disk
+from datamodules.disk import named as _named_for_the_user
 from datamodules.errors import DataError
 
 #: Every temporary sibling's name ends with this (before the target's own suffix): easy to spot and clean.
@@ -89,7 +89,7 @@ def replacing(path: Path, mode: str = "wb", **open_args):
     except BaseException as err:
         if tmp is not None:
             remove(tmp)
-        said = disk.named(err, path)  # a full disk or a read-only folder: named by the file being written
+        said = _named_for_the_user(err, path)  # a full disk or a read-only folder: named by the file being written
         if said is not err:
             raise said from err
         raise
