@@ -57,19 +57,27 @@ def _handle(signum: int, frame) -> None:
         raise Terminated(NAMES.get(signum, str(signum)))
 
 
-def _install() -> None:
-    for signum in NAMES:
-        if signum != signal.SIGUSR1 or not _slurm_requeues():
-            signal.signal(signum, _handle)
+def _install() -> dict:
+    """Our handler for each stop signal; returns the handlers it replaced."""
+    return {signum: signal.signal(signum, _handle) for signum in NAMES
+            if signum != signal.SIGUSR1 or not _slurm_requeues()}
 
 
-def stop_on_signals(rank: int) -> None:
+def stop_on_signals(rank: int) -> dict:
     """From now on SIGTERM (and SIGUSR1) stop this process's runs as Ctrl-C does (the module docstring). `rank`:
     0 for the process that speaks and writes; the others only note the signal. (The command line only: in a
-    notebook, SIGTERM is the kernel's shutdown.)"""
+    notebook, SIGTERM is the kernel's shutdown.) Returns the handlers replaced, for `restore_signals`."""
     global _received, _rank
     _received, _rank = None, rank
-    _install()
+    return _install()
+
+
+def restore_signals(previous: dict) -> None:
+    """The handlers `stop_on_signals` replaced, back (a command run from Python leaves the process as it was)."""
+    global _rank
+    _rank = None
+    for signum, handler in previous.items():
+        signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
 
 
 def stopped_by() -> str:

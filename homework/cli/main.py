@@ -448,7 +448,7 @@ def run(model_class: type[BaseTask], datamodule_class: type[LightningDataModule]
         args: ArgsType = None, links: dict[str, str] | None = None) -> HomeworkCLI | list[HomeworkCLI]:
     """Build and run the CLI; a user mistake ends in one line on stderr and exit code 2."""
     args = list(sys.argv[1:] if args is None else args)
-    interrupt.stop_on_signals(launched_rank())  # SIGTERM (Kaggle, Colab, SLURM, `timeout`) stops as Ctrl-C does
+    previous = interrupt.stop_on_signals(launched_rank())  # SIGTERM (Kaggle, Colab, SLURM, `timeout`): as Ctrl-C
     try:
         return execute(model_class, datamodule_class, config_file, args, links)
     except (DataError, SubmissionError) as err:
@@ -457,3 +457,5 @@ def run(model_class: type[BaseTask], datamodule_class: type[LightningDataModule]
         if disk.problem(err) is None:
             raise
         fail(disk.problem(err))
+    finally:
+        interrupt.restore_signals(previous)
