@@ -1,6 +1,5 @@
 """Kaggle submission export shared by every homework: a validated CSV (or, for HW5, a text file of lines)."""
 
-import json
 import logging
 from pathlib import Path
 from typing import Any, Protocol
@@ -13,10 +12,10 @@ from pytorch_lightning.callbacks import BasePredictionWriter
 from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler, UnrepeatedDistributedSamplerWrapper
 from torch.utils.data import DistributedSampler
 
-from datamodules.atomic import replacing, write_atomically
+from datamodules import outputs
+from datamodules.atomic import write_atomically
 
 log = logging.getLogger(__name__)
-SOURCES = "predictions.json"  # beside the files written: which data directory each was predicted from
 
 
 class SubmissionFormat(Protocol):
@@ -191,37 +190,17 @@ class KaggleSubmissionWriter(BasePredictionWriter):
         except SubmissionError as err:
             raise SubmissionError(f"{path.name} not written: {err}") from None
         source = str(Path(getattr(datamodule, "data_dir", "")).resolve())
-        if self.filename is None:  # (a file the user named is theirs to replace)
-            path = self.free_path(path, source)
+        # never a file this project did not write from these inputs (datamodules/outputs.py): the default name
+        # goes beside such a file, a name the user chose is refused
+        chosen = path
+        path = outputs.target(path, source, "--submission.filename" if self.filename is not None else None)
+        self.kept = chosen if path != chosen else None
         self.replaced = path.exists()
         write_submission(frame, path)
-        self.record_source(path, source)
+        outputs.remember(path, source)
         self.written_path = path
         self.summary = self.describe(path, len(frame), datamodule.kaggle_competition,
                                      getattr(datamodule, "is_demo", False))
-
-    @staticmethod
-    def sources(directory: Path) -> dict:
-        """What each file this writer left in `directory` was predicted from ({filename: data directory})."""
-        try:
-            return json.loads((directory / SOURCES).read_text())
-        except (OSError, ValueError):
-            return {}
-
-    def free_path(self, path: Path, source: str) -> Path:
-        """`path`, unless a file there was made from other data (or not by this writer): then the first
-        `<stem>-2<suffix>`, `-3`, ... that is free or made from the same data. A submission is never replaced
-        by predictions on other inputs."""
-        known, candidate, n = self.sources(path.parent), path, 2
-        while candidate.exists() and known.get(candidate.name) != source:
-            candidate, n = path.with_name(f"{path.stem}-{n}{path.suffix}"), n + 1
-        if candidate != path:
-            self.kept = path
-        return candidate
-
-    def record_source(self, path: Path, source: str) -> None:
-        with replacing(path.parent / SOURCES, "w") as f:
-            json.dump({**self.sources(path.parent), path.name: source}, f, indent=1)
 
     def describe(self, path: Path, rows: int, competition: str | None, demo: bool) -> str:
         """What was written and what to do with it: the CLI prints it once the progress bar is gone."""

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from pytorch_lightning.utilities import rank_zero_info
 
+from datamodules.disk import named as _named_for_the_user
 from datamodules.errors import DataError
 
 #: Every temporary sibling's name ends with this (before the target's own suffix): easy to spot and clean.
@@ -78,14 +79,19 @@ def replacing(path: Path, mode: str = "wb", **open_args):
     """Write a temporary sibling of `path` (an open file), which then replaces `path` in one rename: a reader,
     or a process killed meanwhile, sees the old file or the new one, never half of one. The one way this
     project writes a file others read: caches, run.json, checkpoints, submissions."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temporary_sibling(path)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = temporary_sibling(path)
         with open(tmp, mode, **open_args) as f:
             yield f
         os.replace(tmp, path)
-    except BaseException:
-        remove(tmp)
+    except BaseException as err:
+        if tmp is not None:
+            remove(tmp)
+        said = _named_for_the_user(err, path)  # a full disk or a read-only folder: named by the file being written
+        if said is not err:
+            raise said from err
         raise
 
 

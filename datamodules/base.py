@@ -206,12 +206,20 @@ def split_indices(
     if num_folds is not None:
         from sklearn.model_selection import KFold
 
+        if num_folds > num_samples:  # (scikit-learn's own refusal is a traceback)
+            raise DataError(f"--data.num_folds {num_folds}: the training data has {num_samples} rows, so at most "
+                            f"{num_samples} folds (each fold validates on at least one row)")
+
         folds = KFold(n_splits=num_folds, shuffle=True, random_state=seed).split(np.arange(num_samples))
         train, val = list(folds)[fold]
         return np.asarray(train), np.asarray(val)
     if not 0.0 < val_ratio < 1.0:
         raise DataError(f"--data.val_ratio must be between 0 and 1 (got {val_ratio})")
     num_val = int(num_samples * val_ratio)
+    if num_val == 0 or num_val == num_samples:  # an empty validation (or training) split trains on nothing sure
+        needed = next(n for n in range(2, 10**9) if 0 < int(n * val_ratio) < n)
+        raise DataError(f"--data.val_ratio {val_ratio}: the training data has {num_samples} row(s); at least "
+                        f"{needed} are needed for a validation split of {val_ratio}")
     train, val = random_split(range(num_samples), [num_samples - num_val, num_val],
                               generator=torch.Generator().manual_seed(seed))
     return np.asarray(train.indices), np.asarray(val.indices)

@@ -194,8 +194,11 @@ def test_an_interrupted_study_continues_and_keeps_its_finished_trials(capsys, mo
     from datamodules.covid import CovidDataModule
     from models.regression import CovidRegressor
 
-    for handler in logging.getLogger("optuna").handlers:  # it holds the stderr of when optuna was imported
-        monkeypatch.setattr(handler, "stream", sys.stderr)
+    # Optuna's own handler holds the stderr of when optuna was imported; pytest (9.2) adds handlers of its own
+    # there, without a stream, which stay as they are.
+    for handler in logging.getLogger("optuna").handlers:
+        if type(handler) is logging.StreamHandler:
+            monkeypatch.setattr(handler, "stream", sys.stderr)
 
     args = ["tune", "--space", space(), "--n_trials", "3", *SHORT]
     with pytest.raises(SystemExit) as stopped:

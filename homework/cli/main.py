@@ -34,8 +34,10 @@ from pytorch_lightning.cli import ArgsType, LightningArgumentParser, LightningCL
 from callbacks import (AtomicCheckpointIO, HomeworkCheckpoint, KaggleSubmissionWriter, LearningCurvePlot,
                        ReproducibleEpochs, StopOnCtrlC, StopOnNonFiniteLoss, SubmissionError,
                        launched_processes_ignore_ctrl_c)
+from callbacks import interrupt
 from datamodules.console import redraws
 from datamodules.base import HomeworkDataModule
+from datamodules import disk
 from datamodules.errors import DataError
 from datamodules.workspace import elsewhere
 import adapters
@@ -44,7 +46,7 @@ from homework.runs import launched_rank
 from homework.cli import arguments, commands, hardware, report
 from homework.cli.arguments import CONFIG_DIR
 from homework.lab import advisor, finders
-from homework.runs import checkpoints, kfold, tracking
+from homework.runs import checkpoints, kfold, limits, tracking
 from homework.cli.output import EpochLines, command, fail, silence_known_noise
 from models.base import BaseTask
 
@@ -125,18 +127,27 @@ class HomeworkCLI(LightningCLI):
             interrupted = user_interrupt(err)
             if interrupted:
                 signal.signal(signal.SIGINT, signal.SIG_DFL)  # a second Ctrl-C stops at once
+            full_disk = disk.problem(err)  # a full disk, a read-only folder: the user's condition, one line
             tracking.finish(getattr(self, "trainer", None), failed=True)
             trainer = getattr(self, "trainer", None)  # (none when the Trainer itself refused the options)
             if self.record is not None and trainer is not None and not (
                     interrupted and self.record.record["status"] == "finished"):
-                self.record.finish(trainer, "interrupted" if interrupted else "failed")
+                self.record.finish(trainer, "interrupted" if interrupted else "failed", error=full_disk)
             discarded = False
             if self.resume_dir is None and self.holds_run_dir:  # (only the process that made it)
                 # a run that failed before its first checkpoint leaves nothing
                 discarded = runs.discard_if_empty(self.run_dir)
             if interrupted:
                 report.say_interrupted(self, discarded)
-                raise SystemExit(130) from None  # a shell's code for Ctrl-C
+                raise SystemExit(interrupt.exit_code()) from None  # a shell's code: 130 Ctrl-C, 143 SIGTERM
+            if full_disk is not None:
+                raise DataError(full_disk + report.resume_hint(self)) from None
+            too_few = limits.refused(err)  # a batch limit the data cannot satisfy (Lightning's traceback)
+            if too_few is not None:
+                raise DataError(too_few) from None
+            quiet = interrupt.quiet_exit_code()  # another process, stopped by a signal: process 0 says it all
+            if quiet is not None:
+                raise SystemExit(quiet) from None
             raise
         finally:
             if self.holds_run_dir:
@@ -222,7 +233,7 @@ class HomeworkCLI(LightningCLI):
         elif ckpt == "best":
             choice = self._find_best(command, root, data)
         elif runs.is_run_dir(Path(ckpt)):
-            choice = runs.run_checkpoint(Path(ckpt))
+            choice = runs.run_checkpoint(Path(ckpt), self.datamodule_class.homework)
         elif Path(ckpt).is_dir() and command == "predict":
             self.fold_checkpoints = kfold.fold_checkpoints(Path(ckpt))
             choice = runs.Choice(self.fold_checkpoints[0], f"the {len(self.fold_checkpoints)} folds' best "
@@ -437,7 +448,14 @@ def run(model_class: type[BaseTask], datamodule_class: type[LightningDataModule]
         args: ArgsType = None, links: dict[str, str] | None = None) -> HomeworkCLI | list[HomeworkCLI]:
     """Build and run the CLI; a user mistake ends in one line on stderr and exit code 2."""
     args = list(sys.argv[1:] if args is None else args)
+    previous = interrupt.stop_on_signals(launched_rank())  # SIGTERM (Kaggle, Colab, SLURM, `timeout`): as Ctrl-C
     try:
         return execute(model_class, datamodule_class, config_file, args, links)
     except (DataError, SubmissionError) as err:
         fail(str(err))
+    except OSError as err:  # a full disk or a read-only folder outside a fit (a study's journal, compare's files)
+        if disk.problem(err) is None:
+            raise
+        fail(disk.problem(err))
+    finally:
+        interrupt.restore_signals(previous)

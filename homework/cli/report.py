@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 
+from callbacks.interrupt import stopped_by
 from homework import runs
 from homework.cli.output import command
 from homework.runs import launched_rank, tracking
@@ -31,15 +32,15 @@ def say_no_best(cli, ckpt: ModelCheckpoint | None) -> None:
               f"(validation, which keeps the best checkpoint, runs at the end of each epoch)")
 
 def say_interrupted(cli, discarded: bool) -> None:
-    """Ctrl-C ends like every command: what was kept, where, and the command that continues the run."""
+    """Ctrl-C (or SIGTERM) ends like every command: what was kept, where, and the command that continues the run."""
     if launched_rank() > 0:
         return
     sys.stderr.flush()
     if getattr(cli, "subcommand", None) != "fit" or cli.run_dir is None or cli.tuned:
-        print("Interrupted (Ctrl-C)", flush=True)
+        print(f"Interrupted ({stopped_by()})", flush=True)
         return
     if discarded or not cli.run_dir.is_dir():
-        print(f"Interrupted (Ctrl-C) before the first checkpoint: nothing was kept, and the run directory "
+        print(f"Interrupted ({stopped_by()}) before the first checkpoint: nothing was kept, and the run directory "
               f"{cli.run_dir} was removed", flush=True)
         return
     offline = tracking.offline_dir(cli.config[cli.subcommand].trainer)
@@ -48,7 +49,7 @@ def say_interrupted(cli, discarded: bool) -> None:
     record = runs.read_record(cli.run_dir) or {}
     homework = cli.datamodule_class.homework
     if record.get("status") == "finished":  # (Ctrl-C came after training, e.g. during the diagnosis)
-        print(f"Interrupted (Ctrl-C) after training finished\nRun directory: {cli.run_dir}\n"
+        print(f"Interrupted ({stopped_by()}) after training finished\nRun directory: {cli.run_dir}\n"
               f"Next: {command(homework, 'predict', '--ckpt_path', cli.run_dir)}", flush=True)
         return
     best = ""
@@ -56,12 +57,20 @@ def say_interrupted(cli, discarded: bool) -> None:
         best = f"; best {record['monitor']} {record['best_score']:.4f} at epoch {record['best_epoch']}"
     last = cli.run_dir / "checkpoints" / "last.ckpt"
     if last.is_file():
-        print(f"Interrupted (Ctrl-C). Kept {last} ({runs.saved_at(last)}){best}\nRun directory: {cli.run_dir}\n"
+        print(f"Interrupted ({stopped_by()}). Kept {last} ({runs.saved_at(last)}){best}\nRun directory: {cli.run_dir}\n"
               f"Continue: {command(homework, 'fit', '--resume', cli.run_dir)}", flush=True)
     else:  # --checkpoint.save_last false: the checkpoints kept cannot be resumed, only started from
-        print(f"Interrupted (Ctrl-C). Kept the checkpoints in {cli.run_dir / 'checkpoints'}{best}, but no "
+        print(f"Interrupted ({stopped_by()}). Kept the checkpoints in {cli.run_dir / 'checkpoints'}{best}, but no "
               f"last.ckpt to resume from (--checkpoint.save_last false)\nRun directory: {cli.run_dir}\n"
               f"Next: {command(homework, 'predict', '--ckpt_path', cli.run_dir)}", flush=True)
+
+def resume_hint(cli) -> str:
+    """`; once there is room: fit --resume RUN` where a fit stopped by a full disk kept a last.ckpt, else ""."""
+    run_dir = getattr(cli, "run_dir", None)
+    if getattr(cli, "subcommand", None) != "fit" or run_dir is None or not (run_dir / "checkpoints" / "last.ckpt").is_file():
+        return ""
+    return f"; the checkpoints saved are whole: once there is room, {command(cli.datamodule_class.homework, 'fit', '--resume', run_dir)}"
+
 
 def warn_if_diverged(cli, ckpt: ModelCheckpoint) -> None:
     """Early stopping ends a run whose metric turns NaN/inf; say so in words a student acts on."""

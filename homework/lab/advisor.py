@@ -655,7 +655,7 @@ def diagnose_run(run_dir: Path, model_class=None, datamodule_class=None) -> str:
     import torch
     import yaml
 
-    record = runs.read_record(run_dir)
+    record = runs.own_record(run_dir, getattr(datamodule_class, "homework", None), "diagnose")
     if record is None:
         raise DataError(f"diagnose: {run_dir} holds no run.json, so it is not a run directory of `fit`")
     last = run_dir / "checkpoints" / "last.ckpt"

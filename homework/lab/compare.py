@@ -41,6 +41,7 @@ from typing import Callable
 import yaml
 
 from callbacks.finite import NonFiniteLoss
+from datamodules import outputs
 from datamodules.errors import DataError
 from homework import runs
 from homework.cli.arguments import CONFIG_DIR, option, take
@@ -187,7 +188,7 @@ def compare_command(args: list[str], make_cli: Callable[[list[str]], object], da
                f"stopping {'off' if option(rest, '--early_stopping.patience') is None else 'as given'}); "
                f"`{' '.join(['python', f'homework/{homework}.py', *args])}`, "
                f"{dt.datetime.now().isoformat(timespec='seconds')}.\n\n")
-    (compare_dir / "comparison.md").write_text(heading + table + f"\n\n![comparison]({figure.name})\n")
+    outputs.write(compare_dir / "comparison.md", heading + table + f"\n\n![comparison]({figure.name})\n")
     scored = [r for r in results if math.isfinite(r.best_score)]
     best = (min if results[0].mode == "min" else max)(scored, key=lambda r: r.best_score) if scored else None
     print(f"\n{table}\n")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import yaml
 
+from datamodules import outputs
 from homework.cli.output import command
 
 
@@ -36,7 +37,7 @@ def report(study, study_dir: Path, homework: str, monitor: str, root: Path, diag
     table = trials_table(study, monitor)
     heading = (f"# {homework} study {study.study_name}\n\n{summary}; best {monitor} {best.value:.4f} (trial "
                f"{best.number}); {dt.datetime.now().isoformat(timespec='seconds')}.\n\n")
-    (study_dir / "trials.md").write_text(heading + table + f"\n\n![study]({figure.name})\n")
+    outputs.write(study_dir / "trials.md", heading + table + f"\n\n![study]({figure.name})\n")
     print(f"\n{table}\n\nStudy {study.study_name}: {summary}")
     run_dir = Path(best.user_attrs.get("run_dir", ""))
     print(f"Best: trial {best.number}, {monitor} {best.value:.4f}"
@@ -69,7 +70,7 @@ def write_best_config(best, path: Path, study_name: str, monitor: str, root: Pat
         config["diagnose"] = True
     header = (f"# The best trial ({best.number}) of study {study_name}: {monitor} {best.value:.4f}.\n"
               f"# Train it again as a normal run: {command(homework, 'fit', '--config', path)}\n")
-    path.write_text(header + yaml.safe_dump(config, sort_keys=False, default_flow_style=None, width=110))
+    outputs.write(path, header + yaml.safe_dump(config, sort_keys=False, default_flow_style=None, width=110))
 
 
 def format_value(value: object) -> str:

@@ -42,6 +42,7 @@ from typing import Callable
 
 import yaml
 
+from callbacks import interrupt
 from callbacks.finite import NonFiniteLoss
 from callbacks.pruning import OptunaPruning, register, unregister
 from datamodules.errors import DataError
@@ -290,9 +291,9 @@ class Search:
         except KeyboardInterrupt:
             signal.signal(signal.SIGINT, signal.SIG_DFL)
             done = len(self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
-            print(f"Interrupted (Ctrl-C): the study keeps its {done} finished trial(s) in {self.study_dir}\n"
+            print(f"Interrupted ({interrupt.stopped_by()}): the study keeps its {done} finished trial(s) in {self.study_dir}\n"
                   f"Continue: {same_command}", flush=True)
-            raise SystemExit(130) from None
+            raise SystemExit(interrupt.exit_code()) from None
         finally:
             for handler in handlers:
                 handler.removeFilter(quiet)
@@ -322,7 +323,7 @@ class Search:
             trial.set_user_attr("note", "diverged")
             raise optuna.TrialPruned(f"diverged: {err}") from None
         except SystemExit as err:
-            if err.code == 130:  # Ctrl-C in the fit (it said what it kept): Optuna marks the trial failed
+            if err.code == interrupt.exit_code():  # Ctrl-C or SIGTERM in the fit (it said what it kept): Optuna marks the trial failed
                 self.interrupted = True
                 raise KeyboardInterrupt from None
             raise

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 
+from datamodules import disk
 from datamodules.atomic import replacing
 from datamodules.errors import DataError
 from datamodules.workspace import home
@@ -93,9 +94,20 @@ class RunRecord(pl.Callback):
                        "monitor": None, "mode": None, "best_score": None, "best_epoch": None,
                        "best_checkpoint": None, "epochs": 0, "parameters": None, "train_loss": None}
 
-    def _save(self, trainer: pl.Trainer) -> None:
-        if trainer.is_global_zero and self.path.parent.is_dir():
+    def _save(self, trainer: pl.Trainer, ending: bool = False) -> None:
+        """`ending`: the run's last word (it failed or was stopped), written even on a full disk, in place if it
+        must (a rename needs room for a second copy), and never raising: what ended the run is what to report."""
+        if not (trainer.is_global_zero and self.path.parent.is_dir()):
+            return
+        try:
             write_json(self.record, self.path)
+        except OSError:
+            if not ending:
+                raise
+            try:
+                self.path.write_text(json.dumps(self.record, indent=1))
+            except OSError:
+                pass  # (the record stays as last written; `read_record` tells a run whose process ended)
 
     def resume(self) -> None:
         """Continue the record of the run being resumed (`fit --resume`): its best so far, and when it resumed."""
@@ -136,14 +148,17 @@ class RunRecord(pl.Callback):
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         """Said at once, before the seconds of shutdown that a second Ctrl-C may cut short."""
-        self.finish(trainer, "interrupted" if isinstance(exception, KeyboardInterrupt) else "failed")
+        self.finish(trainer, "interrupted" if isinstance(exception, KeyboardInterrupt) else "failed",
+                    error=disk.problem(exception))
 
-    def finish(self, trainer: pl.Trainer, status: str) -> None:
+    def finish(self, trainer: pl.Trainer, status: str, error: str | None = None) -> None:
         self.record["status"] = status
+        if error is not None:  # what stopped it, in the words printed (a full disk)
+            self.record["error"] = error
         loss = trainer.callback_metrics.get("train_loss")  # the last epoch's: what sizes are compared by
         if loss is not None and loss.numel() == 1 and math.isfinite(float(loss)):
             self.record["train_loss"] = float(loss)
-        self._save(trainer)
+        self._save(trainer, ending=status != "finished")
 
     def add(self, trainer: pl.Trainer, **values) -> None:
         """Keep more about the run (the advisor's reference, for `diagnose` later)."""
@@ -156,6 +171,28 @@ def read_record(run_dir: Path) -> dict | None:
         return json.loads((run_dir / RECORD).read_text())
     except (OSError, ValueError):
         return None
+
+
+def own_record(run_dir: Path, homework: str | None, flag: str) -> dict | None:
+    """The run.json of `run_dir` when it is a run of `homework` (None: any homework's); None where there is none.
+    A damaged one, or another homework's run, is a one-line DataError naming the file and `flag` (the option or
+    command that named the run): `hw1.py fit --resume <an hw2 run>` would otherwise fail far later, on a setting."""
+    path = run_dir / RECORD
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        why = err.strerror if isinstance(err, OSError) else "it is not valid JSON"
+        raise DataError(f"{flag} {run_dir}: its run record {path} cannot be read ({why}); the run's checkpoints "
+                        f"are still there: pass {run_dir / 'checkpoints' / 'last.ckpt'} to --ckpt_path") from None
+    if not isinstance(record, dict):
+        raise DataError(f"{flag} {run_dir}: its run record {path} is damaged (not a JSON object)")
+    trained_by = record.get("homework")
+    if homework is not None and trained_by is not None and trained_by != homework:
+        raise DataError(f"{flag} {run_dir}: that is a run of {trained_by} ({path}), not of {homework}; use "
+                        f"homework/{trained_by}.py with it")
+    return record
 
 
 def saved_at(checkpoint: Path) -> str:
@@ -216,9 +253,9 @@ def is_run_dir(path: Path) -> bool:
     return path.is_dir() and (path / RECORD).is_file()
 
 
-def run_checkpoint(run_dir: Path) -> Choice:
+def run_checkpoint(run_dir: Path, homework: str | None = None) -> Choice:
     """`--ckpt_path <run directory>`: that run's best checkpoint (what `fit` prints as the next command)."""
-    record = read_record(run_dir) or {}
+    record = own_record(run_dir, homework, "--ckpt_path") or {}
     best = record.get("best_checkpoint")
     if best and record.get("best_score") is not None and (run_dir / best).is_file():
         return Choice((run_dir / best).resolve(), f"the best checkpoint of run {run_dir.name}: epoch "
@@ -260,9 +297,9 @@ def resume_args(args: list[str], homework: str) -> tuple[list[str], Path | None]
     root = root_dir(homework, given_root[1] if given_root else None)
     run_dir = Path(value) if value else find_last(root, "--resume").path.parents[1]
     last = run_dir / "checkpoints" / "last.ckpt"
+    record = own_record(run_dir, homework, "--resume") or {}
     if not last.is_file() or not (run_dir / "config.yaml").is_file():
         raise DataError(f"--resume {run_dir}: not a run directory with checkpoints/last.ckpt and config.yaml")
-    record = read_record(run_dir) or {}
     longer = any(option(rest, f"--trainer.{key}") is not None for key in ("max_epochs", "max_steps", "max_time"))
     epochs, done = option(rest, "--trainer.max_epochs"), record.get("epochs")
     if epochs is not None and epochs[1].lstrip("-").isdigit() and isinstance(done, int) and 0 <= int(epochs[1]) <= done:

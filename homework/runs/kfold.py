@@ -13,6 +13,7 @@ from typing import Callable
 import pytorch_lightning as pl
 import torch
 
+from datamodules import outputs
 from datamodules.errors import DataError
 from homework import runs
 from homework.cli.arguments import option
@@ -51,7 +52,7 @@ def fit_all_folds(make_cli: Callable[[list[str]], object], args: list[str], data
     mean, std = statistics.fmean(scores), statistics.stdev(scores)
     summary = {"monitor": monitor, "num_folds": num_folds, "scores": scores, "mean": mean, "std": std,
                "finished": dt.datetime.now().isoformat(timespec="seconds")}
-    (cv_dir / "cv.json").write_text(json.dumps(summary, indent=1))
+    outputs.write(cv_dir / "cv.json", json.dumps(summary, indent=1))
     print(f"\n{monitor} over {num_folds} folds: {mean:.4f} ± {std:.4f} "
           f"(folds: {', '.join(f'{s:.4f}' for s in scores)})\nCross-validation directory: {cv_dir}\n"
           f"Next: {command(datamodule_class.homework, 'predict', '--ckpt_path', cv_dir)}   "

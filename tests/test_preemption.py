@@ -1,0 +1,87 @@
+"""SIGTERM, as Kaggle, Colab's runtime manager, SLURM and `timeout` stop a job: like Ctrl-C, never as a crash.
+
+A fit stopped by SIGTERM exits with 143 (128 + 15), records `interrupted`, keeps its last checkpoint and prints the
+`--resume` command, which continues it; `predict` stops at once and writes nothing; on two processes (DDP) every
+process stops and none prints a traceback. The commands run for real, in their own process, as a student's do.
+"""
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from tests.test_interrupt import (DDP, ENDLESS, FAST, SCRIPT, Command, interrupt_after_first_epochs,
+                                  living_processes, run_dir)
+
+
+class Term(Command):
+    """A command stopped as a job scheduler stops it: SIGTERM to its process (or, `group`, to every process)."""
+
+    def ctrl_c(self, group: bool = False) -> None:  # (what `interrupt_after_first_epochs` sends)
+        (os.killpg if group else os.kill)(self.pgid, signal.SIGTERM)
+
+
+def test_sigterm_keeps_the_run_and_its_resume_command_continues_it(tmp_path):
+    command = Term(tmp_path, ["fit", *ENDLESS, *FAST])
+    interrupt_after_first_epochs(command)
+    assert command.finish() == 143, command.text()[-3000:]
+    run = run_dir(tmp_path)
+    record = json.loads((run / "run.json").read_text())
+    assert record["status"] == "interrupted" and record["epochs"] >= 1  # not "failed": it can go on
+    saved = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
+    kept, where, resume = command.last_lines()
+    assert kept.startswith("Interrupted (SIGTERM). Kept ") and "last.ckpt" in kept, kept
+    assert where == f"Run directory: {run.relative_to(tmp_path)}"
+    assert resume == f"Continue: python {SCRIPT} fit --resume {run.relative_to(tmp_path)}"
+    assert "Traceback" not in command.err.read_text()
+
+    more = ["--trainer.max_epochs", str(saved["epoch"] + 2)]
+    resumed = Command(tmp_path, [*resume.removeprefix(f"Continue: python {SCRIPT} ").split(), *more, *FAST],
+                      name="resume")
+    assert resumed.finish(timeout=180) == 0, resumed.text()[-3000:]
+    record = json.loads((run / "run.json").read_text())
+    assert record["status"] == "finished" and record["epochs"] == saved["epoch"] + 2
+
+
+class SlowPredict(pl.Callback):
+    """Makes each predict batch take a minute: SIGTERM surely comes mid-predict, and must not wait for it."""
+
+    def on_predict_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
+        print("predicting", flush=True)
+        time.sleep(60)
+
+
+def test_sigterm_stops_predict_at_once_and_writes_nothing(tmp_path):
+    trained = Command(tmp_path, ["fit", "--trainer.max_epochs", "2", *FAST], name="fit")
+    assert trained.finish(timeout=180) == 0, trained.text()[-3000:]
+    run = run_dir(tmp_path)
+    command = Term(tmp_path, ["predict", "--ckpt_path", str(run), "--trainer.callbacks+=" + f"{__name__}.SlowPredict"],
+                   name="predict")
+    command.wait_for(lambda: "predicting" in command.out.read_text(), "the first predict batch")
+    sent = time.monotonic()
+    command.ctrl_c()
+    assert command.finish(timeout=30) == 143, command.text()[-3000:]
+    assert time.monotonic() - sent < 20  # not after the minute the batch takes
+    assert command.last_lines(1) == ["Interrupted (SIGTERM)"]
+    assert not list(run.glob("*.csv")) and not list(run.glob(".*tmp*"))  # no submission, not half of one
+    assert "Traceback" not in command.err.read_text()
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads the process table from /proc")
+def test_sigterm_to_every_process_of_a_two_process_fit_ends_without_a_traceback(tmp_path):
+    command = Term(tmp_path, ["fit", *DDP, *ENDLESS, *FAST])
+    command.wait_for(lambda: "epoch 1" in command.out.read_text(), "two epochs")
+    command.ctrl_c(group=True)  # SLURM's scancel, a container's stop: every process of the job
+    assert command.finish() == 143, command.text()[-3000:]
+    deadline = time.monotonic() + 20
+    while living_processes(command.pgid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not living_processes(command.pgid), living_processes(command.pgid)
+    run = run_dir(tmp_path)
+    assert json.loads((run / "run.json").read_text())["status"] == "interrupted"
+    assert command.last_lines(1) == [f"Continue: python {SCRIPT} fit --resume {run.relative_to(tmp_path)}"]
+    assert "Traceback" not in command.err.read_text(), command.err.read_text()[-3000:]
