@@ -46,6 +46,10 @@ class HomeworkDataModule(pl.LightningDataModule, Generic[Layout]):
     # them from the checkpoint only when not given. All other data settings always come from it.
     runtime_args: ClassVar[tuple[str, ...]] = ("data_dir", "batch_size", "num_workers")
 
+    #: The data options that set how much memory one step takes, the batch first: a CUDA out-of-memory error names
+    #: them and halves the first (with gradient accumulation keeping the effective batch), DDP's line multiplies it.
+    memory_args: ClassVar[tuple[str, ...]] = ("batch_size",)
+
     #: The data settings that decide which samples are validated on: runs that share them (and the data
     #: directory) have comparable validation scores, which is what `--ckpt_path best` picks among.
     split_args: ClassVar[tuple[str, ...]] = ("val_ratio", "seed", "num_folds", "fold")

@@ -265,8 +265,7 @@ class HomeworkCLI(LightningCLI):
             if mode in self.saved_config:
                 self.saved_config[mode] = False
         trainer, data = config.trainer, config.data
-        if trainer.precision is None:
-            trainer.precision = hardware.auto_precision()
+        self._choose_devices(trainer, data)
         if self.subcommand != "fit" and config.checkpoint.dirpath is None:
             config.checkpoint.dirpath = str(Path(config.ckpt_path).parent)  # Lightning warns when it moved
         if self.subcommand in EVALUATING:
@@ -286,6 +285,24 @@ class HomeworkCLI(LightningCLI):
             config.checkpoint.dirpath = str(self.run_dir / "checkpoints")
         wandb_id = (runs.read_record(self.run_dir) or {}).get("wandb_id") if self.resume_dir else None
         tracking.configure(trainer, self.run_dir, ["demo-data"] if demo else [], wandb_id)
+
+    def _choose_devices(self, trainer, data) -> None:
+        """Several GPUs only when asked; the precision from each GPU's compute capability; one line says so."""
+        homework = self.datamodule_class.homework
+        refused = hardware.several_in_a_kernel(trainer, homework)
+        if refused:
+            raise DataError(refused)
+        name = next(iter(self.datamodule_class.memory_args), None)
+        batch = (name, data.get(name)) if name in data else None
+        said = [hardware.one_gpu_unless_asked(trainer, batch)]
+        if self.subcommand == "fit":
+            said.append(hardware.several_gpus(trainer, batch))
+        if trainer.precision is None:
+            trainer.precision, why = hardware.choose_precision(trainer)
+            said.append(why)
+        if launched_rank() == 0:
+            for line in filter(None, said):
+                print(line, file=sys.stderr, flush=True)
 
     def instantiate_classes(self) -> None:
         """Argument errors found while building the model, data or trainer are one line too."""
