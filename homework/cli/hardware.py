@@ -109,10 +109,10 @@ def several_in_a_kernel(trainer, homework: str) -> str | None:
     if len(_device_indices(trainer.get("devices", "auto"))) < 2:
         return None
     devices = trainer.get("devices")
-    return (f"devices={devices}: several GPUs cannot train from a notebook's kernel (Lightning allows only forked "
-            f"processes there, which hand back just the weights, so the run's record, best checkpoint and results "
-            f"would be lost). Run it as a command in a cell: !python homework/{homework}.py fit --trainer.devices "
-            f"{devices} (DDP), or train on one GPU here: devices=1")
+    return (f"--trainer.devices {devices}: several GPUs cannot train from a notebook's kernel (Lightning allows only "
+            f"forked processes there, which hand back just the weights, so the run's record, best checkpoint and "
+            f"results would be lost). Run it as a command in a cell: !python homework/{homework}.py fit "
+            f"--trainer.devices {devices} (DDP), or train on one GPU here: trainer={{'devices': 1}} (the default)")
 
 
 def set_cpu_threads(trainer: Trainer, num_workers: int, threads: int | None) -> None:

@@ -289,12 +289,12 @@ class HomeworkCLI(LightningCLI):
     def _choose_devices(self, trainer, data) -> None:
         """Several GPUs only when asked; the precision from each GPU's compute capability; one line says so."""
         homework = self.datamodule_class.homework
-        refused = hardware.several_in_a_kernel(trainer, homework)
-        if refused:
-            raise DataError(refused)
         name = next(iter(self.datamodule_class.memory_args), None)
         batch = (name, data.get(name)) if name in data else None
         said = [hardware.one_gpu_unless_asked(trainer, batch)]
+        refused = hardware.several_in_a_kernel(trainer, homework)
+        if refused:
+            raise DataError(refused)
         if self.subcommand == "fit":
             said.append(hardware.several_gpus(trainer, batch))
         if trainer.precision is None:

@@ -1,0 +1,166 @@
+"""The student's GPU (issue 23), faked: torch.cuda's functions patched so the project's machine decisions
+(homework/cli/hardware.py) see a Colab T4, Kaggle's two T4s, a P100, V100, A100, L4 or H100, each of which says
+`is_bf16_supported()` True, as torch does when it counts emulation. Training itself runs on the CPU."""
+import sys
+
+import pytest
+import torch
+import pytorch_lightning as pl
+from pytorch_lightning.demos.boring_classes import BoringModel
+from pytorch_lightning.plugins.precision import MixedPrecisionPlugin
+
+from callbacks.finite import NonFiniteLoss, StopOnNonFiniteLoss
+from homework import hw1
+from homework.cli import hardware
+from homework.cli.api import HomeworkError
+from tests.conftest import QUIET
+
+GPUS = {(6, 0): "Tesla P100-PCIE-16GB", (7, 0): "Tesla V100-SXM2-16GB", (7, 5): "Tesla T4",
+        (8, 0): "NVIDIA A100-SXM4-40GB", (8, 9): "NVIDIA L4", (9, 0): "NVIDIA H100 80GB HBM3"}
+
+
+@pytest.fixture
+def fake_gpus(monkeypatch):
+    """`fake_gpus(capability, count)`: the project sees `count` such GPUs (each saying bf16 is supported);
+    torch and Lightning, which would try to use them, still see none."""
+    def fake(capability=(7, 5), count=1, names=None):
+        names = names or [GPUS[capability]] * count
+        capabilities = capability if isinstance(capability, list) else [capability] * count
+
+        def seen_by_the_project(value, real):
+            def function(*args, **kwargs):
+                caller = sys._getframe(1).f_globals.get("__name__")
+                return value(*args) if caller == "homework.cli.hardware" else real(*args, **kwargs)
+            return function
+
+        monkeypatch.setattr(torch.cuda, "is_available", seen_by_the_project(lambda: True, torch.cuda.is_available))
+        monkeypatch.setattr(torch.cuda, "device_count", seen_by_the_project(lambda: count, torch.cuda.device_count))
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda i=0: capabilities[i or 0])
+        monkeypatch.setattr(torch.cuda, "get_device_name", lambda i=0: names[i or 0])
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+    return fake
+
+
+@pytest.mark.parametrize("capability, precision", [((6, 0), "16-mixed"), ((7, 0), "16-mixed"), ((7, 5), "16-mixed"),
+                                                   ((8, 0), "bf16-mixed"), ((8, 9), "bf16-mixed"),
+                                                   ((9, 0), "bf16-mixed")])
+def test_the_precision_follows_the_compute_capability_not_is_bf16_supported(capability, precision, fake_gpus):
+    fake_gpus(capability)
+    chosen, line = hardware.choose_precision({"accelerator": "auto", "devices": "auto"})
+    assert chosen == precision == hardware.auto_precision()
+    assert line.startswith(f"{GPUS[capability]} (sm_{capability[0]}{capability[1]}): {precision}; ")
+    if capability < (8, 0):
+        assert "gradient scaler" in line
+
+
+def test_the_t4_line_says_bf16_is_emulated(fake_gpus):
+    fake_gpus((7, 5))
+    assert hardware.choose_precision({"accelerator": "gpu", "devices": 1})[1] == (
+        "Tesla T4 (sm_75): 16-mixed; bf16 is emulated on this GPU (slower than fp32), fp16 has tensor cores (with a "
+        "gradient scaler) (--trainer.precision sets another)")
+
+
+def test_a_gtx_1080_stays_in_32_true_and_the_cpu_has_no_line(fake_gpus):
+    fake_gpus((6, 1), names=["NVIDIA GeForce GTX 1080"])
+    assert hardware.choose_precision({"accelerator": "auto", "devices": 1})[0] == "32-true"
+    assert hardware.choose_precision({"accelerator": "cpu", "devices": 1}) == ("32-true", None)
+
+
+def test_several_different_gpus_take_the_slowest_ones_precision(fake_gpus):
+    fake_gpus([(8, 0), (7, 5)], count=2, names=["NVIDIA A100-SXM4-40GB", "Tesla T4"])
+    precision, line = hardware.choose_precision({"accelerator": "gpu", "devices": 2})
+    assert precision == "16-mixed" and line.startswith("Tesla T4 (sm_75): 16-mixed") and "slowest of the 2" in line
+    assert hardware.choose_precision({"accelerator": "gpu", "devices": [0]})[0] == "bf16-mixed"
+
+
+def test_a_fit_on_a_t4_says_its_precision_first(fake_gpus, capsys):
+    fake_gpus((7, 5))
+    cli = hw1.main(["fit", "--trainer.max_steps", "2", *QUIET])
+    assert cli.config.fit.trainer.precision == "16-mixed"  # (Lightning runs it as bf16-mixed on the CPU it really has)
+    err = capsys.readouterr().err.splitlines()
+    assert ("Tesla T4 (sm_75): 16-mixed; bf16 is emulated on this GPU (slower than fp32), fp16 has tensor cores "
+            "(with a gradient scaler) (--trainer.precision sets another)") in err
+    assert not any(line.startswith("2 GPUs") for line in err)
+
+
+def test_two_t4s_train_on_one_unless_asked_and_say_how_to_use_both(fake_gpus, capsys):
+    fake_gpus((7, 5), count=2)
+    cli = hw1.main(["fit", "--trainer.max_steps", "2", *QUIET])
+    assert cli.config.fit.trainer.devices == 1 and cli.trainer.num_devices == 1
+    err = capsys.readouterr().err.splitlines()
+    assert ("2 GPUs here: training on one, as the recipe was written; --trainer.devices 2 trains on both with DDP, "
+            "where each device takes --data.batch_size 128: an effective batch of 2 x 128 = 256 and 1/2 of the steps "
+            "per epoch (the recipe's learning rate was tuned for one device's batch)") in err
+    asked = {"accelerator": "auto", "devices": 2, "num_nodes": 1}
+    assert hardware.one_gpu_unless_asked(asked, ("batch_size", 64)) is None and asked["devices"] == 2
+    assert hardware.several_gpus(asked, ("max_tokens", 4096)) == (
+        "DDP on 2 GPUs, where each device takes --data.max_tokens 4096: an effective batch of 2 x 4096 = 8192 and "
+        "1/2 of the steps per epoch (the recipe's learning rate was tuned for one device's batch)")
+
+
+def test_two_t4s_from_a_notebook_kernel(fake_gpus, monkeypatch, capsys):
+    """In a kernel Lightning would fork (ddp_notebook) and refuse ddp: one GPU by default, and several asked for
+    are one HomeworkError naming what works there."""
+    from pytorch_lightning.trainer.connectors import accelerator_connector
+
+    monkeypatch.setattr(accelerator_connector, "_IS_INTERACTIVE", True)
+    fake_gpus((7, 5), count=2)
+    result = hw1.fit(max_steps=2, trainer={"enable_progress_bar": False}, diagnose=False)
+    assert result.cli.trainer.num_devices == 1
+    assert "2 GPUs here: training on one" in capsys.readouterr().err
+    with pytest.raises(HomeworkError) as error:
+        hw1.fit(max_steps=2, trainer={"devices": 2})
+    assert str(error.value) == (
+        "--trainer.devices 2: several GPUs cannot train from a notebook's kernel (Lightning allows only forked "
+        "processes there, which hand back just the weights, so the run's record, best checkpoint and results would "
+        "be lost). Run it as a command in a cell: !python homework/hw1.py fit --trainer.devices 2 (DDP), or train "
+        "on one GPU here: trainer={'devices': 1} (the default)")
+
+
+# --- 16-mixed's gradient scaler and the NaN stop -------------------------------------------------------------
+class Overflowing(BoringModel):
+    """A loss that is infinite at the steps in `infinite` (fp16 overflow: the scaler skips those updates)."""
+
+    def __init__(self, infinite) -> None:
+        super().__init__()
+        self.infinite = infinite
+
+    def training_step(self, batch, batch_idx):
+        out = super().training_step(batch, batch_idx)
+        if self.global_step in self.infinite or self.infinite == "all":
+            out["loss"] = out["loss"] * float("inf")
+        return out
+
+
+def scaled_fit(model, steps: int) -> pl.Trainer:
+    """A fit under 16-mixed with a real gradient scaler (on the CPU, where Lightning's flag would pick bf16)."""
+    scaler = MixedPrecisionPlugin("16-mixed", "cpu", scaler=torch.amp.GradScaler("cpu"))
+    trainer = pl.Trainer(accelerator="cpu", plugins=[scaler], max_steps=steps, logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                         callbacks=[StopOnNonFiniteLoss()])
+    trainer.fit(model)
+    return trainer
+
+
+def test_the_scalers_skipped_first_steps_do_not_stop_the_fit():
+    model = Overflowing({0, 1, 2, 3})
+    trainer = scaled_fit(model, 10)
+    assert trainer.global_step == 10 and trainer.precision_plugin.scaler.get_scale() == 2.0 ** 12  # 4 halvings
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_a_loss_that_stays_infinite_under_the_scaler_still_stops_the_fit():
+    with pytest.raises(NonFiniteLoss, match=r"became inf at step 15 .*the 16th in a row under 16-mixed's gradient "
+                                            r"scaler.*--trainer.precision 32-true"):
+        scaled_fit(Overflowing("all"), 40)
+
+
+def test_weights_that_turned_nan_under_the_scaler_stop_the_fit_at_once():
+    class Broken(Overflowing):
+        def on_train_batch_start(self, batch, batch_idx):
+            if self.global_step == 2:
+                with torch.no_grad():
+                    self.layer.weight.fill_(float("nan"))
+
+    with pytest.raises(NonFiniteLoss, match=r"became nan at step 2 .*and the weights with it"):
+        scaled_fit(Broken(set()), 10)
