@@ -1,7 +1,10 @@
 """The student's GPU (issue 23), faked: torch.cuda's functions patched so the project's machine decisions
 (homework/cli/hardware.py) see a Colab T4, Kaggle's two T4s, a P100, V100, A100, L4 or H100, each of which says
 `is_bf16_supported()` True, as torch does when it counts emulation. Training itself runs on the CPU."""
+import json
+import re
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -164,3 +167,93 @@ def test_weights_that_turned_nan_under_the_scaler_stop_the_fit_at_once():
 
     with pytest.raises(NonFiniteLoss, match=r"became nan at step 2 .*and the weights with it"):
         scaled_fit(Broken(set()), 10)
+
+
+# --- CUDA out of memory, a killed data-loader worker -------------------------------------------------------
+def run_out_of_memory_in_epoch(monkeypatch, task_class, epoch: int) -> None:
+    """The task's forward raises CUDA's out-of-memory error while training epoch `epoch`, as a 15 GB T4 does."""
+    forward = task_class.forward
+
+    def too_big(self, *args, **kwargs):
+        if self.training and self.current_epoch == epoch:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total "
+                                         "capacity of 14.74 GiB of which 1.12 GiB is free.")
+        return forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(task_class, "forward", too_big)
+
+
+def failed(capsys, main, args) -> tuple[str, list[str]]:
+    """The one `error:` line of a command that failed (exit 2), and the other lines on stderr."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: ") and not any("Traceback" in line for line in err)
+    return err[-1], err
+
+
+def test_out_of_memory_in_hw1s_third_epoch_is_one_line_and_keeps_the_run(monkeypatch, capsys):
+    from models.regression import CovidRegressor
+
+    run_out_of_memory_in_epoch(monkeypatch, CovidRegressor, 2)
+    line, _ = failed(capsys, hw1.main, ["fit", "--trainer.max_epochs", "5", *QUIET])
+    run = next(Path("runs/hw1").iterdir())
+    last = run / "checkpoints" / "last.ckpt"
+    assert last.is_file() and len(list((run / "checkpoints").glob("best-*.ckpt"))) == 1
+    assert line == (f"error: fit ran out of GPU memory (CUDA out of memory) with --data.batch_size 128, 32-true; kept "
+                    f"{last} (the end of epoch 1). Try --data.batch_size 64 --trainer.accumulate_grad_batches 2 (the "
+                    f"same effective batch), or --find_batch_size true (the largest batch that fits), or "
+                    f"--trainer.precision 16-mixed (half the activations' memory). Continue: python -m homework.hw1 "
+                    f"fit --resume {run} --data.batch_size 64 --trainer.accumulate_grad_batches 2")
+    assert json.loads((run / "run.json").read_text())["status"] == "failed"
+
+
+def test_out_of_memory_in_a_cnns_first_epoch_keeps_nothing_and_predict_says_its_batch(monkeypatch, capsys):
+    from homework import hw3, registry
+    from models.classifier import ImageClassifier
+
+    tiny = [*registry.tiny("hw3"), *QUIET]
+    hw3.main(["fit", *tiny])  # a trained model to predict with
+    capsys.readouterr()
+    run_out_of_memory_in_epoch(monkeypatch, ImageClassifier, 0)
+    runs_before = sorted(Path("runs/hw3").iterdir())
+    line, _ = failed(capsys, hw3.main, ["fit", *tiny, "--trainer.precision", "bf16-mixed"])
+    assert sorted(Path("runs/hw3").iterdir()) == runs_before  # the failed run left nothing
+    assert line == ("error: fit ran out of GPU memory (CUDA out of memory) with --data.batch_size 8, --data.image_size "
+                    "32, bf16-mixed; nothing was kept (no checkpoint yet). Try --data.batch_size 4 "
+                    "--trainer.accumulate_grad_batches 2 (the same effective batch), or --find_batch_size true (the "
+                    "largest batch that fits), or a smaller --data.image_size")
+
+    forward = ImageClassifier.forward
+    monkeypatch.setattr(ImageClassifier, "forward", lambda self, x: (_ for _ in ()).throw(
+        torch.OutOfMemoryError("CUDA out of memory.")))
+    line, _ = failed(capsys, hw3.main, ["predict", "--ckpt_path", "best", *tiny])
+    assert line == ("error: predict ran out of GPU memory (CUDA out of memory) with --data.batch_size 8, "
+                    "--data.image_size 32, 32-true. Try --data.batch_size 4 (a smaller evaluation batch), or "
+                    "--trainer.precision 16-mixed (half the activations' memory), or a smaller --data.image_size")
+    monkeypatch.setattr(ImageClassifier, "forward", forward)
+
+
+def test_a_data_loader_worker_killed_by_a_bus_error_is_one_line(monkeypatch, capsys):
+    """What a worker does when /dev/shm is full (Colab, Kaggle, Docker's 64 MB): SIGBUS, for real."""
+    import os
+    import signal
+
+    from datamodules.food_images import FoodImages
+    from homework import hw3, registry
+
+    getitem = FoodImages.__getitem__
+
+    def bus_error_in_a_worker(self, i):
+        if torch.utils.data.get_worker_info() is not None:
+            os.kill(os.getpid(), signal.SIGBUS)
+        return getitem(self, i)
+
+    monkeypatch.setattr(FoodImages, "__getitem__", bus_error_in_a_worker)
+    line, _ = failed(capsys, hw3.main, ["fit", *registry.tiny("hw3"), "--data.num_workers", "1", *QUIET])
+    # (torch names the signal, or, when its worker watchdog notices first, says the worker "exited unexpectedly")
+    assert re.fullmatch(r"error: fit: a data-loader worker died \(DataLoader worker \(pid(\(s\))? \d+\) (is killed by "
+                        r"signal: Bus error|exited unexpectedly); on Colab and Kaggle usually their small shared "
+                        r"memory\); nothing was kept \(no checkpoint yet\)\. Run with --data.num_workers 0 \(batches "
+                        r"built in the main process\)", line), line

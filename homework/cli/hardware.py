@@ -144,3 +144,44 @@ def refused(error: Exception, trainer: dict) -> str:
         line += (" (this machine has no CUDA GPU; leave --trainer.accelerator at auto, which takes a GPU where "
                  "there is one)")
     return line
+
+
+# --- the machine gave out: CUDA out of memory, a data-loader worker killed ------------------------------------
+def out_of_memory(error: BaseException) -> bool:
+    """CUDA ran out of memory (torch's OutOfMemoryError, or the RuntimeError older code paths raise)."""
+    return isinstance(error, torch.OutOfMemoryError) or (
+        isinstance(error, RuntimeError) and "CUDA out of memory" in str(error))
+
+
+def worker_killed(error: BaseException) -> bool:
+    """A data-loader worker died (killed by the shared-memory limit, a bus error, the OOM killer): torch's
+    RuntimeError from the main process, which is all the worker leaves."""
+    text = str(error)
+    return isinstance(error, RuntimeError) and "DataLoader worker" in text and (
+        "killed by signal" in text or "exited unexpectedly" in text)
+
+
+def memory_remedy(command: str, data, memory_args: tuple[str, ...], accumulate: int,
+                  precision) -> tuple[str, str, list]:
+    """What used the memory (the data options that size a step, the precision) and what to try, with the options
+    of the first remedy (a half batch, with twice the gradient accumulation keeping the effective batch)."""
+    sizes = [(name, data.get(name)) for name in memory_args if data.get(name) is not None]
+    used = ", ".join(f"--data.{name} {value}" for name, value in sizes)
+    used = f"{used}, {precision}" if used else str(precision)
+    tries, options = [], []
+    if sizes and isinstance(sizes[0][1], int) and sizes[0][1] > 1:
+        name, value = sizes[0]
+        if command == "fit":
+            accumulate = int(accumulate or 1)
+            options = [f"--data.{name}", value // 2, "--trainer.accumulate_grad_batches", 2 * accumulate]
+            tries.append(f"--data.{name} {value // 2} --trainer.accumulate_grad_batches {2 * accumulate} (the same "
+                         f"effective batch)")
+        else:
+            options = [f"--data.{name}", value // 2]
+            tries.append(f"--data.{name} {value // 2} (a smaller evaluation batch)")
+    if command == "fit":
+        tries.append("--find_batch_size true (the largest batch that fits)")
+    if str(precision) in ("32-true", "32", "64-true"):
+        tries.append("--trainer.precision 16-mixed (half the activations' memory)")
+    others = [f"a smaller --data.{name}" for name, _ in sizes[1:]]
+    return used, ", or ".join(tries + others), options

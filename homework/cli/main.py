@@ -137,11 +137,42 @@ class HomeworkCLI(LightningCLI):
             if interrupted:
                 report.say_interrupted(self, discarded)
                 raise SystemExit(130) from None  # a shell's code for Ctrl-C
+            if hardware.out_of_memory(err) or hardware.worker_killed(err):
+                raise DataError(self._machine_gave_out(err, discarded)) from None
             raise
         finally:
             if self.holds_run_dir:
                 runs.release(self.run_dir)
                 os.environ.pop(RUN_DIR_ENV, None)
+
+    def _machine_gave_out(self, err: BaseException, discarded: bool) -> str:
+        """CUDA out of memory or a killed data-loader worker, in one line: what ran out, what was kept, what to
+        try, and for a fit with an epoch done the command that continues it."""
+        name = getattr(self, "subcommand", None) or "the command"
+        config = getattr(self, "config", None)
+        config = config[name] if config is not None and name in config else None
+        kept, last = "", None
+        if name == "fit" and self.run_dir is not None:
+            last = self.run_dir / "checkpoints" / "last.ckpt"
+            kept = (f"; kept {last} ({runs.saved_at(last)})" if last.is_file() and not discarded else
+                    "; nothing was kept (no checkpoint yet)")
+        if hardware.worker_killed(err):
+            why = " ".join(str(err).split()).split(". ")[0]
+            line, options = (f"{name}: a data-loader worker died ({why}; on Colab and Kaggle usually their small "
+                             f"shared memory){kept}. Run with --data.num_workers 0 (batches built in the main "
+                             f"process)"), ["--data.num_workers", 0]
+        else:
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()  # (a notebook's next call starts with the memory free)
+            if config is None:
+                return f"{name} ran out of GPU memory: {' '.join(str(err).split())[:200]}"
+            used, tries, options = hardware.memory_remedy(name, config.data, self.datamodule_class.memory_args,
+                                                          config.trainer.get("accumulate_grad_batches"),
+                                                          config.trainer.get("precision"))
+            line = f"{name} ran out of GPU memory (CUDA out of memory) with {used}{kept}. Try {tries}"
+        if last is not None and last.is_file() and not discarded:
+            line += f". Continue: {command(self.datamodule_class.homework, 'fit', '--resume', self.run_dir, *options)}"
+        return line
 
     @staticmethod
     def subcommands() -> dict[str, set[str]]:
