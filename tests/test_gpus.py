@@ -257,3 +257,43 @@ def test_a_data_loader_worker_killed_by_a_bus_error_is_one_line(monkeypatch, cap
                         r"signal: Bus error|exited unexpectedly); on Colab and Kaggle usually their small shared "
                         r"memory\); nothing was kept \(no checkpoint yet\)\. Run with --data.num_workers 0 \(batches "
                         r"built in the main process\)", line), line
+
+
+# --- Colab's and Kaggle's CPUs, Kaggle's zip ---------------------------------------------------------------
+@pytest.mark.parametrize("quota, cpus", [("200000 100000", 2), ("400000 100000", 4), ("max 100000", None)])
+def test_the_data_workers_fit_a_containers_cpu_quota(quota, cpus, monkeypatch, tmp_path):
+    """Kaggle's container sees the host's cores but gets 4 CPUs' time, Colab 2: one core trains, the rest load."""
+    import os
+
+    from datamodules import base
+    from datamodules.food import default_num_workers
+
+    (tmp_path / "cpu.max").write_text(quota + "\n")
+    monkeypatch.setattr(base, "CPU_QUOTA", tmp_path / "cpu.max")
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)))
+    assert base.available_cpus() == (cpus or 16)
+    assert default_num_workers() == min(8, (cpus or 16) - 1)
+
+
+def test_a_kaggle_zip_left_zipped_in_the_data_folder_is_named_not_replaced_by_the_demo(capsys):
+    import zipfile
+
+    from datamodules.covid import CovidDataModule
+    from tests.conftest import user_error
+
+    CovidDataModule.write_demo(Path("unpacked"))
+    Path("data/hw1").mkdir(parents=True)
+    with zipfile.ZipFile("data/hw1/ml2022spring-hw1.zip", "w") as archive:  # as `kaggle competitions download` makes
+        for path in Path("unpacked").rglob("*"):
+            archive.write(path, path.relative_to("unpacked"))
+    command = "python -m zipfile -e data/hw1/ml2022spring-hw1.zip data/hw1"
+    for args in (["fit"], ["fit", "--data.data_dir", "data/hw1"]):
+        assert user_error(capsys, hw1.main, [*args, "--trainer.max_steps", "1", *QUIET]) == (
+            f"error: data/hw1 holds ml2022spring-hw1.zip but no unpacked HW1 data: unpack it with `{command}` (then "
+            f"run this again)")
+    assert not Path("data/hw1-demo").exists()
+    import subprocess
+
+    subprocess.run([sys.executable, *command.split()[1:]], check=True)
+    cli = hw1.main(["fit", "--trainer.max_epochs", "1", *QUIET])
+    assert not cli.datamodule.is_demo and cli.datamodule.data_dir == Path("data/hw1")
