@@ -1,0 +1,86 @@
+"""What a notebook shows (issue 23): information on stdout (Jupyter draws stderr red), every command an API
+function (`tune` too), and after Ctrl-C the kept epoch as the last one printed and the API call that continues."""
+import contextlib
+import io
+import logging
+import sys
+
+import pytest
+import pytorch_lightning as pl
+
+from homework import hw1
+from homework.cli.api import Interrupted
+from homework.cli.output import python_call
+from tests.conftest import QUIET
+
+
+class CtrlCWhenEpochEnds(pl.Callback):
+    """Ctrl-C after epoch `epoch`'s checkpoint was saved, as the next epoch begins, before its line is printed
+    (the callbacks a user adds come before the project's epoch lines)."""
+
+    def __init__(self, epoch: int = 1) -> None:
+        self.epoch = epoch
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        if trainer.current_epoch == self.epoch + 1:
+            raise KeyboardInterrupt
+
+
+CTRL_C = {"class_path": "tests.test_notebook_output.CtrlCWhenEpochEnds", "init_args": {"epoch": 1}}
+
+
+def test_after_ctrl_c_the_kept_epoch_is_the_last_printed(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        hw1.main(["fit", "--trainer.max_epochs", "20", "--trainer.callbacks+", str(CTRL_C).replace("'", '"'),
+                  "--trainer.enable_model_summary", "false", "--diagnose", "false"])
+    assert exit_info.value.code == 130
+    out = capsys.readouterr().out.splitlines()
+    epochs = [line for line in out if line.startswith("epoch ")]
+    kept = next(line for line in out if line.startswith("Interrupted (Ctrl-C). Kept "))
+    assert kept.endswith("(the end of epoch 1); best val_mse " + kept.split("best val_mse ")[1])
+    assert epochs[-1].startswith("epoch 1/19  val_loss ") and "train_" not in epochs[-1]  # (its train metrics: not yet)
+    assert [line.split()[1] for line in epochs] == ["0/19", "1/19"]
+
+
+def test_ctrl_c_in_the_api_ends_in_one_line_and_the_call_that_continues(capsys):
+    with pytest.raises(KeyboardInterrupt) as interrupted:
+        hw1.fit(max_epochs=20, diagnose=False, trainer={"callbacks": [CTRL_C], "enable_model_summary": False})
+    assert isinstance(interrupted.value, Interrupted) and interrupted.value.__suppress_context__
+    assert interrupted.value._render_traceback_() == [
+        "KeyboardInterrupt: the command was interrupted; what it kept is printed above"]
+    out = capsys.readouterr().out.splitlines()
+    (run,) = [line.removeprefix("Run directory: ") for line in out if line.startswith("Run directory: ")]
+    assert out[-1] == f"Continue: hw1.fit(resume={run!r})"
+
+
+def test_the_next_command_as_the_apis_call():
+    assert python_call("hw1", "fit", "--resume", "runs/hw1/a b", "--data.batch_size", 64,
+                       "--trainer.accumulate_grad_batches", 2) == (
+        "hw1.fit(resume='runs/hw1/a b', data__batch_size=64, trainer__accumulate_grad_batches=2)")
+    assert python_call("hw3", "fit", "--config", "r/config.yaml", "--find_lr", "true", "--model.optimizer.lr",
+                       "0.003") == "hw3.fit(config='r/config.yaml', find_lr=True, model__optimizer__lr=0.003)"
+
+
+def test_in_a_notebook_information_goes_to_stdout_and_errors_stay_errors(monkeypatch):
+    """Jupyter and Colab draw stderr red: the banner, "Seed set to", Lightning's lines and the checkpoints' go to
+    stdout in a notebook (here: as the kernel's environment says). A handler made on stderr before the call (as
+    Lightning's are) is put back afterwards."""
+    monkeypatch.setenv("JPY_PARENT_PID", "1")
+    out, err = io.StringIO(), io.StringIO()
+    handler = logging.StreamHandler(err)
+    logging.getLogger("lightning_fabric.utilities.seed").addHandler(handler)
+    monkeypatch.setattr(sys, "stderr", err)
+    try:
+        with contextlib.redirect_stdout(out):
+            hw1.fit("--trainer.max_steps 2", diagnose=False, trainer={"enable_model_summary": False})
+    finally:
+        logging.getLogger("lightning_fabric.utilities.seed").removeHandler(handler)
+    assert "Seed set to" in out.getvalue() and "Run directory: " in out.getvalue()
+    assert err.getvalue() == "" and handler.stream is err
+
+
+def test_tune_is_an_api_function_too(capsys):
+    result = hw1.tune("--n_trials 1", max_epochs=1, trainer={"enable_model_summary": False})
+    assert result.command == "tune" and len(result.study.trials) == 1
+    assert result.best_score == result.study.best_value and result.run_dir.is_dir()
+    assert result.best_checkpoint.is_file() and hw1.tune.__name__ == "tune"
