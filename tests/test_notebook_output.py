@@ -84,3 +84,38 @@ def test_tune_is_an_api_function_too(capsys):
     assert result.command == "tune" and len(result.study.trials) == 1
     assert result.best_score == result.study.best_value and result.run_dir.is_dir()
     assert result.best_checkpoint.is_file() and hw1.tune.__name__ == "tune"
+
+
+# --- a checkout that was not installed ---------------------------------------------------------------------
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+
+
+def test_a_script_in_a_checkout_not_installed_runs_that_checkouts_code(tmp_path):
+    """`python homework/hw1.py` puts the checkout it is in first on the path: without `pip install -e .` it still
+    finds the project (before: `No module named 'homework'`), and beside another installed copy it runs its own."""
+    import shutil
+    import subprocess
+
+    copy = tmp_path / "checkout"
+    for part in ("homework", "datamodules", "models", "callbacks", "adapters"):
+        shutil.copytree(ROOT / part, copy / part, ignore=shutil.ignore_patterns("__pycache__"))
+    script = (f"import runpy, sys\nsys.argv = ['homework/hw1.py', 'fit', '--print_config']\n"
+              f"try:\n    runpy.run_path('{copy}/homework/hw1.py', run_name='__main__')\nexcept SystemExit as e:\n"
+              "    print('exit', e.code)\nprint(sys.modules['homework'].__file__)\n")
+    env = {k: v for k, v in __import__("os").environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run([sys.executable, "-c", script],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    out = done.stdout.strip().splitlines()
+    assert out[-2:] == ["exit 0", str(copy / "homework" / "__init__.py")], done.stderr[-2000:]
+
+
+def test_a_missing_dependency_is_one_line_saying_pip_install(monkeypatch, capsys):
+    from homework.cli import startup
+
+    monkeypatch.setitem(startup.REQUIRED, "no_such_module_here", "sacrebleu")
+    with pytest.raises(SystemExit) as exit_info:
+        startup.check_installed()
+    assert exit_info.value.code == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"error: sacrebleu is not installed in this Python ({sys.executable}): run `pip install "
+                           f"-e .` in {ROOT} (in a notebook: !pip install -e .)")
