@@ -119,3 +119,39 @@ def test_a_missing_dependency_is_one_line_saying_pip_install(monkeypatch, capsys
     (line,) = capsys.readouterr().err.splitlines()
     assert line.startswith(f"error: sacrebleu is not installed in this Python ({sys.executable}): run `pip install "
                            f"-e .` in {ROOT} (in a notebook: !pip install -e .)")
+
+
+# --- the notebook opened alone -----------------------------------------------------------------------------
+NOWHERE = '''# (the test's own cell: this kernel finds no project anywhere, as Colab's does for a notebook uploaded alone)
+import importlib.metadata, importlib.util
+_distribution, _find_spec = importlib.metadata.distribution, importlib.util.find_spec
+def _no_project(name, *args):
+    if name == "ntu-ml-lightning":
+        raise importlib.metadata.PackageNotFoundError(name)
+    return _distribution(name, *args)
+importlib.metadata.distribution = _no_project
+importlib.util.find_spec = lambda name, *args: None if name.split(".")[0] == "homework" else _find_spec(name, *args)
+'''
+
+
+def test_the_notebook_opened_alone_says_in_one_line_what_works(tmp_path, monkeypatch):
+    """Uploaded alone to Colab (no checkout, nothing installed, no REPO_URL): the project cell ends the run with
+    one line naming the ways that work, no traceback; the cells before it ran."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    monkeypatch.delenv("PYTHONPATH", raising=False)
+    book = nbformat.read(ROOT / "notebooks" / "hw1.ipynb", as_version=4)
+    book.cells.insert(0, nbformat.v4.new_code_cell(NOWHERE))
+    client = NotebookClient(book, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}})
+    with pytest.raises(Exception):  # nbclient stops at the first cell that raises
+        client.execute()
+    code = [c for c in book.cells if c.cell_type == "code"]
+    ran = [c for c in code if c.get("execution_count") is not None]
+    assert len(ran) == 4 and ran[-1].source.startswith("import importlib.metadata")  # ours, parameters, GPU, project
+    (error,) = [o for o in ran[-1].outputs if o.output_type == "error"]
+    assert error.traceback == [
+        "ProjectNotFound: the project is not here: put its folder beside this notebook (uploaded or unzipped), or set "
+        "PROJECT_DIR to it (e.g. on Google Drive), or REPO_URL to the git URL of your copy, in the parameters cell"]
+    assert "".join(o.get("text", "") for o in ran[2].outputs).startswith(("No NVIDIA GPU here", "name, memory"))
+    assert [p.name for p in tmp_path.iterdir()] == [".ipython"]  # nothing written but IPython's own (HOME is here)
