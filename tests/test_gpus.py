@@ -297,3 +297,16 @@ def test_a_kaggle_zip_left_zipped_in_the_data_folder_is_named_not_replaced_by_th
     subprocess.run([sys.executable, *command.split()[1:]], check=True)
     cli = hw1.main(["fit", "--trainer.max_epochs", "1", *QUIET])
     assert not cli.datamodule.is_demo and cli.datamodule.data_dir == Path("data/hw1")
+
+
+def test_several_cpu_processes_from_a_kernel_are_refused_without_suggesting_ddp(monkeypatch, capsys):
+    """(CPU devices: Lightning would fork them in a kernel and refuses ddp there, so ddp is not the remedy.)"""
+    from pytorch_lightning.trainer.connectors import accelerator_connector
+
+    monkeypatch.setattr(accelerator_connector, "_IS_INTERACTIVE", True)
+    with pytest.raises(HomeworkError) as error:
+        hw1.fit(max_steps=2, trainer={"accelerator": "cpu", "devices": 2})
+    assert str(error.value) == (
+        "--trainer.devices 2: in a notebook's kernel Lightning runs several devices only as forked processes, which "
+        "hand back just the weights, so the run's record, best checkpoint and results would be lost. Run it as a "
+        "command in a cell: !python homework/hw1.py fit --trainer.devices 2 (DDP), or use one device here")

@@ -385,6 +385,13 @@ class HomeworkCLI(LightningCLI):
         if adapters.spawns_processes(self.trainer):  # ddp_spawn, ddp_fork, ddp_notebook
             strategy = config.trainer.strategy
             strategy = strategy if isinstance(strategy, str) else type(self.trainer.strategy).__name__
+            if adapters.interactive():  # a notebook's kernel, where Lightning forks even for `auto` and refuses ddp
+                devices = config.trainer.devices
+                raise DataError(f"--trainer.devices {devices}: in a notebook's kernel Lightning runs several devices "
+                                f"only as forked processes, which hand back just the weights, so the run's record, "
+                                f"best checkpoint and results would be lost. Run it as a command in a cell: !python "
+                                f"homework/{self.datamodule_class.homework}.py {self.subcommand} --trainer.devices "
+                                f"{devices} (DDP), or use one device here")
             raise DataError(f"--trainer.strategy {strategy}: its processes hand back only the weights, "
                             f"so the run's record, best checkpoint and results would be lost; use --trainer.strategy "
                             f"ddp (the same training, one process per device)")
