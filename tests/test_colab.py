@@ -32,7 +32,7 @@ def test_every_dependency_is_a_python_313_wheel_beside_colabs_torch(tmp_path):
     done = subprocess.run(
         [sys.executable, "-m", "pip", "install", "--dry-run", "--quiet", "--target", str(tmp_path / "never"),
          "--python-version", COLAB_PYTHON, "--only-binary", ":all:", "--ignore-installed", "--report", str(report),
-         *requirements(), f"torch=={COLAB_TORCH}"], capture_output=True, text=True, timeout=1200)
+         *requirements(), f"torch=={COLAB_TORCH}"], capture_output=True, text=True, timeout=1200, check=False)
     if done.returncode != 0 and any(sign in done.stderr for sign in NO_NETWORK):
         pytest.skip(f"PyPI cannot be reached from here: {done.stderr.strip().splitlines()[-1]}")
     assert done.returncode == 0, done.stderr[-3000:]

@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 import pytorch_lightning as pl
+import torch
 from pytorch_lightning.demos.boring_classes import BoringModel
 from pytorch_lightning.plugins.precision import MixedPrecisionPlugin
 

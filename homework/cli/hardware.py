@@ -61,7 +61,7 @@ def choose_precision(trainer) -> tuple[str, str | None]:
     index, precision, why = min(chosen, key=lambda c: RANK.index(c[1]))
     major, minor = torch.cuda.get_device_capability(index)
     name = torch.cuda.get_device_name(index)
-    several = f" (the slowest of the {len(indices)} GPUs: one precision for all)" if len(set(c[1] for c in chosen)) > 1 else ""
+    several = f" (the slowest of the {len(indices)} GPUs: one precision for all)" if len({c[1] for c in chosen}) > 1 else ""
     return precision, (f"{name} (sm_{major}{minor}): {precision}; {why}{several} "
                        f"(--trainer.precision sets another)")
 

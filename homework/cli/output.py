@@ -151,7 +151,7 @@ class EpochLines(ProgressBar):
 
             saved = torch.load(last, map_location="cpu", weights_only=True, mmap=True)
             epoch, ended = saved["epoch"], saved["loops"]["fit_loop"]["epoch_loop.batch_progress"]["is_last_batch"]
-        except Exception:  # (not a checkpoint this fit wrote: print nothing rather than something wrong)
+        except (OSError, RuntimeError, KeyError, TypeError, ValueError):  # (not one this fit wrote: say nothing)
             return
         if ended and epoch > self._printed:
             self._print_epoch(trainer, epoch, ("val",))
