@@ -94,6 +94,9 @@ def test_two_t4s_train_on_one_unless_asked_and_say_how_to_use_both(fake_gpus, ca
     assert ("2 GPUs here: training on one, as the recipe was written; --trainer.devices 2 trains on both with DDP, "
             "where each device takes --data.batch_size 128: an effective batch of 2 x 128 = 256 and 1/2 of the steps "
             "per epoch (the recipe's learning rate was tuned for one device's batch)") in err
+    predicting = {"accelerator": "auto", "devices": "auto", "num_nodes": 1}
+    assert hardware.one_gpu_unless_asked(predicting, ("batch_size", 64), "predict") == (
+        "2 GPUs here: using one; --trainer.devices 2 uses both with DDP") and predicting["devices"] == 1
     asked = {"accelerator": "auto", "devices": 2, "num_nodes": 1}
     assert hardware.one_gpu_unless_asked(asked, ("batch_size", 64)) is None and asked["devices"] == 2
     assert hardware.several_gpus(asked, ("max_tokens", 4096)) == (

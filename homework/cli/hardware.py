@@ -71,7 +71,7 @@ def auto_precision() -> str:
     return choose_precision({"accelerator": "auto", "devices": 1})[0]
 
 
-def one_gpu_unless_asked(trainer, batch: tuple[str, int] | None) -> str | None:
+def one_gpu_unless_asked(trainer, batch: tuple[str, int] | None, command: str = "fit") -> str | None:
     """Several GPUs and `--trainer.devices` left at auto: train on one, as on one GPU (Lightning would take them
     all with DDP, doubling the effective batch and halving the steps of an epoch: another recipe, unasked).
     `batch`: the data option that sets the batch and its value. Returns the line that says so and how to use them
@@ -80,9 +80,12 @@ def one_gpu_unless_asked(trainer, batch: tuple[str, int] | None) -> str | None:
     launched = any(name in os.environ for name in ("LOCAL_RANK", "WORLD_SIZE", "SLURM_NTASKS"))
     if count < 2 or str(trainer.get("devices", "auto")) != "auto" or launched or trainer.get("num_nodes", 1) != 1:
         return None
-    trainer.devices = 1
+    trainer["devices"] = 1
+    every = "both" if count == 2 else f"all {count}"
+    if command != "fit":
+        return f"{count} GPUs here: using one; --trainer.devices {count} uses {every} with DDP"
     return (f"{count} GPUs here: training on one, as the recipe was written; --trainer.devices {count} trains on "
-            f"{'both' if count == 2 else f'all {count}'} with DDP, {effective_batch(count, batch)}")
+            f"{every} with DDP, {effective_batch(count, batch)}")
 
 
 def effective_batch(devices: int, batch: tuple[str, int] | None) -> str:

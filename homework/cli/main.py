@@ -322,7 +322,7 @@ class HomeworkCLI(LightningCLI):
         homework = self.datamodule_class.homework
         name = next(iter(self.datamodule_class.memory_args), None)
         batch = (name, data.get(name)) if name in data else None
-        said = [hardware.one_gpu_unless_asked(trainer, batch)]
+        said = [hardware.one_gpu_unless_asked(trainer, batch, self.subcommand)]
         refused = hardware.several_in_a_kernel(trainer, homework)
         if refused:
             raise DataError(refused)
