@@ -74,6 +74,15 @@ def launched_processes_ignore_ctrl_c(trainer: pl.Trainer) -> None:
     launcher._call_children_scripts = start_ignoring_ctrl_c
 
 
+def interactive() -> bool:
+    """Lightning takes this process for an interactive one (a notebook's kernel, `python -i`), where it starts several
+    devices only as forked processes and refuses `ddp`. pytorch-lightning 2.6.6: the module constant `_IS_INTERACTIVE`
+    its accelerator connector reads (set at import from `sys.ps1` and `sys.flags.interactive`)."""
+    from pytorch_lightning.trainer.connectors import accelerator_connector
+
+    return bool(accelerator_connector._IS_INTERACTIVE)
+
+
 def spawns_processes(trainer: pl.Trainer) -> bool:
     """The strategy starts its processes with multiprocessing (ddp_spawn, ddp_fork, ddp_notebook), which hands back
     only the weights. pytorch-lightning 2.6.6: `_MultiProcessingLauncher` is the launcher of all three."""

@@ -31,16 +31,25 @@ class StopOnNonFiniteLoss(pl.Callback):
     The exception propagates through Lightning: the CLI keeps the run's earlier checkpoints and records the
     run as failed.
 
+    Under 16-mixed a gradient scaler is at work: a step whose loss or gradients overflowed fp16 is skipped (the
+    weights are left as they were) and the scale halved, which is normal in the first steps. There a non-finite
+    loss stops the fit only when the weights themselves have turned non-finite, or after `max_skipped_steps`
+    non-finite losses in a row (a scale of 2^16 needs at most 16 halvings; more is a loss that diverged or a
+    model that overflows fp16 whatever the scale).
+
     Args:
         every_n_steps: Steps between checks; None: every step on the CPU, the trainer's `log_every_n_steps` on
             an accelerator.
         metric: Name of the module's loss-accumulating metric, watched under manual optimization.
+        max_skipped_steps: Under a gradient scaler, the non-finite losses in a row it may skip before the fit stops.
     """
 
-    def __init__(self, every_n_steps: int | None = None, metric: str = "train_loss") -> None:
+    def __init__(self, every_n_steps: int | None = None, metric: str = "train_loss",
+                 max_skipped_steps: int = 16) -> None:
         if every_n_steps is not None and every_n_steps < 1:
             raise ValueError(f"every_n_steps must be positive (got {every_n_steps})")
-        self.every_n_steps, self.metric = every_n_steps, metric
+        self.every_n_steps, self.metric, self.max_skipped_steps = every_n_steps, metric, max_skipped_steps
+        self._skipped = 0  # non-finite losses in a row under a gradient scaler
         self._losses: torch.Tensor | None = None  # the pending steps' losses, on their device
         self._where: list[tuple[int, int, int]] = []  # (global step, epoch, batch) of each pending loss
 
@@ -88,20 +97,33 @@ class StopOnNonFiniteLoss(pl.Callback):
         calls this at the same points, and all stop together (one stopping alone would leave the others
         waiting for it in their next collective)."""
         found = None  # (value, when)
+        scaled = getattr(trainer.precision_plugin, "scaler", None) is not None
         if self._where:
             values = self._losses[:len(self._where)].tolist()
             where, self._where = self._where, []
-            found = next(((v, f"at step {step} (epoch {epoch}, batch {batch})")
-                          for v, (step, epoch, batch) in zip(values, where) if not math.isfinite(v)), None)
+            for v, (step, epoch, batch) in zip(values, where):
+                self._skipped = 0 if math.isfinite(v) else self._skipped + 1
+                if found is None and not math.isfinite(v) and (not scaled or self._skipped >= self.max_skipped_steps):
+                    found = (v, f"at step {step} (epoch {epoch}, batch {batch})"
+                                + (f", the {self._skipped}th in a row under {trainer.precision}'s gradient scaler"
+                                   if scaled else ""))
+                elif found is None and not math.isfinite(v) and not self._weights_finite(pl_module):
+                    found = (v, f"at step {step} (epoch {epoch}, batch {batch}), and the weights with it")
         if found is None and not pl_module.automatic_optimization:
             state = self._metric_state(pl_module)
             value = math.nan if state is None else float(state)
-            if state is not None and not math.isfinite(value):
+            if state is not None and not math.isfinite(value) and (not scaled or not self._weights_finite(pl_module)):
                 found = (value, f"in epoch {trainer.current_epoch} (by optimizer step {trainer.global_step})")
         if trainer.strategy.reduce_boolean_decision(found is not None, all=False) and found is None:
             found = (math.nan, "in another process")
         if found is not None:
             self._stop(trainer, *found)
+
+    @staticmethod
+    def _weights_finite(pl_module: pl.LightningModule) -> bool:
+        """Every parameter is finite (one host sync; read only after a non-finite loss under a gradient scaler)."""
+        flags = [torch.isfinite(p).all() for p in pl_module.parameters()]
+        return bool(torch.stack(flags).all()) if flags else True
 
     def _stop(self, trainer: pl.Trainer, value: float, when: str) -> None:
         checkpoint = trainer.checkpoint_callback
@@ -111,4 +133,5 @@ class StopOnNonFiniteLoss(pl.Callback):
         raise NonFiniteLoss(
             f"training stopped: the training loss ({self.metric}) became {value} {when}; {kept}. "
             f"Try a smaller learning rate (--model.optimizer.lr), gradient clipping (--trainer.gradient_clip_val 1.0), "
+            f"{'--trainer.precision 32-true (fp16 overflows above 65504), ' if trainer.precision == '16-mixed' else ''}"
             f"or look for extreme values in the inputs")

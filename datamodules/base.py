@@ -26,9 +26,21 @@ SAMPLE_SEED = 5201314
 Layout = TypeVar("Layout")
 
 
+#: cgroup v2's CPU quota ("max 100000" or "400000 100000": 4 CPUs), as a container (Kaggle, Docker) sets it
+CPU_QUOTA = Path("/sys/fs/cgroup/cpu.max")
+
+
 def available_cpus() -> int:
-    """CPU cores this process may use (respects affinity masks, e.g. in containers)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    """CPU cores this process may use: its affinity mask, and a container's CPU quota, which the mask does not show
+    (a container may see all of the host's cores but be given the time of 4)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        quota, period = CPU_QUOTA.read_text().split()[:2]
+        if quota != "max" and int(period) > 0:
+            cores = min(cores, max(1, int(quota) // int(period)))
+    except (OSError, ValueError):  # no cgroup v2 here, or a format this does not know: the mask alone
+        pass
+    return cores
 
 
 class HomeworkDataModule(pl.LightningDataModule, Generic[Layout]):
@@ -45,6 +57,10 @@ class HomeworkDataModule(pl.LightningDataModule, Generic[Layout]):
     # Settings a later command (validate/test/predict with --ckpt_path) may change: the CLI restores
     # them from the checkpoint only when not given. All other data settings always come from it.
     runtime_args: ClassVar[tuple[str, ...]] = ("data_dir", "batch_size", "num_workers")
+
+    #: The data options that set how much memory one step takes, the batch first: a CUDA out-of-memory error names
+    #: them and halves the first (with gradient accumulation keeping the effective batch), DDP's line multiplies it.
+    memory_args: ClassVar[tuple[str, ...]] = ("batch_size",)
 
     #: The data settings that decide which samples are validated on: runs that share them (and the data
     #: directory) have comparable validation scores, which is what `--ckpt_path best` picks among.
@@ -145,7 +161,19 @@ class HomeworkDataModule(pl.LightningDataModule, Generic[Layout]):
     @classmethod
     def will_use_demo(cls, data_dir: str | Path | None) -> bool:
         """Whether `data_dir` resolves to the demo set (read before anything is built, to name the run)."""
-        return data_dir is None and cls.locate(cls.default_dir()) is None
+        if data_dir is None and cls.locate(cls.default_dir()) is None:
+            cls.check_not_zipped(cls.default_dir())
+            return True
+        return False
+
+    @classmethod
+    def check_not_zipped(cls, directory: Path) -> None:
+        """A folder with no data but a zip (what `kaggle competitions download -p DIR` leaves): a DataError naming
+        the zip and the command that unpacks it, never the demo set in its place."""
+        zips = sorted(directory.glob("*.zip")) if directory.is_dir() else []
+        if zips:
+            raise DataError(f"{directory} holds {', '.join(z.name for z in zips)} but no unpacked {cls.homework.upper()} "
+                            f"data: unpack it with `python -m zipfile -e {zips[0]} {directory}` (then run this again)")
 
     def resolve_data_dir(self, data_dir: str | Path | None) -> tuple[Path, Layout, bool]:
         """Return (directory, layout, is_demo); see the class docstring for the rules."""
@@ -153,6 +181,7 @@ class HomeworkDataModule(pl.LightningDataModule, Generic[Layout]):
             path = Path(data_dir).expanduser()
             layout = self.locate(path)
             if layout is None:
+                self.check_not_zipped(path)
                 where = "does not exist" if not path.exists() else "holds none of the expected files"
                 raise DataError(f"{self.homework.upper()} data not found: '{path}' {where} "
                                 f"(expected {self.expected_files}). {self.download_hint()} there.")
@@ -162,6 +191,7 @@ class HomeworkDataModule(pl.LightningDataModule, Generic[Layout]):
         layout = self.locate(default)
         if layout is not None:
             return default, layout, False
+        self.check_not_zipped(default)
         demo = self.demo_dir()
         self.ensure_demo(demo)
         layout = self.locate(demo)

@@ -140,6 +140,7 @@ class FoodDataModule(HomeworkDataModule[FoodFiles]):
     num_classes = 11
     # How a run executes, not what the model learns: a later command's values win over the checkpoint's.
     runtime_args = HomeworkDataModule.runtime_args + ("cache", "cache_dir", "bad_images", "tta_views", "tta_weight")
+    memory_args = ("batch_size", "image_size")
     remedies = (
         Remedy("bias", "larger images", "--data.image_size", times=1.25),
         Remedy("overfitting", "augmentation", "--data.auto_augment", ladder=(None, "trivial")),

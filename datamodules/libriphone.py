@@ -174,6 +174,7 @@ class LibriPhoneDataModule(HomeworkDataModule[PhoneFiles]):
     expected_files = ("libriphone/ with train_split.txt, test_split.txt, train_labels.txt and feat/{train,test}/*.pt "
                       "(ML2022/ML2023), or timit_11/ with train_11.npy, train_label_11.npy, test_11.npy (ML2021)")
     runtime_args = HomeworkDataModule.runtime_args + ("cache_dir",)
+    memory_args = ("batch_size", "concat_nframes")
     feature_dim = FEATURE_DIM
     remedies = (Remedy("bias", "more context", "--data.concat_nframes", plus=10, odd=True),)
 

@@ -78,6 +78,7 @@ class TranslationDataModule(HomeworkDataModule[TranslationFiles]):
     kaggle_competition = None  # graded by BLEU on prediction.txt, not on Kaggle
     expected_files = "train_dev.raw.en + train_dev.raw.zh + test.raw.en (+ test.raw.zh)"
     runtime_args = HomeworkDataModule.runtime_args + ("max_tokens", "cache_dir")
+    memory_args = ("max_tokens",)
     split_args = ("val_ratio", "seed", "max_len", "ratio")  # the validation pairs depend on the cleaning too
     #: The demo's vocabulary: its ~40 words and ~20 characters cannot fill 8000 pieces.
     demo_subwords = (200, "bpe")

@@ -198,6 +198,7 @@ class VoxCelebDataModule(HomeworkDataModule[Path]):  # the layout is the Dataset
     kaggle_competition = "ml2022spring-hw4"
     expected_files = "Dataset/ with mapping.json, metadata.json, testdata.json and the uttr-*.pt features"
     runtime_args = HomeworkDataModule.runtime_args + ("cache_dir", "max_frames")
+    memory_args = ("batch_size", "segment_len", "max_frames")
     remedies = (Remedy("bias", "longer crops", "--data.segment_len", times=2),)
 
     def __init__(

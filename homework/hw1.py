@@ -4,6 +4,11 @@
     python homework/hw1.py fit --config homework/configs/hw1_sample.yaml   # the official sample recipe
     python homework/hw1.py predict --ckpt_path best              # writes pred.csv for Kaggle
 """
+if not __package__:  # `python homework/hwN.py` in a checkout not installed with pip: the project is the folder above
+    import os
+    import sys
+
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import homework.cli.startup  # noqa: F401  first: a Ctrl-C while the rest loads ends in one line
 from pytorch_lightning.cli import ArgsType
 

@@ -5,6 +5,11 @@
     python homework/hw3.py fit --config homework/configs/hw3_strong.yaml   # + MixUp/CutMix, longer
     python homework/hw3.py predict --ckpt_path best --data.tta_views 4     # submission.csv, with TTA
 """
+if not __package__:  # `python homework/hwN.py` in a checkout not installed with pip: the project is the folder above
+    import os
+    import sys
+
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import homework.cli.startup  # noqa: F401  first: a Ctrl-C while the rest loads ends in one line
 from pytorch_lightning.cli import ArgsType
 

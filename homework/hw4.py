@@ -5,6 +5,11 @@
     python homework/hw4.py fit --model.head linear --model.pooling mean    # parts of the recipe by flag
     python homework/hw4.py predict --ckpt_path best              # writes output.csv for Kaggle
 """
+if not __package__:  # `python homework/hwN.py` in a checkout not installed with pip: the project is the folder above
+    import os
+    import sys
+
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import homework.cli.startup  # noqa: F401  first: a Ctrl-C while the rest loads ends in one line
 from pytorch_lightning.cli import ArgsType
 

@@ -6,6 +6,11 @@
     python homework/hw5.py test --ckpt_path best                      # BLEU, when test.raw.zh has references
     python homework/hw5.py predict --ckpt_path best --data.data_dir DIR   # translate DIR/test.raw.en
 """
+if not __package__:  # `python homework/hwN.py` in a checkout not installed with pip: the project is the folder above
+    import os
+    import sys
+
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import homework.cli.startup  # noqa: F401  first: a Ctrl-C while the rest loads ends in one line
 from pytorch_lightning.cli import ArgsType
 

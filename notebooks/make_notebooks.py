@@ -42,7 +42,9 @@ USE_DRIVE = False   # Colab: keep the runs on Google Drive, so a lost session co
 KAGGLE = True       # download the data with the Kaggle CLI when your token is there (~/.kaggle/kaggle.json)
 GDOWN_FILES = {gdown}  # or the course's Google-Drive files: {{file name: file id}}
 OPTIONS = {{}}        # any other option of `fit`, e.g. {{"model.optimizer.lr": 3e-4}}
-REPO_URL = ""       # Colab: the git URL of this project, cloned when it is not installed yet
+PROJECT_DIR = ""    # where the project folder is, when not beside this notebook: e.g. uploaded or unzipped on
+                    # Google Drive, "/content/drive/MyDrive/ntu-ml-lightning" (mounted in Colab)
+REPO_URL = ""       # or the git URL of your copy of the project, cloned when it is not here
 '''
 
 
@@ -58,32 +60,68 @@ else:
 
 
 def install(hw: str) -> str:
-    return f'''import importlib.util
+    return f'''import importlib.metadata
+import importlib.util
+import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
 IN_COLAB = "COLAB_RELEASE_TAG" in os.environ or "google.colab" in sys.modules
-# the project folder: here, one level up (Jupyter opened in notebooks/), or where it is installed from
-for folder in (Path.cwd(), Path.cwd().parent):
-    if (folder / "homework" / "{hw}.py").is_file():
-        os.chdir(folder)
-        break
-else:
-    spec = importlib.util.find_spec("homework")
-    if spec is not None and (Path(spec.origin).parents[1] / "setup.cfg").is_file():
-        os.chdir(Path(spec.origin).parents[1])
-    elif REPO_URL:
-        !git clone --quiet {{REPO_URL}} ntu-ml-lightning
-        os.chdir("ntu-ml-lightning")
-    else:
-        raise RuntimeError("The project is not here: set REPO_URL in the parameters cell to clone it")
-if importlib.util.find_spec("pytorch_lightning") is None or importlib.util.find_spec("homework") is None:
-    !pip install --quiet -e .
-    sys.path.insert(0, os.getcwd())
+
+
+class ProjectNotFound(Exception):
+    def _render_traceback_(self):  # IPython shows this one line, not a traceback
+        return [f"ProjectNotFound: {{self}}"]
+
+
+def project_folder(folder):
+    folder = Path(folder).expanduser()
+    return folder if (folder / "homework" / "{hw}.py").is_file() and (folder / "setup.cfg").is_file() else None
+
+
+def installed_folder():
+    """The folder of the installed project (pip install -e), None when it is not installed."""
+    try:
+        url = json.loads(importlib.metadata.distribution("ntu-ml-lightning").read_text("direct_url.json") or "{{}}")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    return project_folder(url["url"].removeprefix("file://")) if url.get("url", "").startswith("file://") else None
+
+
+if PROJECT_DIR and IN_COLAB and PROJECT_DIR.startswith("/content/drive"):
+    from google.colab import drive
+
+    drive.mount("/content/drive")
+# the project: PROJECT_DIR, here, one level up (Jupyter opened in notebooks/), on the path, installed, or cloned
+spec = importlib.util.find_spec("homework")
+places = [PROJECT_DIR] * bool(PROJECT_DIR) + [Path.cwd(), Path.cwd().parent]
+places += [Path(spec.origin).parents[1]] if spec is not None and spec.origin else []
+found = next(filter(None, map(project_folder, places)), None) or installed_folder()
+if found is None and REPO_URL:
+    subprocess.run(["git", "clone", "--quiet", REPO_URL, "ntu-ml-lightning"], check=True)
+    found = project_folder("ntu-ml-lightning")
+if found is None:
+    raise ProjectNotFound(
+        "the project is not here: put its folder beside this notebook (uploaded or unzipped), or set PROJECT_DIR "
+        "to it (e.g. on Google Drive), or REPO_URL to the git URL of your copy, in the parameters cell")
+os.chdir(found)
+# installed as a distribution (not merely importable from this folder), with every dependency; torch as it is
+missing = [m for m in ("pytorch_lightning", "jsonargparse", "torchmetrics", "optuna", "sacrebleu")
+           if importlib.util.find_spec(m) is None]
+if installed_folder() is None or missing:
+    keep = Path.home() / ".keep-torch.txt"  # a constraint: pip keeps the torch build already here (Colab's CUDA)
+    keep.write_text("".join(f"{{name}}=={{importlib.metadata.version(name)}}\\n" for name in ("torch", "torchvision")
+                            if importlib.util.find_spec(name) is not None))
+    print("Installing the project and its dependencies (pip install -e ., the installed torch kept) ...")
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "-e", ".", "-c", str(keep)], check=True)
+    importlib.invalidate_caches()
+if str(found) not in sys.path:
+    sys.path.insert(0, str(found))  # (an install made now is on the path of new processes only)
 from homework import {hw}
 
-print("Project folder:", os.getcwd())
+print("Project folder:", found)
 '''
 
 
@@ -117,35 +155,46 @@ if IN_COLAB and KAGGLE and not (Path.home() / ".kaggle" / "kaggle.json").is_file
 kaggle_token = (Path.home() / ".kaggle" / "kaggle.json").is_file() or "KAGGLE_KEY" in os.environ
 
 
-def unpack(folder):
+def unpack(folder, downloaded):
+    """Unpack the archives in `folder` (a Kaggle download is a zip); remove only those this cell downloaded."""
     for archive in list(folder.glob("*.zip")) + list(folder.glob("*.tgz")) + list(folder.glob("*.tar.gz")):
         print("Unpacking", archive)
         if archive.suffix == ".zip":
             zipfile.ZipFile(archive).extractall(folder)
         else:
             tarfile.open(archive).extractall(folder, filter="data")
-        archive.unlink()
+        if downloaded:
+            archive.unlink()
 
 
+fetched = None  # how this cell tried to get the data
+if Data.locate(target) is None and target.is_dir():
+    unpack(target, downloaded=False)  # an archive put there by hand
 if Data.locate(target) is not None:
     print("Data found in", target)
 elif KAGGLE and {competition!r} and kaggle_token:
+    fetched = "the Kaggle CLI"
     target.mkdir(parents=True, exist_ok=True)
     !kaggle competitions download --quiet -c {competition} -p {{target}}
-    unpack(target)
+    unpack(target, downloaded=True)
 elif GDOWN_FILES:
+    fetched = "the Google-Drive files (GDOWN_FILES)"
     target.mkdir(parents=True, exist_ok=True)
     if shutil.which("gdown") is None:
         !pip install --quiet gdown
     for name, file_id in GDOWN_FILES.items():
         !gdown --quiet {{file_id}} -O {{target / name}}
-    unpack(target)
+    unpack(target, downloaded=True)
 if Data.locate(target) is not None:
     DATA_DIR = str(target)
+    if fetched:
+        print(f"Data fetched with {{fetched}} into {{target}}")
 else:
     DATA_DIR = None
-    print(f"No {hw.upper()} data in {{target}} (and no Kaggle token or Google-Drive files to fetch it): "
-          f"`fit` trains on the generated demo data. {{Data.download_hint()}} into {{target}}.")
+    why = (f"fetching it with {{fetched}} failed (see the lines above)" if fetched else
+           "no Kaggle token (KAGGLE) or Google-Drive files (GDOWN_FILES) to fetch it with")
+    print(f"No {hw.upper()} data in {{target}}: {{why}}. `fit` trains on the generated demo data; for the real "
+          f"data: {{Data.download_hint()}} into {{target}}.")
 '''
 
 
@@ -176,12 +225,6 @@ run.show()
 '''
 
 
-def api_fit(hw: str) -> str:
-    return f'''result = {hw}.fit(FIT)  # the same fit from Python; the learning curve is shown at the end
-result
-'''
-
-
 def predict(hw: str, source: str) -> str:
     return f'''prediction = {hw}.predict(ckpt_path={source}, **WHERE)
 print("Submission file:", prediction.submission)
@@ -190,14 +233,17 @@ print("Submission file:", prediction.submission)
 
 def submit(hw: str) -> str:
     competition = HOMEWORKS[hw]["competition"]
-    where = (f"Upload it on https://www.kaggle.com/competitions/{competition}/submissions, or with "
-             f"`!kaggle competitions submit -c {competition} -f <file> -m 'my submission'`" if competition else
-             "HW5 is graded by BLEU on prediction.txt: hand in this file as the course asks")
-    return f'''print("{where}")
-if IN_COLAB and DATA_DIR:
-    from google.colab import files
+    where = (f"Upload {{prediction.submission}} on https://www.kaggle.com/competitions/{competition}/submissions, "
+             f"or run: !kaggle competitions submit -c {competition} -f {{prediction.submission}} -m 'my submission'"
+             if competition else "HW5 is graded by BLEU: hand in {prediction.submission} as the course asks")
+    return f'''if DATA_DIR is None:
+    print("Trained on the generated demo data: nothing to submit (its scores mean nothing on Kaggle)")
+else:
+    print(f"{where}")
+    if IN_COLAB:
+        from google.colab import files
 
-    files.download(str(prediction.submission))
+        files.download(str(prediction.submission))
 '''
 
 
@@ -211,9 +257,14 @@ def notebook(hw: str) -> nbformat.NotebookNode:
             f"which takes the same options). Without the course's data it trains on generated demo data, so the "
             f"notebook always runs through. The manual: `docs/notebooks.md` and `docs/{hw}.md`."),
         new_code_cell(parameters(hw), metadata={"tags": ["parameters"]}),
-        new_markdown_cell("## 1. The GPU\n\nMixed precision (bf16 or fp16) is used on a GPU automatically."),
+        new_markdown_cell("## 1. The GPU\n\nThe precision follows the GPU: 16-mixed (fp16 with a gradient scaler) "
+                          "on a T4, V100 or P100, bf16-mixed on an A100, L4 or H100, 32-true on the CPU; the fit's "
+                          "first line says which and why. With Kaggle's two T4s a fit takes one, unless "
+                          "`--trainer.devices 2` asks for both (`docs/gpus.md`)."),
         new_code_cell(gpu()),
-        new_markdown_cell("## 2. The project\n\nFound here, or cloned and installed (Colab)."),
+        new_markdown_cell("## 2. The project\n\nFound beside this notebook, at `PROJECT_DIR` (e.g. uploaded to "
+                          "Google Drive), installed already, or cloned from `REPO_URL`; installed with "
+                          "`pip install -e .` when it is not, keeping the torch already installed."),
         new_code_cell(install(hw)),
         new_markdown_cell("## 3. Google Drive (Colab, optional)\n\nWith `USE_DRIVE`, the runs (checkpoints, "
                           "curves, submissions) live on your Drive: after a disconnect, rerun the cells above and "
@@ -227,7 +278,10 @@ def notebook(hw: str) -> nbformat.NotebookNode:
         new_code_cell(data(hw)),
         new_markdown_cell("## 5. Train\n\nOne line per epoch; the last lines are the diagnosis, the best score, "
                           "the run directory and the next command. Every option: "
-                          f"`!python homework/{hw}.py fit --help`."),
+                          f"`!python homework/{hw}.py fit --help`.\n\nOr, instead of the command below, the same "
+                          f"fit from Python: `result = {hw}.fit(FIT)` takes the options as keyword arguments or a "
+                          "dict (`{'trainer.max_epochs': 3}`) and returns a `Result` (the run directory, the best "
+                          "score and checkpoint); a mistake raises `HomeworkError` in one line."),
         new_code_cell(options()),
         new_code_cell(fit(hw)),
         new_markdown_cell("## 6. The learning curve and the diagnosis\n\nTraining against validation loss, the "
@@ -236,13 +290,6 @@ def notebook(hw: str) -> nbformat.NotebookNode:
         new_code_cell(look(hw)),
     ]
     source = "run"
-    if hw == "hw1":
-        cells += [new_markdown_cell("## 6b. The same from Python\n\n`hw1.fit(...)` takes the options as keyword "
-                                    "arguments or a dict (`{'trainer.max_epochs': 3}`) and returns a `Result`: "
-                                    "the run directory, the best score and checkpoint. A mistake raises "
-                                    "`HomeworkError` with a one-line message."),
-                  new_code_cell(api_fit(hw))]
-        source = "result"
     cells += [
         new_markdown_cell("## 7. Predict\n\nWith the best checkpoint of the run above; the file is written into "
                           "that run's directory."),

@@ -93,3 +93,15 @@ def test_a_saved_numpy_array_loads_with_weights_only_and_numpys_globals_allowed(
     with torch.serialization.safe_globals(adapters.numpy_array_globals()):
         loaded = torch.load(path, weights_only=True)
     assert isinstance(loaded, np.ndarray) and loaded.tolist() == [[0, 1, 2], [3, 4, 5]]
+
+
+def test_lightning_reads_whether_it_runs_in_a_kernel_from_one_module_constant(monkeypatch):
+    """Several CPU devices from a kernel are forked (ddp_fork) exactly when `adapters.interactive()` says so."""
+    import pytorch_lightning as pl
+    from pytorch_lightning.trainer.connectors import accelerator_connector
+
+    for kernel in (False, True):
+        monkeypatch.setattr(accelerator_connector, "_IS_INTERACTIVE", kernel)
+        trainer = pl.Trainer(accelerator="cpu", devices=2, logger=False, enable_checkpointing=False,
+                             enable_progress_bar=False)
+        assert adapters.interactive() is kernel and adapters.spawns_processes(trainer) is kernel

@@ -21,22 +21,24 @@ def test_without_a_gpu_it_skips_in_one_line(capsys):
     assert not err
 
 
-def test_the_precision_the_readme_promises():
-    assert gpu_check.expected_precision(True, True) == "bf16-mixed"
-    assert gpu_check.expected_precision(True, False) == "16-mixed"
-    assert gpu_check.expected_precision(False, False) == "32-true"
+@pytest.mark.parametrize("capability, precision", [((7, 5), "16-mixed"), ((6, 0), "16-mixed"), ((7, 0), "16-mixed"),
+                                                   ((8, 0), "bf16-mixed"), ((8, 9), "bf16-mixed"),
+                                                   ((9, 0), "bf16-mixed"), ((6, 1), "32-true"), (None, "32-true")])
+def test_the_precision_docs_gpus_md_promises_by_compute_capability(capability, precision, monkeypatch):
+    """(What the project chooses on each faked GPU is tests/test_gpus.py's; both follow docs/gpus.md's table.)"""
+    assert gpu_check.expected_precision(capability) == precision
 
 
 def test_the_table():
     checks = [gpu_check.Check("hw1", "bf16-mixed", True, 120000.0, 60000.0, 812.4),
               gpu_check.Check("hw5", "bf16-mixed", False, 5000.0, 4000.0, 2048.0, unit="tokens/s",
-                              notes=["precision 16-mixed, the README promises bf16-mixed"])]
+                              notes=["precision 16-mixed, docs/gpus.md promises bf16-mixed"])]
     lines = gpu_check.format_table(checks).splitlines()
     assert lines[0].split() == ["homework", "precision", "loss", "mixed", "/s", "32-true", "/s", "speed-up", "peak", "GPU"]
     assert lines[1].split() == ["hw1", "bf16-mixed", "finite", "120,000", "samples", "60,000", "2.00x", "812", "MiB"]
     assert lines[2].split()[:4] == ["hw5", "bf16-mixed", "NOT", "FINITE"] and "1.25x" in lines[2]
     assert len({line.index("precision" if i == 0 else "bf16") for i, line in enumerate(lines[:3])}) == 1  # aligned
-    assert lines[3] == "note: precision 16-mixed, the README promises bf16-mixed"
+    assert lines[3] == "note: precision 16-mixed, docs/gpus.md promises bf16-mixed"
 
 
 def test_hw4_one_by_one_is_each_utterance_unpadded():

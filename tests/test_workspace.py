@@ -22,7 +22,7 @@ FAST = ["--trainer.max_epochs", "2", *QUIET]
 def project_copy(tmp_path: Path) -> Path:
     """A checkout of the project's code in `tmp_path/proj` (runs/ and data/ would go into it)."""
     proj = tmp_path / "proj"
-    for part in ("homework", "datamodules", "models", "callbacks"):
+    for part in ("homework", "datamodules", "models", "callbacks", "adapters"):
         shutil.copytree(ROOT / part, proj / part, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / "setup.cfg", proj / "setup.cfg")
     return proj

@@ -4,8 +4,8 @@
     result = hw1.fit(max_epochs=20, model={"optimizer": {"lr": 1e-3}})
     hw1.predict(ckpt_path=result)      # result.submission: the file to hand in
 
-Each homework module exports `fit`, `validate`, `test`, `predict`, `critical`, `compare` and `diagnose`. They take
-the command line's options, as
+Each homework module exports `fit`, `validate`, `test`, `predict`, `critical`, `compare`, `diagnose` and `tune`.
+They take the command line's options, as
 
 - keyword arguments: `trainer={"max_epochs": 3}` (nested dicts), `trainer__max_epochs=3` (`__` for the dot), or
   the shortcuts `max_epochs`, `max_steps` and `data_dir` (`--trainer.max_epochs`, `--trainer.max_steps`,
@@ -16,7 +16,8 @@ the command line's options, as
 and return a `Result` naming the run directory, the best score and checkpoint and the submission file. The command
 prints what it prints on the command line, with one line per epoch (a notebook shows no redrawn bar). A user
 mistake raises `HomeworkError`, whose message is the command line's one `error:` line; Ctrl-C (a notebook's
-interrupt) raises KeyboardInterrupt once the run has said what it kept. A call leaves no state behind in the
+interrupt) raises KeyboardInterrupt (shown as one line) once the run has said what it kept, with the call that
+continues it. In a notebook what it prints as information goes to stdout (Jupyter draws stderr red). A call leaves no state behind in the
 process: environment variables, signal handlers, torch's thread count and random generators, logging handlers,
 warning filters and the W&B run are as before it, so two calls in one kernel are two independent runs.
 """
@@ -45,6 +46,7 @@ from datamodules.errors import DataError
 from homework import runs
 from homework.cli import startup
 from homework.cli.main import execute, run
+from homework.cli.output import FROM_PYTHON
 from homework.lab.advisor import Diagnosed
 
 #: `hw1.fit(max_epochs=3)`: the keyword arguments that stand for a longer option name
@@ -52,6 +54,20 @@ SHORTCUTS = {"max_epochs": "trainer.max_epochs", "max_steps": "trainer.max_steps
 #: options that are a bare flag on the command line: `resume=True` is `--resume` (the newest run)
 BARE = ("resume", "print_config", "help")
 COMMANDS = ("fit", "validate", "test", "predict", "critical", "compare", "diagnose")
+#: commands added since: each homework module gets them without changing its `fit, ... = HOMEWORK.commands()` line
+LATER_COMMANDS = ("tune",)
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (a notebook's interrupt) stopped the command after it said what it kept: IPython shows this one line,
+    not a traceback through the project's code."""
+
+    def __init__(self) -> None:
+        super().__init__("the command was interrupted; what it kept is printed above")
+        self.__suppress_context__ = True
+
+    def _render_traceback_(self) -> list[str]:
+        return [f"KeyboardInterrupt: {self}"]
 
 
 class HomeworkError(Exception):
@@ -81,6 +97,7 @@ class Result:
     diagnosis: fit and diagnose: the advisor's diagnosis, as printed
     runs: compare and k-fold: one Result per fit
     cli: the HomeworkCLI that ran (its trainer, model and datamodule), for a closer look
+    study: tune: the Optuna study (its best trial's run is `run_dir`)
     """
 
     command: str
@@ -93,6 +110,7 @@ class Result:
     diagnosis: str | None = None
     runs: list["Result"] = field(default_factory=list)
     cli: Any = field(default=None, repr=False)
+    study: Any = field(default=None, repr=False)  # tune: the Optuna study
 
     @property
     def learning_curve(self) -> Path | None:
@@ -233,6 +251,27 @@ def isolated() -> Iterator[None]:
         _join_new_threads(running)
 
 
+@contextlib.contextmanager
+def information_on_stdout() -> Iterator[None]:
+    """In a notebook, what a command prints as information (the banner, Lightning's and the checkpoints' lines,
+    warnings) goes to stdout: Jupyter and Colab draw stderr red, as if each line were an error. Errors are raised
+    (HomeworkError) and shown as errors. Elsewhere nothing changes."""
+    if not in_notebook():
+        yield
+        return
+    err = sys.stderr
+    moved = [h for log in _loggers().values() for h in log.handlers
+             if type(h) is logging.StreamHandler and h.stream is err]
+    for handler in moved:
+        handler.setStream(sys.stdout)
+    try:
+        with contextlib.redirect_stderr(sys.stdout):
+            yield
+    finally:
+        for handler in moved:
+            handler.setStream(err)
+
+
 def _join_new_threads(running: set[threading.Thread], timeout: float = 10.0, daemons: float = 1.0) -> None:
     """Wait (a little) for the threads the command started to end: data loaders' and W&B's finish shortly after
     their run. None is stopped by force; a thread still running after `timeout` (a daemon thread: `daemons`
@@ -264,8 +303,9 @@ class Homework:
         """`command(*given, **options)` from Python; None after `--help` or `--print_config` (printed)."""
         show = options.pop("show_curve", None)
         args = command_line(command, given, options)
+        from_python = FROM_PYTHON.set(True)  # the next commands it prints are this API's calls
         try:
-            with isolated():
+            with isolated(), information_on_stdout():
                 outcome = execute(self.model_class, self.datamodule_class, self.config_file, args, self.links)
         except (DataError, SubmissionError) as err:
             raise HomeworkError(str(err)) from None
@@ -273,14 +313,22 @@ class Homework:
             if exit.code in (0, None):  # --help, --print_config: printed, nothing ran
                 return None
             if exit.code == 130:  # Ctrl-C: the run said what it kept
-                raise KeyboardInterrupt from None
+                raise Interrupted() from None
             raise
+        finally:
+            FROM_PYTHON.reset(from_python)
         result = self.result(command, outcome)
         if command == "fit" and result.learning_curve and (in_notebook() if show is None else show):
             result.show()
         return result
 
     def result(self, command: str, outcome: Any) -> Result:
+        if hasattr(outcome, "trials") and hasattr(outcome, "study_name"):  # tune: an Optuna study
+            done = [t for t in outcome.trials if t.value is not None]
+            best = outcome.best_trial if done else None
+            run_dir = Path(best.user_attrs["run_dir"]) if best and best.user_attrs.get("run_dir") else None
+            return Result(command, run_dir, self.model_class.monitor, best.value if best else None,
+                          self.best_checkpoint(run_dir) if run_dir else None, study=outcome)
         if isinstance(outcome, Diagnosed):
             record = runs.read_record(outcome.run_dir) or {}
             return Result(command, outcome.run_dir, record.get("monitor"), record.get("best_score"),
@@ -327,7 +375,11 @@ class Homework:
         return run_dir / record["best_checkpoint"] if record.get("best_checkpoint") else None
 
     def commands(self) -> tuple[Callable[..., Result | None], ...]:
-        """The module-level functions of `homework/hwN.py`, one per command, in the order of COMMANDS."""
+        """The module-level functions of `homework/hwN.py`, one per command, in the order of COMMANDS. Those of
+        LATER_COMMANDS (`tune`) are set on the homework's module here, so every `hwN.py` has them too."""
+        module = sys.modules.get(f"homework.{self.name}")
+        for name in LATER_COMMANDS if module is not None else ():
+            setattr(module, name, self._function(name))
         return tuple(self._function(name) for name in COMMANDS)
 
     def _function(self, name: str) -> Callable[..., Result | None]:

@@ -142,6 +142,8 @@ class HomeworkCLI(LightningCLI):
                 raise SystemExit(interrupt.exit_code()) from None  # a shell's code: 130 Ctrl-C, 143 SIGTERM
             if full_disk is not None:
                 raise DataError(full_disk + report.resume_hint(self)) from None
+            if hardware.out_of_memory(err) or hardware.worker_killed(err):
+                raise DataError(self._machine_gave_out(err, discarded)) from None
             too_few = limits.refused(err)  # a batch limit the data cannot satisfy (Lightning's traceback)
             if too_few is not None:
                 raise DataError(too_few) from None
@@ -153,6 +155,35 @@ class HomeworkCLI(LightningCLI):
             if self.holds_run_dir:
                 runs.release(self.run_dir)
                 os.environ.pop(RUN_DIR_ENV, None)
+
+    def _machine_gave_out(self, err: BaseException, discarded: bool) -> str:
+        """CUDA out of memory or a killed data-loader worker, in one line: what ran out, what was kept, what to
+        try, and for a fit with an epoch done the command that continues it."""
+        name = getattr(self, "subcommand", None) or "the command"
+        config = getattr(self, "config", None)
+        config = config[name] if config is not None and name in config else None
+        kept, last = "", None
+        if name == "fit" and self.run_dir is not None:
+            last = self.run_dir / "checkpoints" / "last.ckpt"
+            kept = (f"; kept {last} ({runs.saved_at(last)})" if last.is_file() and not discarded else
+                    "; nothing was kept (no checkpoint yet)")
+        if hardware.worker_killed(err):
+            why = " ".join(str(err).split()).split(". ")[0]
+            line, options = (f"{name}: a data-loader worker died ({why}; on Colab and Kaggle usually their small "
+                             f"shared memory){kept}. Run with --data.num_workers 0 (batches built in the main "
+                             f"process)"), ["--data.num_workers", 0]
+        else:
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()  # (a notebook's next call starts with the memory free)
+            if config is None:
+                return f"{name} ran out of GPU memory: {' '.join(str(err).split())[:200]}"
+            used, tries, options = hardware.memory_remedy(name, config.data, self.datamodule_class.memory_args,
+                                                          config.trainer.get("accumulate_grad_batches"),
+                                                          config.trainer.get("precision"))
+            line = f"{name} ran out of GPU memory (CUDA out of memory) with {used}{kept}. Try {tries}"
+        if last is not None and last.is_file() and not discarded:
+            line += f". Continue: {command(self.datamodule_class.homework, 'fit', '--resume', self.run_dir, *options)}"
+        return line
 
     @staticmethod
     def subcommands() -> dict[str, set[str]]:
@@ -276,8 +307,7 @@ class HomeworkCLI(LightningCLI):
             if mode in self.saved_config:
                 self.saved_config[mode] = False
         trainer, data = config.trainer, config.data
-        if trainer.precision is None:
-            trainer.precision = hardware.auto_precision()
+        self._choose_devices(trainer, data)
         if self.subcommand != "fit" and config.checkpoint.dirpath is None:
             config.checkpoint.dirpath = str(Path(config.ckpt_path).parent)  # Lightning warns when it moved
         if self.subcommand in EVALUATING:
@@ -297,6 +327,24 @@ class HomeworkCLI(LightningCLI):
             config.checkpoint.dirpath = str(self.run_dir / "checkpoints")
         wandb_id = (runs.read_record(self.run_dir) or {}).get("wandb_id") if self.resume_dir else None
         tracking.configure(trainer, self.run_dir, ["demo-data"] if demo else [], wandb_id)
+
+    def _choose_devices(self, trainer, data) -> None:
+        """Several GPUs only when asked; the precision from each GPU's compute capability; one line says so."""
+        homework = self.datamodule_class.homework
+        name = next(iter(self.datamodule_class.memory_args), None)
+        batch = (name, data.get(name)) if name in data else None
+        said = [hardware.one_gpu_unless_asked(trainer, batch, self.subcommand)]
+        refused = hardware.several_in_a_kernel(trainer, homework)
+        if refused:
+            raise DataError(refused)
+        if self.subcommand == "fit":
+            said.append(hardware.several_gpus(trainer, batch))
+        if trainer.precision is None:
+            trainer.precision, why = hardware.choose_precision(trainer)
+            said.append(why)
+        if launched_rank() == 0:
+            for line in filter(None, said):
+                print(line, file=sys.stderr, flush=True)
 
     def instantiate_classes(self) -> None:
         """Argument errors found while building the model, data or trainer are one line too."""
@@ -348,6 +396,13 @@ class HomeworkCLI(LightningCLI):
         if adapters.spawns_processes(self.trainer):  # ddp_spawn, ddp_fork, ddp_notebook
             strategy = config.trainer.strategy
             strategy = strategy if isinstance(strategy, str) else type(self.trainer.strategy).__name__
+            if adapters.interactive():  # a notebook's kernel, where Lightning forks even for `auto` and refuses ddp
+                devices = config.trainer.devices
+                raise DataError(f"--trainer.devices {devices}: in a notebook's kernel Lightning runs several devices "
+                                f"only as forked processes, which hand back just the weights, so the run's record, "
+                                f"best checkpoint and results would be lost. Run it as a command in a cell: !python "
+                                f"homework/{self.datamodule_class.homework}.py {self.subcommand} --trainer.devices "
+                                f"{devices} (DDP), or use one device here")
             raise DataError(f"--trainer.strategy {strategy}: its processes hand back only the weights, "
                             f"so the run's record, best checkpoint and results would be lost; use --trainer.strategy "
                             f"ddp (the same training, one process per device)")

@@ -6,6 +6,7 @@ import shlex
 import sys
 import time
 import warnings
+from contextvars import ContextVar
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -50,10 +51,17 @@ def silence_known_noise() -> None:
             logger.addFilter(_DropLines())
 
 
+#: set while the Python API runs a command (homework/cli/api.py): the next command is shown as the API's call
+FROM_PYTHON = ContextVar("FROM_PYTHON", default=False)
+
+
 def command(homework: str, *args: object) -> str:
     """A command line the user can paste where they are: how they started this one (`python
-    ~/proj/homework/hw1.py`, `python -m homework.hw1`), or, from Python (a notebook, the tests), the form
-    that works from any folder. The one builder of every `Next:` line."""
+    ~/proj/homework/hw1.py`, `python -m homework.hw1`), or, from Python (the tests), the form
+    that works from any folder; from the Python API (a notebook), the API's call. The one builder of every `Next:`
+    line."""
+    if FROM_PYTHON.get():
+        return python_call(homework, *args)
     main = sys.modules.get("__main__")
     spec = getattr(main, "__spec__", None)
     script = Path(sys.argv[0]) if sys.argv and sys.argv[0] else None
@@ -66,6 +74,27 @@ def command(homework: str, *args: object) -> str:
     else:
         start = ["python", "-m", f"homework.{homework}"]
     return shlex.join(start + [str(a) for a in args])
+
+
+def python_call(homework: str, name: object, *args: object) -> str:
+    """`hw1 fit --resume RUN --data.batch_size 64` as the API's call: `hw1.fit(resume='RUN', data__batch_size=64)`."""
+    words, keywords, i = [str(a) for a in args], [], 0
+    while i < len(words):
+        option = words[i].removeprefix("--")
+        value = words[i + 1] if i + 1 < len(words) and not words[i + 1].startswith("--") else None
+        i += 1 if value is None else 2
+        if value is None:
+            keywords.append(f"{option.replace('.', '__')}=True")
+            continue
+        try:
+            shown = repr(int(value))
+        except ValueError:
+            try:
+                shown = repr(float(value))
+            except ValueError:
+                shown = {"true": "True", "false": "False", "null": "None"}.get(value, repr(value))
+        keywords.append(f"{option.replace('.', '__')}={shown}")
+    return f"{homework}.{name}({', '.join(keywords)})"
 
 
 def fail(message: str) -> None:
@@ -107,13 +136,33 @@ class EpochLines(ProgressBar):
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._print_epoch(trainer, trainer.current_epoch - 1)
 
-    def _print_epoch(self, trainer: pl.Trainer, epoch: int) -> None:
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        """Ctrl-C after an epoch's checkpoint was saved but before the next epoch began (where a fast epoch spends
+        its time): that epoch is printed, so the last line is the epoch kept. Its training metrics are logged only
+        when the next epoch begins, so its validation metrics alone."""
+        if not isinstance(exception, KeyboardInterrupt):
+            return
+        ckpt = trainer.checkpoint_callback
+        last = Path(getattr(ckpt, "last_model_path", "") or "")
+        if not last.is_file():
+            return
+        try:
+            import torch
+
+            saved = torch.load(last, map_location="cpu", weights_only=True, mmap=True)
+            epoch, ended = saved["epoch"], saved["loops"]["fit_loop"]["epoch_loop.batch_progress"]["is_last_batch"]
+        except (OSError, RuntimeError, KeyError, TypeError, ValueError):  # (not one this fit wrote: say nothing)
+            return
+        if ended and epoch > self._printed:
+            self._print_epoch(trainer, epoch, ("val",))
+
+    def _print_epoch(self, trainer: pl.Trainer, epoch: int, kinds: tuple[str, ...] = ("train", "val")) -> None:
         """Epoch `epoch` is over: only now are its train metrics final (the model logs them after callbacks)."""
         if epoch < self._printed + 1 or not (self._enabled and trainer.is_global_zero):
             return
         self._printed = epoch
         metrics = {k.removesuffix("_epoch"): float(v) for k, v in trainer.callback_metrics.items()
-                   if v.numel() == 1 and k.split("_")[0] in ("train", "val") and not k.endswith("_step")}
+                   if v.numel() == 1 and k.split("_")[0] in kinds and not k.endswith("_step")}
         shown = "  ".join(f"{k} {v:.4g}" for k, v in sorted(metrics.items()))
         total = f"/{trainer.max_epochs - 1}" if trainer.max_epochs not in (None, -1) else ""
         ckpt, best = trainer.checkpoint_callback, ""

@@ -5,9 +5,29 @@ line instead of Python's traceback through torch's import machinery; the process
 interrupted by Ctrl-C (by SIGINT: a shell shows exit code 130). After that, the command's own handling takes over
 (`main.run`: what was kept, exit code 130).
 """
+import importlib.util
 import sys
+from pathlib import Path
 
 _before = sys.excepthook
+
+#: the modules of setup.cfg's install_requires: one missing (a checkout run before `pip install -e .`, a kernel with
+#: Lightning but not the rest) is one line saying what to run, not an import traceback from deep inside a command
+REQUIRED = {"torch": "torch", "torchvision": "torchvision", "pytorch_lightning": "pytorch-lightning",
+            "jsonargparse": "jsonargparse", "torchmetrics": "torchmetrics", "wandb": "wandb", "pandas": "pandas",
+            "sklearn": "scikit-learn", "matplotlib": "matplotlib", "PIL": "pillow", "sentencepiece": "sentencepiece",
+            "sacrebleu": "sacrebleu", "filelock": "filelock", "optuna": "optuna"}
+
+
+def check_installed() -> None:
+    """Exit with one `error:` line (code 2) when a dependency of the project is not installed here."""
+    missing = [package for module, package in REQUIRED.items() if importlib.util.find_spec(module) is None]
+    if missing:
+        project = Path(__file__).resolve().parents[2]
+        print(f"error: {', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not installed in this Python "
+              f"({sys.executable}): run `pip install -e .` in {project} (in a notebook: !pip install -e .), which "
+              f"installs the project's dependencies and keeps the torch already installed", file=sys.stderr)
+        raise SystemExit(2)
 
 
 def _one_line(kind, value, traceback) -> None:
@@ -25,3 +45,4 @@ def loaded() -> None:
 
 
 sys.excepthook = _one_line
+check_installed()
