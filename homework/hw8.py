@@ -5,6 +5,11 @@
     python homework/hw8.py fit --model.classifier true                     # + the boss hint's extra classifier
     python homework/hw8.py predict --ckpt_path best                        # prediction.csv and anomalies.png
 """
+if not __package__:  # `python homework/hwN.py` in a checkout not installed with pip: the project is the folder above
+    import os
+    import sys
+
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import homework.cli.startup  # noqa: F401  first: a Ctrl-C while the rest loads ends in one line
 from pytorch_lightning.cli import ArgsType
 
