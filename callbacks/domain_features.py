@@ -82,10 +82,15 @@ class DomainFeaturesTSNE(pl.Callback):
             trainer.logger.log_image(key="tsne", images=[str(path)])
 
     def state_dict(self) -> dict:
-        return {"early": self.snapshots["early"]} if "early" in self.snapshots else {}
+        """The early snapshot as tensors and text (a checkpoint loads with torch.load(weights_only=True))."""
+        if "early" not in self.snapshots:
+            return {}
+        return {"early": {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v
+                          for k, v in self.snapshots["early"].items()}}
 
     def load_state_dict(self, state: dict) -> None:
-        self.snapshots = dict(state)
+        self.snapshots = {name: {k: v.numpy() if isinstance(v, torch.Tensor) else v for k, v in snap.items()}
+                          for name, snap in state.items()}
 
 
 def plot_tsne(snapshots: list[dict], class_names: list[str], path: Path) -> None:
