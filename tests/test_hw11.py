@@ -194,4 +194,4 @@ def test_demo_set_has_a_gap_and_its_own_labels(tmp_path):
 
 # --- recipes -------------------------------------------------------------------------------------------
 def test_compare_knows_the_recipes_beside_the_default():
-    assert recipes("hw11") == ["default", "sample", "source_only"]
+    assert recipes("hw11") == ["default", "sample", "source_only", "strong"]
