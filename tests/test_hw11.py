@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -195,3 +196,19 @@ def test_demo_set_has_a_gap_and_its_own_labels(tmp_path):
 # --- recipes -------------------------------------------------------------------------------------------
 def test_compare_knows_the_recipes_beside_the_default():
     assert recipes("hw11") == ["default", "sample", "source_only", "strong"]
+
+
+def test_compare_runs_source_only_and_the_sample_on_the_same_split_and_budget(data, capsys):
+    labels = data / "real_or_drawing" / "target_labels.csv"
+    results = main(["compare", "--recipes", "source_only,sample", "--data.data_dir", str(data), *TINY,
+                    "--data.target_labels", str(labels), "--trainer.max_epochs", "1"])
+    source_only, sample = (r.run_dir for r in results)
+    configs = [yaml.safe_load((run / "config.yaml").read_text()) for run in (source_only, sample)]
+    assert [c["model"]["lamb"] for c in configs] == [0.0, 0.1]  # each recipe's own lambda ...
+    assert [c["model"]["lamb_schedule"] for c in configs] == ["constant", "constant"]
+    assert [c["trainer"]["max_epochs"] for c in configs] == [1, 1]  # ... for the one budget,
+    assert {c["data"]["val_ratio"] for c in configs} == {0.1} and {c["data"]["seed"] for c in configs} == {5201314}
+    assert configs[1]["data"]["translate"] == 0.0 and configs[0]["data"]["translate"] == 0.1
+    table = (source_only.parent / "comparison.md").read_text()
+    assert "val_target_acc there" in table and "source_only" in table and "sample" in table
+    assert "nan" not in table  # each metric read at the best epoch

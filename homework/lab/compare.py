@@ -84,6 +84,10 @@ class Result:
         points = self.history.get(name) or [(0, math.nan)]
         return float(points[-1][1])
 
+    def at_best(self, name: str) -> float:
+        """`name`'s value at the best epoch (the checkpoint `best` means); NaN where it was not logged."""
+        return next((float(v) for e, v in self.history.get(name, []) if e == self.best_epoch), math.nan)
+
 
 def asks_for_comparison(args: list[str]) -> bool:
     return "compare" in args
@@ -252,12 +256,17 @@ def _diverged(name: str, compare_dir: Path, done: set[Path], seconds: float) -> 
 
 
 def comparison_table(results: list[Result]) -> str:
-    """A Markdown table: variant, best validation metric and its epoch, final losses, epochs, wall time, run."""
+    """A Markdown table: variant, best validation metric and its epoch, the other validation metrics at that
+    epoch (HW11's target accuracy beside the label-free score that picked it), final losses, epochs, wall
+    time, run."""
     monitor = results[0].monitor
-    rows = [["variant", f"best {monitor}", "at epoch", "final train_loss", "final val_loss", "epochs",
-             "wall time (s)", "run"],
+    others = sorted(set.intersection(*[{n for n in r.history if n.startswith("val_")} for r in results])
+                    - {"val_loss", monitor})
+    rows = [["variant", f"best {monitor}", "at epoch", *[f"{n} there" for n in others], "final train_loss",
+             "final val_loss", "epochs", "wall time (s)", "run"],
             *[[r.variant, f"{r.best_score:.4f}" if math.isfinite(r.best_score) else "-",
-               str(r.best_epoch) if r.best_epoch is not None else "-", f"{r.final('train_loss'):.4g}",
+               str(r.best_epoch) if r.best_epoch is not None else "-",
+               *[f"{r.at_best(n):.4g}" for n in others], f"{r.final('train_loss'):.4g}",
                f"{r.final('val_loss'):.4g}", str(r.epochs), f"{r.seconds:.1f}",
                r.run_dir.name + (f" ({r.note})" if r.note else "")] for r in results]]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
