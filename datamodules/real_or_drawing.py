@@ -290,15 +290,15 @@ class RealOrDrawingDataModule(HomeworkDataModule[RealOrDrawingFiles]):
         return self._loader(DomainImages(self.target, None), batch_size=256)
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
-        """uint8 -> float in [0, 1] on the device (the sample's ToTensor), a quarter of the bytes to copy."""
-        def to_float(x):
-            return x.float().div_(255) if isinstance(x, torch.Tensor) and x.dtype == torch.uint8 else x
-
+        """uint8 -> float in [0, 1] on the device (the sample's ToTensor), a quarter of the bytes to copy; the
+        training step's {"source": (images, labels), "target": images} alike."""
+        if isinstance(batch, torch.Tensor):
+            return batch.float().div_(255) if batch.dtype == torch.uint8 else batch
         if isinstance(batch, dict):
             return {key: self.on_after_batch_transfer(value, dataloader_idx) for key, value in batch.items()}
         if isinstance(batch, (list, tuple)):
-            return type(batch)(to_float(x) for x in batch)
-        return to_float(batch)
+            return type(batch)(self.on_after_batch_transfer(x, dataloader_idx) for x in batch)
+        return batch
 
     # --- Kaggle export ------------------------------------------------------------------------
     @property

@@ -11,6 +11,7 @@ from torch import nn
 from torchmetrics import CatMetric
 from torchmetrics.classification import BinaryAccuracy, MulticlassAccuracy
 
+from datamodules.errors import DataError
 from datamodules.lab_hooks import Remedy
 from models.base import BaseTask
 
@@ -151,8 +152,6 @@ class DomainAdversarialClassifier(BaseTask):
         return self.label_predictor(self.feature_extractor(x))
 
     def check_trainer(self, trainer) -> None:
-        from datamodules.errors import DataError
-
         for name in ("lamb", "gamma", "pseudo_label_weight"):
             if self.hparams[name] < 0:
                 raise DataError(f"--model.{name} must be at least 0 (got {self.hparams[name]})")

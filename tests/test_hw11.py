@@ -212,3 +212,25 @@ def test_compare_runs_source_only_and_the_sample_on_the_same_split_and_budget(da
     table = (source_only.parent / "comparison.md").read_text()
     assert "val_target_acc there" in table and "source_only" in table and "sample" in table
     assert "nan" not in table  # each metric read at the best epoch
+
+
+def test_pseudo_labels_train_on_confident_drawings_only(data):
+    dm = datamodule(data)
+    dm.setup("fit")
+    batch = dm.on_after_batch_transfer(next(iter(dm.train_dataloader()))[0], 0)
+    model = DomainAdversarialClassifier(width=4)
+    every = model.losses(batch, 1.0, pseudo_threshold=0.0)  # every drawing is "confident"
+    assert every["pseudo_share"] == 1.0 and every["pseudo"] > 0
+    (target_grad,) = torch.autograd.grad(every["pseudo"], [model.label_predictor.layer[-1].bias])
+    assert target_grad.abs().sum() > 0  # the drawings' pseudo-labels train the label predictor
+    none = model.losses(batch, 1.0, pseudo_threshold=1.0)  # no 10-class prediction is certain at the start
+    assert none["pseudo_share"] == 0.0 and none["pseudo"] == 0.0
+    assert "pseudo" not in model.losses(batch, 1.0)
+
+
+def test_bad_model_options_are_one_line(data, capsys):
+    line = user_error(capsys, main, ["fit", "--data.data_dir", str(data), *TINY, "--model.lamb", "-1"])
+    assert "--model.lamb must be at least 0" in line
+    line = user_error(capsys, main, ["fit", "--data.data_dir", str(data), *TINY,
+                                     "--model.pseudo_label_threshold", "1.5"])
+    assert "--model.pseudo_label_threshold" in line
