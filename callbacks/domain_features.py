@@ -62,7 +62,8 @@ class DomainFeaturesTSNE(pl.Callback):
             points = TSNE(n_components=2, init="pca", random_state=5, perplexity=perplexity).fit_transform(
                 data["features"])
         lamb = getattr(pl_module, "current_lambda", lambda: None)()
-        title = f"{when}: epoch {trainer.current_epoch}" + (f", lambda {lamb:.2f}" if lamb is not None else "")
+        done = trainer.current_epoch if when == "early" else trainer.current_epoch - 1  # (counted from 0)
+        title = f"{when}: after epoch {done}" + (f", lambda {lamb:.2f}" if lamb is not None else "")
         return {"points": points, "domain": data["domain"], "label": data["label"], "true": data["true"],
                 "title": title}
 

@@ -234,3 +234,15 @@ def test_bad_model_options_are_one_line(data, capsys):
     line = user_error(capsys, main, ["fit", "--data.data_dir", str(data), *TINY,
                                      "--model.pseudo_label_threshold", "1.5"])
     assert "--model.pseudo_label_threshold" in line
+
+
+def test_the_diagnosis_takes_a_perfect_validation_score():
+    # (the advisor's own rule, here because HW11's photos reach val_acc 1.0 on the demo: `diagnose` divided by 0)
+    from homework.lab.advisor import _check_overfitting, _Curves
+
+    evidence = []
+    curves = _Curves("error rate", [(0, 0.5), (1, 0.1), (2, 0.05)], [(0, 0.3), (1, 0.0), (2, 0.05)])
+    assert _check_overfitting(curves, None, (), {}, evidence)[0] == "overfitting"
+    assert "rose to 0.05" in evidence[-1]
+    curves = _Curves("error rate", [(0, 0.5), (1, 0.1), (2, 0.05)], [(0, 0.3), (1, 0.0), (2, 0.0)])
+    assert _check_overfitting(curves, None, (), {}, [])[0] == "healthy"  # 0 -> 0 is no rise

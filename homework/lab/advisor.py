@@ -208,7 +208,8 @@ def _check_overfitting(c: _Curves, bar: Reference | None, remedies, settings: di
     """("overfitting", its remedies) where validation ends GAP_RATIO above training or rose RISE from its best
     while training fell; else ("healthy", [])."""
     quantity, t_end, v_end, v_best, best_epoch = c.quantity, c.t_end, c.v_end, c.v_best, c.best_epoch
-    rose = best_epoch < c.val[-1][0] and v_end >= (1 + RISE) * v_best and t_end < c.train_at.get(best_epoch, math.inf)
+    rose = (best_epoch < c.val[-1][0] and v_end >= (1 + RISE) * v_best and v_end > v_best
+            and t_end < c.train_at.get(best_epoch, math.inf))
     gap = v_end >= GAP_RATIO * t_end and v_end > 0
     if bar is not None:
         evidence.append(f"training {quantity} {t_end:.4g} is clearly below what a simple model reaches on held-out "
@@ -224,7 +225,8 @@ def _check_overfitting(c: _Curves, bar: Reference | None, remedies, settings: di
         evidence.append(f"{c.ends}: validation is {times} training (threshold {GAP_RATIO:g}x)")
     if rose:
         evidence.append(f"validation {quantity} was best at epoch {best_epoch} ({v_best:.4g}) and rose "
-                        f"{v_end / v_best - 1:.0%} by the end while training {quantity} fell "
+                        f"{f'{v_end / v_best - 1:.0%}' if v_best > 0 else f'to {v_end:.4g}'} by the end while "
+                        f"training {quantity} fell "
                         f"({c.train_at[best_epoch]:.4g} -> {t_end:.4g}); early stopping keeps epoch "
                         f"{best_epoch}'s weights")
     return "overfitting", advice("overfitting", remedies, settings)
