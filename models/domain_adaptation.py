@@ -67,14 +67,23 @@ class GradientReversal(torch.autograd.Function):
     forward and one backward instead of the sample's two backward passes.
     """
 
+    generate_vmap_rule = True  # (torch.func transforms, e.g. `critical`'s Hessian-vector products)
+
     @staticmethod
-    def forward(ctx, x: torch.Tensor, lamb: float) -> torch.Tensor:
-        ctx.lamb = lamb
+    def forward(x: torch.Tensor, lamb: float) -> torch.Tensor:
         return x.view_as(x)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        ctx.lamb = inputs[1]
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         return -ctx.lamb * grad, None
+
+    @staticmethod
+    def jvp(ctx, x_tangent: torch.Tensor, lamb_tangent) -> torch.Tensor:
+        return x_tangent  # forward mode: the identity
 
 
 def reverse_gradient(x: torch.Tensor, lamb: float) -> torch.Tensor:
@@ -208,14 +217,14 @@ class DomainAdversarialClassifier(BaseTask):
         return loss
 
     def batch_loss(self, batch) -> tuple[torch.Tensor, int]:
-        """The loss training minimizes on one batch at the end of training (lambda at its final value) and the
-        number of photos (the lab's hook: datamodules/lab_hooks.py)."""
+        """The photos' class loss on one batch and their number (the lab's hook: datamodules/lab_hooks.py). The
+        adversarial game has no one loss that every parameter minimizes (the domain classifier and the extractor
+        pull its domain term opposite ways), so `critical` looks at the labelled part, which both the
+        extractor and the label predictor minimize."""
         if isinstance(batch, tuple) and len(batch) == 3 and isinstance(batch[0], dict):  # a CombinedLoader's item
             batch = batch[0]
-        final = self.hparams.lamb if self.hparams.lamb_schedule == "constant" else dann_lambda(1.0, self.hparams.lamb,
-                                                                                               self.hparams.gamma)
-        out = self.losses(batch, final)
-        return out["class"] + out["domain"], len(batch["source"][1])
+        images, labels = batch["source"]
+        return self.class_criterion(self(images), labels), len(labels)
 
     # --- validation without target labels --------------------------------------------------------
     def validation_step(self, batch, batch_idx, dataloader_idx: int = 0):
