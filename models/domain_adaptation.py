@@ -210,7 +210,7 @@ class DomainAdversarialClassifier(BaseTask):
         size = len(labels)
         self.log("train_loss", out["class"], on_step=False, on_epoch=True, batch_size=size, sync_dist=True)
         self.log("train_acc", self.train_acc, on_step=False, on_epoch=True)
-        self.log("train_domain_loss", out["domain"], on_step=False, on_epoch=True, batch_size=size, sync_dist=True)
+        self.log("train_domain_bce", out["domain"], on_step=False, on_epoch=True, batch_size=size, sync_dist=True)
         self.log("lambda", lamb, on_step=False, on_epoch=True, batch_size=size)
         if "pseudo" in out:
             self.log("train_pseudo_share", out["pseudo_share"], on_step=False, on_epoch=True, batch_size=size)
