@@ -27,6 +27,8 @@ HOMEWORKS = {
     "hw4": {"title": "HW4: speaker identification", "competition": "ml2022spring-hw4", "gdown": {}},
     "hw5": {"title": "HW5: English to Chinese translation", "competition": None, "gdown": {}},
     "hw8": {"title": "HW8: anomaly detection (autoencoders)", "competition": "ml2022spring-hw8", "gdown": {}},
+    "hw11": {"title": "HW11: domain adaptation, real photos to drawings (DaNN)", "competition": "ml2022spring-hw11",
+             "gdown": {}},
 }
 
 

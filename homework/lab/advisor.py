@@ -376,7 +376,8 @@ def _check_overfitting(c: _Curves, w: _Watched, bar: Reference | None, remedies,
         evidence.append(f"{c.ends}: validation is {times} training (threshold {GAP_RATIO:g}x)")
     if rose:
         evidence.append(f"validation {quantity} was best at epoch {best_epoch} ({v_best:.4g}) and rose "
-                        f"{v_end / v_best - 1:.0%} by the end while training {quantity} fell "
+                        f"{f'{v_end / v_best - 1:.0%}' if v_best > 0 else f'to {v_end:.4g}'} by the end while "
+                        f"training {quantity} fell "
                         f"({c.train_at[best_epoch]:.4g} -> {t_end:.4g}); early stopping keeps epoch "
                         f"{best_epoch}'s weights")
     if metric_turned:

@@ -5,6 +5,7 @@ on the student's own data).
     python homework/hw1.py compare --optimizers sgd,sgd_momentum,adagrad,rmsprop,adam,adamw,radam --trainer.max_epochs 100
     python homework/hw1.py compare --schedules constant,step,warmup_cosine
     python homework/hw1.py compare --batch_sizes 16,64,256 --lr 0.001
+    python homework/hw11.py compare --recipes source_only,sample,default
 
 Each variant is a normal `fit` run (its own run directory, checkpoints, learning curve and W&B run) inside
 one comparison directory `runs/hwN/<stamp>_compare/`, one after the other in this process, like the folds
@@ -28,6 +29,9 @@ What each variant name means (flags added after the user's own, so they win):
     step          StepLR: x0.1 after each third of the epochs
     warmup_cosine callbacks.WarmupCosineLR: linear warmup over 5% of the steps, then cosine decay to 0
   batch sizes: `--data.batch_size N` for each N (the recipe's optimizer and schedule, `--lr` if given).
+  recipes: the homework's own recipes, `default` (homework/configs/hwN.yaml) or NAME for
+    homework/configs/hwN_NAME.yaml (HW3's `sample` and `strong`, HW11's `sample` and `source_only`), each
+    given as `--config` before the user's options (which win), all for the same epoch budget.
 """
 
 import datetime as dt
@@ -58,7 +62,8 @@ OPTIMIZERS: dict[str, tuple[str, float, dict]] = {  # name -> (class, usual lr, 
     "radam": ("torch.optim.RAdam", 0.001, {}),
 }
 SCHEDULES = ("constant", "step", "warmup_cosine")
-CHOICES = ("--optimizers", "--schedules", "--batch_sizes")
+CHOICES = ("--optimizers", "--schedules", "--batch_sizes", "--recipes")
+NOT_RECIPES = ("tiny", "space")  # configs beside a homework's recipes that are no recipe (homework/registry.py)
 
 
 @dataclass
@@ -79,6 +84,10 @@ class Result:
     def final(self, name: str) -> float:
         points = self.history.get(name) or [(0, math.nan)]
         return float(points[-1][1])
+
+    def at_best(self, name: str) -> float:
+        """`name`'s value at the best epoch (the checkpoint `best` means); NaN where it was not logged."""
+        return next((float(v) for e, v in self.history.get(name, []) if e == self.best_epoch), math.nan)
 
 
 def asks_for_comparison(args: list[str]) -> bool:
@@ -105,9 +114,21 @@ def variant_flags(kind: str, name: str, lr: str | None, max_epochs: int) -> list
     return ["--data.batch_size", name, *lr_flags]
 
 
-def _names(kind: str, value: str) -> list[str]:
+def recipes(homework: str) -> list[str]:
+    """The homework's recipe names: `default` and each NAME of homework/configs/hwN_NAME.yaml."""
+    named = sorted(p.stem.removeprefix(f"{homework}_") for p in CONFIG_DIR.glob(f"{homework}_*.yaml"))
+    return ["default", *(n for n in named if n not in NOT_RECIPES)]
+
+
+def recipe_flags(homework: str, name: str) -> list[str]:
+    """`--config` of recipe `name` (nothing for `default`: the homework's YAML is the parser's defaults)."""
+    return [] if name == "default" else ["--config", str(CONFIG_DIR / f"{homework}_{name}.yaml")]
+
+
+def _names(kind: str, value: str, homework: str = "") -> list[str]:
     names = [n.strip() for n in value.split(",") if n.strip()]
-    valid = list(OPTIMIZERS) if kind == "--optimizers" else list(SCHEDULES) if kind == "--schedules" else None
+    valid = (list(OPTIMIZERS) if kind == "--optimizers" else list(SCHEDULES) if kind == "--schedules"
+             else recipes(homework) if kind == "--recipes" else None)
     for name in names:
         if valid is not None and name not in valid:
             raise DataError(f"{kind}: unknown variant '{name}'; choose from {','.join(valid)}")
@@ -151,9 +172,9 @@ def compare_command(args: list[str], make_cli: Callable[[list[str]], object], da
     rest, lr = take(rest, "--lr")
     if len(kinds) != 1:
         raise DataError("compare runs one kind of variant: give exactly one of --optimizers a,b,..., "
-                        "--schedules a,b,... or --batch_sizes m,n,... (see compare --help)")
+                        "--schedules a,b,..., --batch_sizes m,n,... or --recipes a,b,... (see compare --help)")
     (kind, value), = kinds.items()
-    names = _names(kind, value)
+    names = _names(kind, value, homework)
     if lr is not None:
         try:
             if float(lr) <= 0:
@@ -167,8 +188,14 @@ def compare_command(args: list[str], make_cli: Callable[[list[str]], object], da
     compare_dir = runs.new_run_dir(root, "compare", [])
     results = []
     for name in names:
-        run_args = (rest[:at] + ["fit", "--early_stopping.patience", NO_EARLY_STOP] + rest[at + 1:]
-                    + variant_flags(kind, name, lr, max_epochs) + ["--trainer.default_root_dir", str(compare_dir)])
+        if kind == "--recipes":  # a recipe first, so the user's options win; then the one budget for all
+            run_args = (rest[:at] + ["fit", *recipe_flags(homework, name), "--early_stopping.patience",
+                                     NO_EARLY_STOP] + rest[at + 1:] + ["--trainer.max_epochs", str(max_epochs)]
+                        + (["--model.optimizer.lr", lr] if lr is not None else []))
+        else:
+            run_args = (rest[:at] + ["fit", "--early_stopping.patience", NO_EARLY_STOP] + rest[at + 1:]
+                        + variant_flags(kind, name, lr, max_epochs))
+        run_args += ["--trainer.default_root_dir", str(compare_dir)]
         print(f"\n=== {kind[2:]}: {name} ({len(results) + 1} of {len(names)}) ===", flush=True)
         start = time.perf_counter()
         try:
@@ -241,12 +268,17 @@ def _diverged(name: str, compare_dir: Path, done: set[Path], seconds: float) -> 
 
 
 def comparison_table(results: list[Result]) -> str:
-    """A Markdown table: variant, best validation metric and its epoch, final losses, epochs, wall time, run."""
+    """A Markdown table: variant, best validation metric and its epoch, the other validation metrics at that
+    epoch (HW11's target accuracy beside the label-free score that picked it), final losses, epochs, wall
+    time, run."""
     monitor = results[0].monitor
-    rows = [["variant", f"best {monitor}", "at epoch", "final train_loss", "final val_loss", "epochs",
-             "wall time (s)", "run"],
+    others = sorted(set.intersection(*[{n for n in r.history if n.startswith("val_")} for r in results])
+                    - {"val_loss", monitor})
+    rows = [["variant", f"best {monitor}", "at epoch", *[f"{n} there" for n in others], "final train_loss",
+             "final val_loss", "epochs", "wall time (s)", "run"],
             *[[r.variant, f"{r.best_score:.4f}" if math.isfinite(r.best_score) else "-",
-               str(r.best_epoch) if r.best_epoch is not None else "-", f"{r.final('train_loss'):.4g}",
+               str(r.best_epoch) if r.best_epoch is not None else "-",
+               *[f"{r.at_best(n):.4g}" for n in others], f"{r.final('train_loss'):.4g}",
                f"{r.final('val_loss'):.4g}", str(r.epochs), f"{r.seconds:.1f}",
                r.run_dir.name + (f" ({r.note})" if r.note else "")] for r in results]]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
