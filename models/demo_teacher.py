@@ -52,7 +52,7 @@ def train_demo_teacher(root: Path, size: int, crop: float, target: Path, epochs:
         train_x, train_y = load_split(root / "training", size, crop)
         val_x, val_y = load_split(root / "validation", size, crop)
         net = torchvision.models.resnet18(weights=None, num_classes=11)
-        loader = DataLoader(TensorDataset(train_x, train_y), batch_size=64, shuffle=True, drop_last=True,
+        loader = DataLoader(TensorDataset(train_x, train_y), batch_size=64, shuffle=True, drop_last=len(train_x) > 64,
                             generator=torch.Generator().manual_seed(SEED))
         optimizer = torch.optim.AdamW(net.parameters(), lr=2e-3, weight_decay=0.05)
         schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, 2e-3, total_steps=epochs * len(loader))

@@ -78,6 +78,11 @@ class Student(ImageClassifier):
         Remedy("overfitting", "label smoothing", "--model.label_smoothing", plus=0.1, start=0.1, most=0.3),
     )
 
+    #: `compare --losses CE,KD,FitNet`: the same student without a teacher, distilled, and with feature matching
+    #: (homework/lab/compare.py; the teacher's accuracy is the table's ceiling).
+    variants = {"--losses": {"CE": ("--model.loss_fn_type", "CE"), "KD": ("--model.loss_fn_type", "KD"),
+                             "FitNet": ("--model.loss_fn_type", "FitNet")}}
+
     def __init__(
         self,
         num_classes: int = 11,

@@ -109,7 +109,8 @@ def _from_checkpoint(file: Path, checkpoint: dict, num_classes: int) -> Teacher:
         what = f"HW13's student {hparams['net']}"
     weights = {k.removeprefix("net."): v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")}
     _load(net, weights, file, f"{what}'s weights", num_classes)
-    return Teacher(net, int(hparams["image_size"]), f"{what}, {summary_params(net):,} parameters ({file})")
+    size = int(hparams["image_size"])
+    return Teacher(net, size, f"{what}, {summary_params(net, (3, size, size)):,} parameters ({file})")
 
 
 def _load(net: nn.Module, weights: dict, file: Path, expected: str, num_classes: int) -> None:

@@ -26,6 +26,8 @@ HOMEWORKS = {
     "hw3": {"title": "HW3: food-11 image classification", "competition": "ml2023spring-hw3", "gdown": {}},
     "hw4": {"title": "HW4: speaker identification", "competition": "ml2022spring-hw4", "gdown": {}},
     "hw5": {"title": "HW5: English to Chinese translation", "competition": None, "gdown": {}},
+    "hw13": {"title": "HW13: network compression (a student under the budget, knowledge distillation)",
+             "competition": "ml2023spring-hw13", "gdown": {}},
 }
 
 
