@@ -188,7 +188,8 @@ def test_teacher_from_an_hw3_run(tmp_path, caplog):
     hw3.main(["fit", "--data.data_dir", data, "--model.net", "sample", *registry.tiny("hw3"), *QUIET])
     hw3_run = next(Path("runs/hw3").iterdir())
     with caplog.at_level("INFO"):
-        main(["fit", *TINY, "--data.data_dir", data, "--model.loss_fn_type", "FitNet", "--model.teacher", str(hw3_run)])
+        main(["fit", *TINY, "--data.data_dir", data, "--model.loss_fn_type", "FitNet", "--model.teacher", str(hw3_run),
+              "--data.teacher_image_size", "32"])  # (HW3's tiny run trained at 32 px: no 224-px cache to decode)
     assert "Teacher: HW3's sample" in caplog.text and "32 px" in caplog.text
     run = next(Path("runs/hw13").iterdir())
     main(["validate", "--ckpt_path", str(run), *QUIET])  # FitNet's adapter is not needed to use the student
