@@ -3,6 +3,7 @@ of the runs beside it (a `compare`'s variants, or earlier fits on the same data)
 the teacher's score as the ceiling."""
 
 import json
+import os
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -12,7 +13,7 @@ from callbacks.plots import pyplot
 
 
 def sibling_runs(run_dir: Path) -> list[tuple[str, dict]]:
-    """(name, run.json) of the finished runs in `run_dir`'s folder, `run_dir` excluded (run.json read as plain JSON:
+    """(name, run.json) of the runs in `run_dir`'s folder, `run_dir` excluded (run.json read as plain JSON:
     callbacks sit below the run machinery)."""
     found = []
     for other in sorted(run_dir.parent.iterdir()) if run_dir.parent.is_dir() else []:
@@ -44,12 +45,13 @@ class SizeAccuracyPlot(pl.Callback):
         own = pl_module.run_record()
         datamodule = trainer.datamodule
         data_dir = str(Path(datamodule.data_dir).resolve())
-        points = [(run_dir.name + " (this run)", own["student_parameters"], float(ckpt.best_model_score),
+        seed = os.environ.get("PL_GLOBAL_SEED")
+        points = [(f"this run (seed {seed})", own["student_parameters"], float(ckpt.best_model_score),
                    own.get("loss_fn_type", ""))]
         for name, record in sibling_runs(run_dir):
             if (record.get("homework"), record.get("data_dir")) == (datamodule.homework, data_dir) \
                     and record.get("student_parameters") and record.get("best_score") is not None:
-                points.append((name, record["student_parameters"], record["best_score"],
+                points.append((f"seed {record.get('seed')}", record["student_parameters"], record["best_score"],
                                record.get("loss_fn_type", "")))
         reference = datamodule.reference_score(0) if hasattr(datamodule, "reference_score") else None
         ceiling = reference if reference is not None and reference.ceiling else None
@@ -62,6 +64,8 @@ class SizeAccuracyPlot(pl.Callback):
 
 def draw(points, budget, ceiling, monitor: str, path: Path, title: str) -> None:
     """Points (label, parameters, score, kind) on a log parameter axis; the budget and the ceiling as lines."""
+    from matplotlib.ticker import FuncFormatter
+
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
     colors = {"CE": "tab:blue", "KD": "tab:orange", "FitNet": "tab:green"}
@@ -70,8 +74,7 @@ def draw(points, budget, ceiling, monitor: str, path: Path, title: str) -> None:
         ax.scatter([p[1] for p in chosen], [p[2] for p in chosen], s=40, color=colors.get(kind, "tab:gray"),
                    label=f"student, {kind}" if kind else "student", zorder=3)
     for label, params, score, _ in points:
-        ax.annotate(label.split("_")[0] if "(this run)" not in label else "this run", (params, score),
-                    textcoords="offset points", xytext=(5, 4), fontsize=8)
+        ax.annotate(label, (params, score), textcoords="offset points", xytext=(5, 4), fontsize=8)
     if budget:
         ax.axvline(budget, color="tab:red", linestyle="--", linewidth=1.2, label=f"budget: {budget:,} parameters")
     if ceiling is not None:
@@ -79,6 +82,10 @@ def draw(points, budget, ceiling, monitor: str, path: Path, title: str) -> None:
                    label=f"teacher: {ceiling.score:.3f} (ceiling)")
     counts = [p[1] for p in points] + ([budget] if budget else [])
     ax.set_xscale("log")
+    ax.minorticks_off()
+    ax.set_xticks(sorted({p[1] for p in points}))  # the counts themselves (a log axis within a decade has no labels;
+    # the budget is named in the legend)
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:,.0f}"))
     ax.set_xlim(min(counts) / 1.6, max(counts) * 1.6)
     scores = [p[2] for p in points] + ([ceiling.score] if ceiling is not None else [])
     low, high = min(scores), max(scores)
