@@ -256,3 +256,13 @@ def test_teacher_view_of_the_same_batch(tmp_path):
     assert student.shape[-1] == 16 and teacher.shape[-1] == 32
     assert torch.allclose(student, torch.nn.functional.interpolate(teacher, size=16, mode="bilinear",
                                                                    antialias=True), atol=1e-4)
+
+
+def test_compare_knows_the_losses(capsys):
+    """`compare --losses CE,KD,FitNet`: HW13's own kind of variant (the task's `variants`), checked before any fit."""
+    from homework.lab.compare import variant_flags
+    from models.distillation import Student
+
+    assert variant_flags("--losses", "KD", None, 1, Student.variants) == ["--model.loss_fn_type", "KD"]
+    line = user_error(capsys, main, ["compare", "--losses", "CE,XD", *TINY])
+    assert "--losses: unknown variant 'XD'; choose from CE,KD,FitNet" in line
