@@ -138,6 +138,11 @@ class FoodDataModule(HomeworkDataModule[FoodFiles]):
     expected_files = ("train/ valid/ test/ (ML2023), food11/training|validation|test/ (ML2022) "
                       "or food-11/training/labeled|validation|testing/ (ML2021)")
     num_classes = 11
+    #: The training resolution when `image_size` is None: on the course's photos, and on the demo's 8x8-pixel digits.
+    default_image_size, demo_image_size = 128, 32
+    #: How a photo becomes a square when decoded: None squashes it (HW3's sample); a fraction f resizes its shorter
+    #: side to size / f and keeps the centre (HW13's sample: Resize(256) + CenterCrop(224) is f = 0.875).
+    decode_crop: float | None = None
     # How a run executes, not what the model learns: a later command's values win over the checkpoint's.
     runtime_args = HomeworkDataModule.runtime_args + ("cache", "cache_dir", "bad_images", "tta_views", "tta_weight")
     memory_args = ("batch_size", "image_size")
@@ -173,19 +178,24 @@ class FoodDataModule(HomeworkDataModule[FoodFiles]):
         self.layout = self.files.layout
         self.kaggle_competition = self.layout.kaggle_competition
         self.class_names = DEMO_CLASSES if self.is_demo else FOOD11_CLASSES
-        self.image_size = image_size or (32 if self.is_demo else 128)
+        self.image_size = image_size or (self.demo_image_size if self.is_demo else self.default_image_size)
         self.save_hyperparameters({"image_size": self.image_size})  # resolved; Lightning checks the model agrees
         self.batch_size, self.tta_views, self.tta_weight = batch_size, tta_views, tta_weight
         self.num_workers = default_num_workers() if num_workers is None else num_workers
         self.cache, self.bad_images = cache, bad_images
         self.cache_dir = Path(cache_dir) if cache_dir else self.files.root / ".cache"
-        self.augment = augmentation(self.image_size, crop_scale, hflip, auto_augment, random_erasing)
+        self.augment = augmentation(self.cache_size, crop_scale, hflip, auto_augment, random_erasing)
         mixers = [mix(alpha=a, num_classes=self.num_classes)
                   for mix, a in ((v2.MixUp, mixup_alpha), (v2.CutMix, cutmix_alpha)) if a > 0]
         self.mix = v2.RandomChoice(mixers) if mixers else None
         self.train: Split | None = None
         self.valid: Split | None = None
         self.test: Split | None = None
+
+    @property
+    def cache_size(self) -> int:
+        """The resolution images are decoded and augmented at (a subclass may keep more pixels than it trains on)."""
+        return self.image_size
 
     # --- finding and writing the files -------------------------------------------------------
     @classmethod
@@ -227,12 +237,13 @@ class FoodDataModule(HomeworkDataModule[FoodFiles]):
         """Decode `files` once (in parallel) into a uint8 array: returns it and the (index, error) failures.
         The disk cache is built once (two runs started at once: the second waits and reuses it), its
         failures file written before the array is renamed into place, so a cache that exists is complete."""
-        shape = (len(files), 3, self.image_size, self.image_size)
+        shape = (len(files), 3, self.cache_size, self.cache_size)
         if self.cache == "memory":
             target = torch.zeros(shape, dtype=torch.uint8)
             return target, self._decode_into(target, name, files)
-        key = source_key(files, self.files.root, self.image_size)
-        path = self.cache_dir / f"{self.layout.name}_{name}_{self.image_size}px_{key}.npy"
+        key = source_key(files, self.files.root, self.cache_size)
+        cropped = "" if self.decode_crop is None else f"_crop{self.decode_crop:g}"
+        path = self.cache_dir / f"{self.layout.name}_{name}_{self.cache_size}px{cropped}_{key}.npy"
         failures_path = path.with_suffix(".failures.json")
 
         def decode(tmp: Path) -> None:
@@ -247,10 +258,10 @@ class FoodDataModule(HomeworkDataModule[FoodFiles]):
         return MappedImages(path), [tuple(f) for f in json.loads(failures_path.read_text())]
 
     def _decode_into(self, target: torch.Tensor, name: str, files: list[Path]) -> list[tuple[int, str]]:
-        rank_zero_info(f"Decoding {len(files)} {name} images once, at {self.image_size} px, "
+        rank_zero_info(f"Decoding {len(files)} {name} images once, at {self.cache_size} px, "
                        f"into a {self.cache} cache")
         start = time.perf_counter()
-        loader = DataLoader(DecodeFiles(files, self.image_size), batch_size=32, num_workers=self.num_workers,
+        loader = DataLoader(DecodeFiles(files, self.cache_size, self.decode_crop), batch_size=32, num_workers=self.num_workers,
                             collate_fn=list)
         failures = []
         for items in loader:

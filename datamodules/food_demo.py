@@ -7,8 +7,11 @@ import numpy as np
 from PIL import Image
 
 
-def write_demo_food(directory: Path, per_class: tuple[int, int, int] = (110, 30, 30), seed: int = 0) -> None:
-    """A small food-11-shaped set from scikit-learn's 8x8 `load_digits`, in the ML2022 layout and naming.
+def write_demo_food(directory: Path, per_class: tuple[int, int, int] = (110, 30, 30), seed: int = 0,
+                    root: str = "food11", splits: tuple[str, str, str] = ("training", "validation", "test"),
+                    first_id: int = 1) -> None:
+    """A small food-11-shaped set from scikit-learn's 8x8 `load_digits`, in the ML2022 layout and naming
+    (another homework on food-11 names its own folder `root`, its `splits` and its test files' `first_id`).
 
     Classes 0-9 are the digits; class 10 (digits have only ten) is a "2x2 plate" of four small
     digits, so the demo keeps food-11's 11 classes. Each image is a 64x48 RGB JPEG: dark ink on
@@ -18,24 +21,24 @@ def write_demo_food(directory: Path, per_class: tuple[int, int, int] = (110, 30,
 
     rng = np.random.default_rng(seed)
     digits = load_digits()
-    pools: dict[str, list[tuple[int, list[np.ndarray]]]] = {"training": [], "validation": [], "test": []}
+    pools: dict[str, list[tuple[int, list[np.ndarray]]]] = {name: [] for name in splits}
     for digit in range(10):
         index = rng.permutation(np.flatnonzero(digits.target == digit))
         start = 0
         for name, count in zip(pools, per_class):
             pools[name] += [(digit, [digits.images[i]]) for i in index[start:start + count]]
             start += count
-    root = directory / "food11"
+    folder = directory / root
     for name, count in zip(pools, per_class):
         pool = pools[name]
         plates = [(10, [pool[j][1][0] for j in rng.choice(len(pool), 4, replace=False)]) for _ in range(count)]
         samples = [pool[i] for i in rng.permutation(len(pool))] + plates
-        (root / name).mkdir(parents=True, exist_ok=True)
+        (folder / name).mkdir(parents=True, exist_ok=True)
         counters = [0] * 11
         for n, (label, glyphs) in enumerate(samples):
-            file = f"{n + 1:04d}.jpg" if name == "test" else f"{label}_{counters[label]}.jpg"
+            file = f"{n + first_id:04d}.jpg" if name == splits[2] else f"{label}_{counters[label]}.jpg"
             counters[label] += 1
-            render_digits(glyphs, rng).save(root / name / file, quality=90)
+            render_digits(glyphs, rng).save(folder / name / file, quality=90)
 
 
 def render_digits(glyphs: list[np.ndarray], rng: np.random.Generator) -> Image.Image:

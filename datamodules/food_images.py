@@ -13,28 +13,38 @@ from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
 
-def load_image(path: Path, size: int) -> torch.Tensor:
-    """Decode to a (3, size, size) uint8 tensor, squashed to a square as the sample's Resize((128, 128))."""
+def load_image(path: Path, size: int, crop: float | None = None) -> torch.Tensor:
+    """Decode to a (3, size, size) uint8 tensor: squashed to a square as HW3's sample's Resize((128, 128)), or
+    with `crop` (a fraction) as Resize(size / crop) + CenterCrop(size), HW13's sample (Resize(256) + CenterCrop(224))."""
     with Image.open(path) as image:
         # JPEG only: decode straight at 1/2, 1/4 or 1/8 scale (DCT scaling), several times faster
         # than decoding the full 512x384 photo and then shrinking it.
-        image.draft("RGB", (size, size))
-        image = image.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
+        side = size if crop is None else round(size / crop)
+        image.draft("RGB", (side, side))
+        image = image.convert("RGB")
+        if crop is None:
+            image = image.resize((size, size), Image.Resampling.BILINEAR)
+        else:  # the shorter side to size / crop, then the centre size x size
+            scale = side / min(image.size)
+            image = image.resize((max(size, round(image.width * scale)), max(size, round(image.height * scale))),
+                                 Image.Resampling.BILINEAR)
+            left, top = (image.width - size) // 2, (image.height - size) // 2
+            image = image.crop((left, top, left + size, top + size))
     return torch.from_numpy(np.array(image)).permute(2, 0, 1)
 
 
 class DecodeFiles(Dataset):
     """Decodes image files; a broken file is reported back, not raised inside a worker."""
 
-    def __init__(self, paths: list[Path], size: int) -> None:
-        self.paths, self.size = paths, size
+    def __init__(self, paths: list[Path], size: int, crop: float | None = None) -> None:
+        self.paths, self.size, self.crop = paths, size, crop
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int) -> tuple[int, torch.Tensor | None, str | None]:
         try:
-            return i, load_image(self.paths[i], self.size), None
+            return i, load_image(self.paths[i], self.size, self.crop), None
         except Exception as err:  # PIL raises many types (UnidentifiedImageError, OSError, SyntaxError...)
             return i, None, f"{type(err).__name__}: {err}"
 

@@ -47,8 +47,12 @@ class ImageClassifier(ClassificationTask):
     ) -> None:
         super().__init__(num_classes, optimizer, lr_scheduler, label_smoothing)
         self.save_hyperparameters()
-        self.net = build_net(net, num_classes, image_size)
+        self.net = self.make_net(net, num_classes, image_size)
         self.val_class_acc = MulticlassAccuracy(num_classes, average="none")
+
+    def make_net(self, net: str, num_classes: int, image_size: int) -> torch.nn.Module:
+        """The network named `net` (a subclass trains its own family of networks the same way)."""
+        return build_net(net, num_classes, image_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)

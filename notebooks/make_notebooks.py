@@ -29,6 +29,8 @@ HOMEWORKS = {
     "hw8": {"title": "HW8: anomaly detection (autoencoders)", "competition": "ml2022spring-hw8", "gdown": {}},
     "hw11": {"title": "HW11: domain adaptation, real photos to drawings (DaNN)", "competition": "ml2022spring-hw11",
              "gdown": {}},
+    "hw13": {"title": "HW13: network compression (a student under the budget, knowledge distillation)",
+             "competition": "ml2023spring-hw13", "gdown": {}},
 }
 
 

@@ -51,7 +51,7 @@ COMMANDS = [
             asks=_named("diagnose"), start=lambda args, make_cli, model, dm: advisor.diagnose_command(args, model, dm)),
     Command("compare", "the recipe under several optimizers, schedules or batch sizes", "several runs",
             asks=compare.asks_for_comparison, start=lambda args, make_cli, model, dm: compare.compare_command(
-                args, make_cli, dm)),
+                args, make_cli, dm, model)),
     Command("tune", "hyperparameter search with Optuna over a space of options (--space, --n_trials; many "
                     "workers share a study through --storage)", "several runs",
             asks=_named("tune"), start=tune.tune_command),

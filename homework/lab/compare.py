@@ -94,9 +94,12 @@ def asks_for_comparison(args: list[str]) -> bool:
     return "compare" in args
 
 
-def variant_flags(kind: str, name: str, lr: str | None, max_epochs: int) -> list[str]:
-    """The command-line flags that make variant `name` of `kind` (see the module docstring)."""
+def variant_flags(kind: str, name: str, lr: str | None, max_epochs: int, own: dict | None = None) -> list[str]:
+    """The command-line flags that make variant `name` of `kind` (see the module docstring; `own`: the task's
+    `variants`)."""
     lr_flags = ["--model.optimizer.lr", lr] if lr is not None else []
+    if own and kind in own:
+        return [*own[kind][name], *lr_flags]
     if kind == "--optimizers":
         cls, usual, extra = OPTIMIZERS[name]
         flags = ["--model.optimizer", cls, "--model.optimizer.lr", lr if lr is not None else str(usual)]
@@ -125,10 +128,11 @@ def recipe_flags(homework: str, name: str) -> list[str]:
     return [] if name == "default" else ["--config", str(CONFIG_DIR / f"{homework}_{name}.yaml")]
 
 
-def _names(kind: str, value: str, homework: str = "") -> list[str]:
+def _names(kind: str, value: str, homework: str = "", own: dict | None = None) -> list[str]:
     names = [n.strip() for n in value.split(",") if n.strip()]
     valid = (list(OPTIMIZERS) if kind == "--optimizers" else list(SCHEDULES) if kind == "--schedules"
              else recipes(homework) if kind == "--recipes" else None)
+    valid = list(own[kind]) if own and kind in own else valid
     for name in names:
         if valid is not None and name not in valid:
             raise DataError(f"{kind}: unknown variant '{name}'; choose from {','.join(valid)}")
@@ -158,23 +162,27 @@ def _max_epochs(args: list[str], homework: str) -> int:
 
 
 
-def compare_command(args: list[str], make_cli: Callable[[list[str]], object], datamodule_class) -> list[Result]:
-    """Fit every variant one after the other in one comparison directory, then draw and tabulate them."""
+def compare_command(args: list[str], make_cli: Callable[[list[str]], object], datamodule_class,
+                    model_class=None) -> list[Result]:
+    """Fit every variant one after the other in one comparison directory, then draw and tabulate them. A task may
+    declare its own kinds of variant, `variants = {"--losses": {"CE": (flags...), "KD": (...)}}` (HW13's)."""
     homework = datamodule_class.homework
+    own = dict(getattr(model_class, "variants", None) or {})
     if "--help" in args or "-h" in args:
         print(__doc__.strip() + "\n\nEvery other option is `fit`'s: python homework/" + homework + ".py fit --help")
         raise SystemExit(0)
     rest, kinds = list(args), {}
-    for kind in CHOICES:
+    for kind in (*CHOICES, *own):
         rest, value = take(rest, kind)
         if value is not None:
             kinds[kind] = value
     rest, lr = take(rest, "--lr")
     if len(kinds) != 1:
-        raise DataError("compare runs one kind of variant: give exactly one of --optimizers a,b,..., "
-                        "--schedules a,b,..., --batch_sizes m,n,... or --recipes a,b,... (see compare --help)")
+        theirs = "".join(f", {kind} {','.join(names)}" for kind, names in own.items())
+        raise DataError(f"compare runs one kind of variant: give exactly one of --optimizers a,b,..., "
+                        f"--schedules a,b,..., --batch_sizes m,n,..., --recipes a,b,...{theirs} (see compare --help)")
     (kind, value), = kinds.items()
-    names = _names(kind, value, homework)
+    names = _names(kind, value, homework, own)
     if lr is not None:
         try:
             if float(lr) <= 0:
@@ -186,7 +194,7 @@ def compare_command(args: list[str], make_cli: Callable[[list[str]], object], da
     root = option(rest, "--trainer.default_root_dir")
     root = runs.root_dir(homework, root[1] if root else None)
     compare_dir = runs.new_run_dir(root, "compare", [])
-    results = []
+    results, ceiling = [], None
     for name in names:
         if kind == "--recipes":  # a recipe first, so the user's options win; then the one budget for all
             run_args = (rest[:at] + ["fit", *recipe_flags(homework, name), "--early_stopping.patience",
@@ -194,7 +202,7 @@ def compare_command(args: list[str], make_cli: Callable[[list[str]], object], da
                         + (["--model.optimizer.lr", lr] if lr is not None else []))
         else:
             run_args = (rest[:at] + ["fit", "--early_stopping.patience", NO_EARLY_STOP] + rest[at + 1:]
-                        + variant_flags(kind, name, lr, max_epochs))
+                        + variant_flags(kind, name, lr, max_epochs, own))
         run_args += ["--trainer.default_root_dir", str(compare_dir)]
         print(f"\n=== {kind[2:]}: {name} ({len(results) + 1} of {len(names)}) ===", flush=True)
         start = time.perf_counter()
@@ -205,6 +213,8 @@ def compare_command(args: list[str], make_cli: Callable[[list[str]], object], da
             results.append(_diverged(name, compare_dir, {r.run_dir for r in results}, time.perf_counter() - start))
             continue
         results.append(_result(name, cli, time.perf_counter() - start))
+        scored = getattr(cli.datamodule, "reference_score", lambda _: None)(0)  # a ceiling the homework scored
+        ceiling = scored if scored is not None and scored.ceiling else ceiling
         del cli  # the next variant builds its own model and data
     results = _one_metric(results)
     monitor = results[0].monitor
@@ -215,6 +225,8 @@ def compare_command(args: list[str], make_cli: Callable[[list[str]], object], da
                f"stopping {'off' if option(rest, '--early_stopping.patience') is None else 'as given'}); "
                f"`{' '.join(['python', f'homework/{homework}.py', *args])}`, "
                f"{dt.datetime.now().isoformat(timespec='seconds')}.\n\n")
+    if ceiling is not None:  # (HW13: the teacher, side by side with its students)
+        table += f"\n\nCeiling: {ceiling.model}, {ceiling.monitor} {ceiling.score:.4f}"
     outputs.write(compare_dir / "comparison.md", heading + table + f"\n\n![comparison]({figure.name})\n")
     scored = [r for r in results if math.isfinite(r.best_score)]
     best = (min if results[0].mode == "min" else max)(scored, key=lambda r: r.best_score) if scored else None
