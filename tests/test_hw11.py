@@ -238,11 +238,13 @@ def test_bad_model_options_are_one_line(data, capsys):
 
 def test_the_diagnosis_takes_a_perfect_validation_score():
     # (the advisor's own rule, here because HW11's photos reach val_acc 1.0 on the demo: `diagnose` divided by 0)
-    from homework.lab.advisor import _check_overfitting, _Curves
+    from homework.lab.advisor import _check_overfitting, _Curves, _watched
 
     evidence = []
     curves = _Curves("error rate", [(0, 0.5), (1, 0.1), (2, 0.05)], [(0, 0.3), (1, 0.0), (2, 0.05)])
-    assert _check_overfitting(curves, None, (), {}, evidence)[0] == "overfitting"
+    watched = _watched(curves, {}, "val_acc", "max")
+    assert _check_overfitting(curves, watched, None, (), {}, evidence)[0] == "overfitting"
     assert "rose to 0.05" in evidence[-1]
     curves = _Curves("error rate", [(0, 0.5), (1, 0.1), (2, 0.05)], [(0, 0.3), (1, 0.0), (2, 0.0)])
-    assert _check_overfitting(curves, None, (), {}, [])[0] == "healthy"  # 0 -> 0 is no rise
+    watched = _watched(curves, {}, "val_acc", "max")
+    assert _check_overfitting(curves, watched, None, (), {}, [])[0] == "healthy"  # 0 -> 0 is no rise
