@@ -284,17 +284,18 @@ def test_no_advice_names_a_setting_already_in_effect_in_the_default_recipe(homew
     module = importlib.import_module(f"homework.{homework}")
     model, data = module.HOMEWORK.model_class, module.HOMEWORK.datamodule_class
     remedies = advisor.remedies_of(model, data) + COMMON_REMEDIES
-    lines = [line for problem in ("optimization", "bias", "overfitting")
+    lines = [(line, settings) for problem in ("optimization", "bias", "overfitting")
              for line in advice(problem, remedies, settings)]
     run = history([10 / (i + 1) for i in range(4)], [11 / (i + 1) for i in range(4)])  # still falling after 4 epochs
     ran = {**settings, "trainer.max_epochs": 4}  # (as if run with --trainer.max_epochs 4; above the bar: optimization)
-    lines += diagnose(run, reference(1.0, 30), remedies, ran).remedies
+    lines += [(line, ran) for line in diagnose(run, reference(1.0, 30), remedies, ran).remedies]
     assert lines
-    for line in lines:
+    for line, used in lines:  # (each line against the settings it was advised for)
         for flag, value in flags_named(line):
             key = flag[2:]
-            assert key in settings, (line, flag)  # a flag the student can type
-            assert not same(yaml.safe_load(value), settings[key]), f"{homework}: '{line}' repeats {key}={settings[key]}"
+            assert key in used, (line, flag)  # a flag the student can type
+            assert not same(yaml.safe_load(value), used[key]), f"{homework}: '{line}' repeats {key}={used[key]}"
+    lines = [line for line, _ in lines]
     text = "\n".join(lines)
     assert "--trainer.max_epochs 8 (twice the 4 epochs run" in text
     assert ("AdamW" in text) == (settings["model.optimizer"] not in advisor_adaptive())
