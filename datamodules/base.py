@@ -50,6 +50,9 @@ class HomeworkDataModule(pl.LightningDataModule, Generic[Layout]):
     #: directory) have comparable validation scores, which is what `--ckpt_path best` picks among.
     split_args: ClassVar[tuple[str, ...]] = ("val_ratio", "seed", "num_folds", "fold")
 
+    #: The course's Google-Drive files ({file name: file id}) its sample code downloads: the notebook offers them.
+    course_files: ClassVar[dict[str, str]] = {}
+
     #: The lecture's remedies that are this DataModule's flags (datamodules/lab_hooks.py); the task declares its own.
     remedies: ClassVar[tuple[Remedy, ...]] = ()
 

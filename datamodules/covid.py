@@ -185,6 +185,8 @@ class CovidDataModule(HomeworkDataModule[CovidFiles]):
 
     homework = "hw1"
     kaggle_competition = "ml2022spring-hw1"
+    course_files = {"covid.train.csv": "1kLSW_-cW2Huj7bh84YTdimGBOJaODiOS",  # (the ML2022 sample code's)
+                    "covid.test.csv": "1iiI5qROrAhZn-o4FPqsE97bMzDEFvIdg"}
     expected_files = "covid.train.csv + covid.test.csv (ML2021/ML2022) or covid_train.csv + covid_test.csv (ML2023)"
     remedies = (
         Remedy("optimization", "normalization", "--data.normalize", value=True),
