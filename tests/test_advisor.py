@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from homework import registry
 from homework.lab import advisor, model_sizes, reference as simple_reference
 from homework.lab.advisor import COMMON_REMEDIES, diagnose, format_diagnosis
 from homework.lab.model_sizes import RunSize
@@ -18,7 +19,7 @@ from homework.lab.reference import Reference, fit_reference
 from datamodules.lab_hooks import ReferenceData, advice, flatten_settings, same
 from tests.conftest import QUIET, user_error
 
-HOMEWORKS = ("hw1", "hw2", "hw3", "hw4", "hw5")
+HOMEWORKS = registry.names()
 
 
 def history(train: list[float], val: list[float], prefix: str = "loss") -> dict:

@@ -24,6 +24,7 @@ import yaml
 from optuna.trial import TrialState
 
 from homework.cli.arguments import CONFIG_DIR
+from homework import registry
 from homework.hw1 import main
 from homework.lab import search_space, tune
 from benchmarks import tune_workers
@@ -337,7 +338,7 @@ def test_a_killed_workers_trial_is_failed_by_heartbeat_and_run_again(postgres, c
 
 # --- slow (pytest -m slow): every homework's space through its CLI, trials on two processes ---------------
 @pytest.mark.slow
-@pytest.mark.parametrize("homework", ["hw2", "hw3", "hw4", "hw5"])
+@pytest.mark.parametrize("homework", registry.names())
 def test_every_default_space_passes_its_homeworks_parser(homework, capsys):
     import importlib
 
