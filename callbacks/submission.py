@@ -172,8 +172,9 @@ class KaggleSubmissionWriter(BasePredictionWriter):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, predictions: Any, batch_indices: Any
     ) -> None:
         datamodule = trainer.datamodule
-        if datamodule is None or not hasattr(datamodule, "to_submission"):
-            return
+        if datamodule is None or not hasattr(datamodule, "to_submission"):  # never a predict that writes nothing
+            raise SubmissionError(f"nothing written: predicting without a homework's DataModule "
+                                  f"({type(datamodule).__name__}), the writer knows no file format")
         batches = gather_predictions(trainer, predictions, batch_indices)  # (a collective: every process calls it)
         if self.hold:  # (in every process, so all of them agree on what comes next)
             self.held = datamodule.collate_predictions(batches)

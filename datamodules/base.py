@@ -4,6 +4,7 @@ data (or writing demo data), reproducible splits and in-memory batching."""
 import logging
 import math
 import os
+import re
 from pathlib import Path
 from typing import ClassVar, Generic, Literal, TypeVar
 
@@ -26,6 +27,13 @@ SAMPLE_SEED = 5201314
 Layout = TypeVar("Layout")
 
 
+def provided(cls: type, name: str, base: type) -> bool:
+    """Whether `cls` gets `name` from a class below `base` (`base`'s own stub, an annotation without a value or
+    Lightning's default that raises do not count)."""
+    owner = next((klass for klass in cls.__mro__ if name in vars(klass)), None)
+    return owner is not None and owner is not base and issubclass(owner, base)
+
+
 def available_cpus() -> int:
     """CPU cores this process may use (respects affinity masks, e.g. in containers)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
@@ -39,9 +47,16 @@ class HomeworkDataModule(pl.LightningDataModule, Generic[Layout]):
     user named that holds no data is an error, never a silent demo.
     """
 
-    homework: ClassVar[str]  # "hw1", ...: names the default data dir and the W&B project
-    kaggle_competition: ClassVar[str]  # for download hints and the submit command
+    # --- what every homework declares (checked when its class is defined: `__init_subclass__`) ---------------
+    homework: ClassVar[str]  # "hw1", ...: names the default data dir, the runs folder and the W&B project
+    kaggle_competition: ClassVar[str | None]  # for download hints and the submit command; None: not on Kaggle
     expected_files: ClassVar[str]  # how the data looks on disk, for error messages
+    submission_filename: ClassVar[str]  # the file `predict` writes (pred.csv, submission.csv, ...)
+    submission_columns: ClassVar[list[str] | None]  # its CSV header; None: a text file, one line per test sample
+    # set by `resolve_data_dir`, which each homework's `__init__` calls after `self.save_hyperparameters()`
+    data_dir: Path
+    is_demo: bool
+
     # Settings a later command (validate/test/predict with --ckpt_path) may change: the CLI restores
     # them from the checkpoint only when not given. All other data settings always come from it.
     runtime_args: ClassVar[tuple[str, ...]] = ("data_dir", "batch_size", "num_workers")
@@ -66,6 +81,32 @@ class HomeworkDataModule(pl.LightningDataModule, Generic[Layout]):
         """A reference model the homework scores itself, in its own metric, after `setup("fit")`
         (datamodules/lab_hooks.py); None: the lab uses `reference_data()` or says there is no reference."""
         return None
+
+    #: The members above without a value and the methods below that raise NotImplementedError: a homework's
+    #: class that lacks one is a TypeError where it is defined (at import), not a failure at `predict`.
+    required: ClassVar[tuple[str, ...]] = (
+        "homework", "kaggle_competition", "expected_files", "submission_filename", "submission_columns",
+        "find_layout", "write_demo", "num_test_samples", "to_submission",
+        "setup", "train_dataloader", "val_dataloader", "predict_dataloader")
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        missing = [name for name in cls.required if not provided(cls, name, HomeworkDataModule)]
+        if missing:
+            raise TypeError(f"{cls.__name__} must define {', '.join(missing)} (each homework's DataModule does: "
+                            f"see datamodules/base.py HomeworkDataModule and docs/architecture.md)")
+        if not re.fullmatch(r"hw\d+", cls.homework):
+            raise TypeError(f"{cls.__name__}.homework is {cls.homework!r}; it names the homework: 'hw8', ...")
+
+    @property
+    def num_test_samples(self) -> int:
+        """How many test samples the file `predict` writes must have (one row or line each)."""
+        raise NotImplementedError
+
+    def to_submission(self, predictions) -> "pandas.DataFrame | list[str]":  # noqa: F821 (imported when used)
+        """The Kaggle file for `collate_predictions`' result: a DataFrame with `submission_columns`, or the lines
+        of a text file (callbacks/submission.py validates and writes it)."""
+        raise NotImplementedError
 
     @classmethod
     def find_layout(cls, directory: Path) -> Layout | None:
@@ -151,7 +192,15 @@ class HomeworkDataModule(pl.LightningDataModule, Generic[Layout]):
         return data_dir is None and cls.locate(cls.default_dir()) is None
 
     def resolve_data_dir(self, data_dir: str | Path | None) -> tuple[Path, Layout, bool]:
-        """Return (directory, layout, is_demo); see the class docstring for the rules."""
+        """Return (directory, layout, is_demo) and set `data_dir` and `is_demo`; see the class docstring for
+        the rules."""
+        if not self.hparams:
+            raise TypeError(f"{type(self).__name__}.__init__ must call self.save_hyperparameters() before "
+                            f"resolve_data_dir: a checkpoint keeps the data settings from it")
+        self.data_dir, layout, self.is_demo = self._resolve_data_dir(data_dir)
+        return self.data_dir, layout, self.is_demo
+
+    def _resolve_data_dir(self, data_dir: str | Path | None) -> tuple[Path, Layout, bool]:
         if data_dir is not None:
             path = Path(data_dir).expanduser()
             layout = self.locate(path)
