@@ -10,11 +10,35 @@ import yaml
 from jsonargparse import Namespace
 from jsonargparse.typing import import_object
 
-from adapters import option_strings
+from adapters import help_parts, hide_subcommand_list, option_strings
 from datamodules.errors import DataError
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"  # homework/configs: each homework's recipes
 SECTIONS = ("trainer", "model", "data", "early_stopping", "checkpoint", "submission")
+
+
+#: A sentence of Lightning's docstrings that states its own default (``Default: ``True``.``, ``defaults to
+#: ``max_epochs = 1000``.``): the help's "(default: ...)" says the homework's, which is what runs.
+LIGHTNING_DEFAULT = re.compile(r"(?i)\bdefault(s|ed)?\b.*``|``.*\bdefaults?\b|^disabled by default")
+
+
+def tidy_help(parser, trainer_class: type, summaries: dict[str, str], usage: str) -> None:
+    """`--help` as the one truth: one list of commands (the description's table and `usage`), each command's own
+    options group titled with what it does (not Lightning's first docstring line cut mid-sentence), and no
+    sentence of Lightning's stating a default that the homework's recipe overrides."""
+    hide_subcommand_list(parser)
+    parser.usage = usage  # (after the subcommands' usage lines were made from the root's)
+    for command, _, item in help_parts(parser):
+        title = getattr(item, "title", None)
+        doc = " ".join((inspect.getdoc(getattr(trainer_class, command or "", None)) or "").split())
+        if command and title and doc and doc.startswith(" ".join(title.split())):
+            item.title = f"{command}: {summaries[command]}"
+        text = getattr(item, "help", None)
+        if isinstance(text, str):
+            sentences = re.split(r"(?<=\.)\s+", " ".join(text.split()))
+            kept = [s for s in sentences if not LIGHTNING_DEFAULT.search(s)]
+            if len(kept) < len(sentences):
+                item.help = " ".join(kept)
 
 
 def config_defaults(path: Path) -> dict:

@@ -80,10 +80,6 @@ class Result:
         return float(points[-1][1])
 
 
-def asks_for_comparison(args: list[str]) -> bool:
-    return "compare" in args
-
-
 def variant_flags(kind: str, name: str, lr: str | None, max_epochs: int) -> list[str]:
     """The command-line flags that make variant `name` of `kind` (see the module docstring)."""
     lr_flags = ["--model.optimizer.lr", lr] if lr is not None else []

@@ -66,11 +66,6 @@ class Surplus(Exception):
     """A trial started after the study had its `--n_trials` (two workers asked at once): failed, not run."""
 
 
-def asks_for_tune(args: list[str]) -> bool:
-    return "tune" in args
-
-
-
 def _positive(name: str, value: str | None, default: int) -> int:
     if value is None:
         return default
@@ -112,7 +107,7 @@ def tune_command(args: list[str], make_cli: Callable[[list[str]], object], model
     if clash:
         raise DataError(f"{space_path}: --{clash[0]} is both searched by the space and given on the command line; "
                         f"drop one (options on the command line apply to every trial)")
-    if "fit" in rest:
+    if rest[at + 1:at + 2] == ["fit"]:  # (`fit` as an option's value is just a value)
         raise DataError("tune runs its own fits: drop `fit` (python homework/hwN.py tune [fit options])")
     base = rest[:at] + ["fit", *TRIAL_DEFAULTS] + rest[at + 1:]
     config = check_space(make_cli, base, params, space_path)
