@@ -364,3 +364,20 @@ def test_trials_on_two_processes_follow_process_0():
     assert sorted(p.name for p in Path("runs/hw1").iterdir()) == ["tune_space"]  # (no stray rank directories)
     assert "Study space: 3 complete" in result.stdout
     assert all(list(d.glob("wandb/offline-run-*")) for d in trial_dirs(Path("runs/hw1/tune_space")))  # tracked
+
+
+def test_the_study_figure_leaves_matplotlibs_style_as_it_was(tmp_path):
+    """Optuna's plots call `plt.style.use("ggplot")`; every later figure of the process (a learning curve in the
+    same notebook) would have had its grey background."""
+    import matplotlib
+
+    from homework.lab.study_results import plot_study
+
+    study = optuna.create_study(direction="minimize")
+    for x in (1.0, 2.0, 3.0):
+        study.enqueue_trial({"x": x})
+    study.optimize(lambda trial: trial.suggest_float("x", 0, 4) ** 2, n_trials=3)
+    before = dict(matplotlib.rcParams)
+    plot_study(study, tmp_path / "study.png", "a study", "val_loss")
+    assert (tmp_path / "study.png").is_file()
+    assert {k: v for k, v in matplotlib.rcParams.items() if before[k] != v} == {}

@@ -101,6 +101,7 @@ def plot_study(study, path: Path, title: str, monitor: str) -> None:
     """Optuna's matplotlib plots side by side: the metric of each trial with the best so far (log scale where
     the values span more than 20x: one diverging trial would flatten the rest), and the parameters' importances
     (from the second complete trial on)."""
+    import matplotlib
     import optuna.visualization.matplotlib as plots
     from matplotlib.ticker import MaxNLocator
     from PIL import Image
@@ -108,8 +109,9 @@ def plot_study(study, path: Path, title: str, monitor: str) -> None:
     from callbacks.plots import pyplot
 
     plt = pyplot()
-    images = []
-    with warnings.catch_warnings():
+    images, pngs = [], []
+    # Optuna's plots call plt.style.use("ggplot"): inside rc_context, every later figure keeps the process's style
+    with matplotlib.rc_context(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # (Optuna's plots are "experimental")
         ax = plots.plot_optimization_history(study, target_name=monitor)
         values = [t.value for t in study.trials if t.value is not None and math.isfinite(t.value)]
@@ -129,13 +131,12 @@ def plot_study(study, path: Path, title: str, monitor: str) -> None:
             images.append(ax.figure)
         except (ValueError, RuntimeError):  # fewer than two complete trials, or nothing varied
             pass
-    pngs = []
-    for fig in images:
-        fig.set_size_inches(7.0, 4.6)
-        buffer = io.BytesIO()
-        fig.savefig(buffer, dpi=110, bbox_inches="tight")
-        plt.close(fig)
-        pngs.append(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"))
+        for fig in images:
+            fig.set_size_inches(7.0, 4.6)
+            buffer = io.BytesIO()
+            fig.savefig(buffer, dpi=110, bbox_inches="tight")
+            plt.close(fig)
+            pngs.append(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"))
     title_height = 40
     width, height = sum(p.width for p in pngs), max(p.height for p in pngs) + title_height
     canvas = Image.new("RGB", (width, height), "white")
