@@ -26,13 +26,15 @@ def subcommand_parser(parser: Any, name: str | None) -> Any | None:
     return action._name_parser_map.get(name) if action is not None and name else None
 
 
-def hide_subcommand_list(parser: Any) -> None:
+def hide_subcommand_list(parser: Any, says: str) -> None:
     """Leave argparse's list of subcommands out of a parser's `--help` (the description lists every command,
-    those LightningCLI does not parse too). jsonargparse 4.53.0: `parser._subcommands_action`, whose `help`
-    argparse reads; the usage line is the parser's own `usage`."""
+    those LightningCLI does not parse too), its line saying `says` instead. argparse's `_choices_actions`
+    (what help lists; unchanged since Python 3.2) of jsonargparse 4.53.0's `parser._subcommands_action`. (Its
+    `help = SUPPRESS` would also hide the subcommands from jsonargparse's config dump.)"""
     action = getattr(parser, "_subcommands_action", None)
     if action is not None:
-        action.help = argparse.SUPPRESS
+        action._choices_actions.clear()
+        action.help = says
 
 
 def help_parts(parser: Any) -> list[tuple[str | None, Any, Any]]:

@@ -93,3 +93,22 @@ def test_a_saved_numpy_array_loads_with_weights_only_and_numpys_globals_allowed(
     with torch.serialization.safe_globals(adapters.numpy_array_globals()):
         loaded = torch.load(path, weights_only=True)
     assert isinstance(loaded, np.ndarray) and loaded.tolist() == [[0, 1, 2], [3, 4, 5]]
+
+
+def test_the_subcommand_list_is_hidden_from_help_but_not_from_the_config_dump():
+    parser, fit = ArgumentParser(exit_on_error=False), ArgumentParser(exit_on_error=False)
+    fit.add_argument("--max_epochs", type=int, default=3)
+    parser.add_subcommands().add_subcommand("fit", fit, help="Runs the full optimization routine.")
+    adapters.hide_subcommand_list(parser, "one of the commands listed at the top")
+    text = parser.format_help()
+    assert "Runs the full optimization routine" not in text and "one of the commands listed at the top" in text
+    assert parser.dump(parser.parse_args(["fit"])).split() == ["fit:", "max_epochs:", "3"]  # (as without hiding)
+
+
+def test_help_parts_reach_the_subcommands_groups_and_actions():
+    parser, fit = ArgumentParser(exit_on_error=False), ArgumentParser(exit_on_error=False)
+    fit.add_argument_group("Runs the full optimization routine").add_argument("--ckpt_path", help="Default: ``None``.")
+    parser.add_subcommands().add_subcommand("fit", fit)
+    parts = adapters.help_parts(parser)
+    assert any(c == "fit" and getattr(i, "title", None) == "Runs the full optimization routine" for c, _, i in parts)
+    assert any(c == "fit" and getattr(i, "help", None) == "Default: ``None``." for c, _, i in parts)

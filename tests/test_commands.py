@@ -1,5 +1,7 @@
 """The table of commands (homework/cli/commands.py) is the one truth: the command is the first word on the line,
 every list of commands the CLI prints names all of them, and each command's --help describes that command."""
+import re
+
 import pytest
 
 from datamodules.errors import DataError
@@ -54,7 +56,8 @@ def test_the_root_help_lists_every_command_once_from_the_table(capsys):
     assert text.splitlines()[0].endswith(f".py [-h] [-c CONFIG] {{{','.join(EVERY)}}} [options]")  # (prog: pytest's)
     for name in EVERY:
         assert f"\n  {name:<19}  {commands.summary(name)}" in text
-    assert "Available subcommands" not in text and "Runs the full optimization routine" not in text
+    assert not re.search(r"^    (fit|validate|test|predict|critical) ", text, re.MULTILINE)  # (argparse's list)
+    assert "Runs the full optimization routine" not in text and "one of the commands listed at the top" in text
 
 
 @pytest.mark.parametrize("command", ["predict", "critical"])

@@ -12,8 +12,8 @@ from jsonargparse.typing import import_object
 
 from adapters import help_parts, hide_subcommand_list, option_strings
 from datamodules.errors import DataError
+from homework.command_line import CONFIG_DIR, option, take  # noqa: F401 (this module's names before they moved)
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"  # homework/configs: each homework's recipes
 SECTIONS = ("trainer", "model", "data", "early_stopping", "checkpoint", "submission")
 
 
@@ -26,7 +26,7 @@ def tidy_help(parser, trainer_class: type, summaries: dict[str, str], usage: str
     """`--help` as the one truth: one list of commands (the description's table and `usage`), each command's own
     options group titled with what it does (not Lightning's first docstring line cut mid-sentence), and no
     sentence of Lightning's stating a default that the homework's recipe overrides."""
-    hide_subcommand_list(parser)
+    hide_subcommand_list(parser, "one of the commands listed at the top")
     parser.usage = usage  # (after the subcommands' usage lines were made from the root's)
     for command, _, item in help_parts(parser):
         title = getattr(item, "title", None)
@@ -150,34 +150,6 @@ def _type_error(message: str) -> str | None:
     if given and expected:
         return f"--{key}: {given.group(1)!r} is not {' or '.join(expected)}"
     return None
-
-
-def option(args: list[str], name: str) -> tuple[int, str] | None:
-    """(position, value) of the last `--name value` / `--name=value` in `args` (before parsing: k-fold, compare
-    and --resume rewrite the command line), None when absent."""
-    found = None
-    for i, token in enumerate(args):
-        if token == name and i + 1 < len(args):
-            found = (i, args[i + 1])
-        elif token.startswith(name + "="):
-            found = (i, token.partition("=")[2])
-    return found
-
-
-def take(args: list[str], name: str) -> tuple[list[str], str | None]:
-    """`args` without the last `--name value` / `--name=value`, and its value (None when absent): a command of
-    several runs reading one of its own options before the rest go to every fit. Each of those options takes a
-    value: given bare (last, or before another option), it is a DataError, not left for the parser to call
-    unknown."""
-    for i, token in enumerate(args):
-        if token == name and (i + 1 == len(args) or args[i + 1].startswith("--")):
-            raise DataError(f"{name} needs a value")
-    found = option(args, name)
-    if found is None:
-        return args, None
-    i = found[0]
-    drop = {i} if args[i].startswith(name + "=") else {i, i + 1}
-    return [a for k, a in enumerate(args) if k not in drop], found[1]
 
 
 def check_schedule_length(config: Namespace) -> None:

@@ -2,14 +2,14 @@
 when the output is not a terminal, and errors as one last line."""
 
 import logging
-import shlex
 import sys
 import time
 import warnings
-from pathlib import Path
 
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import ProgressBar
+
+from homework.command_line import command  # noqa: F401 (this module's name before it moved)
 
 #: Warnings that carry no information for a student of this project, each matched by its message.
 HARMLESS_WARNINGS = (
@@ -48,24 +48,6 @@ def silence_known_noise() -> None:
         logger = logging.getLogger(name)
         if not any(isinstance(f, _DropLines) for f in logger.filters):
             logger.addFilter(_DropLines())
-
-
-def command(homework: str, *args: object) -> str:
-    """A command line the user can paste where they are: how they started this one (`python
-    ~/proj/homework/hw1.py`, `python -m homework.hw1`), or, from Python (a notebook, the tests), the form
-    that works from any folder. The one builder of every `Next:` line."""
-    main = sys.modules.get("__main__")
-    spec = getattr(main, "__spec__", None)
-    script = Path(sys.argv[0]) if sys.argv and sys.argv[0] else None
-    if spec is not None and spec.name == f"homework.{homework}":
-        start = ["python", "-m", f"homework.{homework}"]
-    elif spec is None and script is not None and script.name == f"{homework}.py" and script.is_file():
-        start = ["python", str(script)]
-    elif (Path("homework") / f"{homework}.py").is_file():  # in the project folder: the README's form
-        start = ["python", f"homework/{homework}.py"]
-    else:
-        start = ["python", "-m", f"homework.{homework}"]
-    return shlex.join(start + [str(a) for a in args])
 
 
 def fail(message: str) -> None:

@@ -9,7 +9,7 @@ import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 from homework import runs
-from homework.cli.output import command
+from homework.command_line import command
 from homework.runs import launched_rank, tracking
 
 

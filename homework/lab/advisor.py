@@ -36,7 +36,7 @@ from callbacks import LearningCurvePlot
 from datamodules.errors import DataError
 from datamodules.lab_hooks import Remedy, advice, flatten_settings
 from homework import runs
-from homework.cli.arguments import option
+from homework.command_line import option
 from homework.lab.model_sizes import RunSize, comparable_sizes, compare_sizes
 from homework.lab.reference import Reference, clearly_better, reference_score
 

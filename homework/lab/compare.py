@@ -43,7 +43,7 @@ import yaml
 from callbacks.finite import NonFiniteLoss
 from datamodules.errors import DataError
 from homework import runs
-from homework.cli.arguments import CONFIG_DIR, option, take
+from homework.command_line import CONFIG_DIR, option, take
 
 NO_EARLY_STOP = "1000000"  # patience longer than any budget: every variant trains the same epochs
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from homework.cli.output import command
+from homework.command_line import command
 
 
 def report(study, study_dir: Path, homework: str, monitor: str, root: Path, diagnose_given: bool,

@@ -46,8 +46,7 @@ from callbacks.finite import NonFiniteLoss
 from callbacks.pruning import OptunaPruning, register, unregister
 from datamodules.errors import DataError
 from homework import runs
-from homework.cli.arguments import CONFIG_DIR, take
-from homework.cli.output import command
+from homework.command_line import CONFIG_DIR, command, take
 from homework.lab import search_space
 from homework.lab.study_results import format_value, report
 from homework.runs import tracking
