@@ -22,7 +22,6 @@ import argparse
 import functools
 import importlib
 import math
-import os
 import shutil
 import sys
 import tempfile

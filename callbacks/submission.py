@@ -3,7 +3,7 @@
 import json
 import logging
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import pytorch_lightning as pl
@@ -14,6 +14,9 @@ from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DistributedSampler
 
 from datamodules.atomic import replacing, write_atomically
+
+if TYPE_CHECKING:
+    import pandas
 
 log = logging.getLogger(__name__)
 SOURCES = "predictions.json"  # beside the files written: which data directory each was predicted from

@@ -73,8 +73,8 @@ class HomeworkDataModule(pl.LightningDataModule, Generic[Layout]):
 
     def reference_data(self, max_samples: int) -> ReferenceData | None:
         """The data of the methodology advisor's simple reference model, after `setup("fit")`: at most
-        `max_samples` training and validation rows, sampled with a fixed seed (datamodules/lab_hooks.py). None: no simple
-        model applies to this homework's data, which the diagnosis says."""
+        `max_samples` training and validation rows, sampled with a fixed seed (datamodules/lab_hooks.py). None: no
+        simple model applies to this homework's data, which the diagnosis says."""
         return None
 
     def reference_score(self, max_samples: int) -> ReferenceScore | None:

@@ -364,7 +364,8 @@ class CovidDataModule(HomeworkDataModule[CovidFiles]):
                 ckpt = getattr(self.trainer, "ckpt_path", None) or "the checkpoint"
                 raise DataError(f"{self.files.train.parent}: the model in {ckpt} was trained on features these "
                                 f"{self.layout.name.upper()} files do not have ({', '.join(unknown[:3])}"
-                                f"{', ...' if len(unknown) > 3 else ''}); use it with files of the year it was trained on")
+                                f"{', ...' if len(unknown) > 3 else ''}); use it with files of the year it was "
+                                f"trained on")
             self.transform = FeatureTransform(list(state["features"]), state["mean"], state["std"])
 
     # --- Kaggle export ----------------------------------------------------------------------

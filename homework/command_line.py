@@ -6,7 +6,9 @@ import sys
 from pathlib import Path
 
 from datamodules.errors import DataError
-from homework.registry import CONFIGS as CONFIG_DIR  # homework/configs: each homework's recipes
+from homework.registry import CONFIGS
+
+CONFIG_DIR = CONFIGS  # homework/configs: each homework's recipes
 
 
 def option(args: list[str], name: str) -> tuple[int, str] | None:

@@ -273,7 +273,8 @@ class ClassificationTask(BaseTask, abstract=True):
         return self.criterion(logits, labels)
 
     def batch_loss(self, batch) -> tuple[torch.Tensor, int]:
-        """The training loss of one (inputs..., labels) batch and its size (the lab's hook: datamodules/lab_hooks.py)."""
+        """The training loss of one (inputs..., labels) batch and its size (the lab's hook:
+        datamodules/lab_hooks.py)."""
         labels = batch[self.num_inputs]
         return self.loss(self(*batch[:self.num_inputs]), labels), len(labels)
 

@@ -291,7 +291,7 @@ def test_no_advice_names_a_setting_already_in_effect_in_the_default_recipe(homew
             assert key in settings, (line, flag)  # a flag the student can type
             assert not same(yaml.safe_load(value), settings[key]), f"{homework}: '{line}' repeats {key}={settings[key]}"
     text = "\n".join(lines)
-    assert f"--trainer.max_epochs 8 (twice the 4 epochs run" in text
+    assert "--trainer.max_epochs 8 (twice the 4 epochs run" in text
     assert ("AdamW" in text) == (settings["model.optimizer"] not in advisor_adaptive())
     assert "WarmupCosineLR" not in text  # every default recipe warms up (HW5: InverseSqrtLR)
 

@@ -146,7 +146,8 @@ def endless_fit_with_a_schedule_over_the_fit(c: Case):
 def misspelt_config_key(c: Case):
     config = c.tmp / "mine.yaml"
     config.write_text("trainer:\n  max_epochs: 1\ndata:\n  data_dri: x\n")
-    return ["fit", "--config", str(config)], (f"unknown key 'data.data_dri' in --config {config}; did you mean 'data.data_dir'?",)
+    return ["fit", "--config", str(config)], (
+        f"unknown key 'data.data_dri' in --config {config}; did you mean 'data.data_dir'?",)
 
 
 def config_of(text: str | None, *fragments: str) -> Fault:

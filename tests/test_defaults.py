@@ -32,7 +32,8 @@ def test_fit_then_the_printed_next_command_with_the_default_logger(homework, tmp
     (offline,) = (run / "wandb").glob("offline-run-*")  # tracked, offline: nothing lost without a login
     assert f"W&B: logged offline; upload with `wandb sync {run.resolve()}/wandb/offline-run-*`" in fit.stdout
     assert lines[-2] == f"Run directory: runs/{homework}/{run.name}"
-    assert lines[-1].startswith("Next: python ") and lines[-1].endswith(f"predict --ckpt_path runs/{homework}/{run.name}")
+    assert lines[-1].startswith("Next: python ")
+    assert lines[-1].endswith(f"predict --ckpt_path runs/{homework}/{run.name}")
 
     predict = run_script(homework, shlex.split(lines[-1])[3:], tmp_path)
     assert "Wrote " in predict.stdout

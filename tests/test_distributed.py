@@ -95,7 +95,8 @@ def assert_completed_once(cwd: Path, homework: str, result: subprocess.Completed
     assert (run / "config.yaml").is_file()
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["epoch"] == record["epochs"] - 1
     out = result.stdout
-    for line in (f"Best {record['monitor']} = ", "Run directory: ", f"Next: python {ROOT / 'homework' / homework}.py predict"):
+    next_line = f"Next: python {ROOT / 'homework' / homework}.py predict"
+    for line in (f"Best {record['monitor']} = ", "Run directory: ", next_line):
         assert out.count(line) == 1, (line, out[-2000:])
     assert out.rstrip().splitlines()[-1].startswith("Next: ")
     assert (result.stdout + result.stderr).count("DEMO DATA") == 1  # the demo banner, from process 0 only
@@ -157,6 +158,7 @@ def test_cross_validation_predict_averages_the_folds_on_two_processes(monkeypatc
     main(["fit", "--data.num_folds", "2", "--data.fold", "all", "--trainer.max_epochs", "1", *QUIET])
     (cv_dir,) = list((tmp_path / "runs" / "hw1").iterdir())
     main(["predict", "--ckpt_path", str(cv_dir), "--submission.output_dir", "one", *QUIET])
-    result = run_script("hw1", ["predict", "--ckpt_path", str(cv_dir), *DDP, "--submission.output_dir", "two"], tmp_path)
+    result = run_script("hw1", ["predict", "--ckpt_path", str(cv_dir), *DDP, "--submission.output_dir", "two"],
+                        tmp_path)
     assert result.stdout.count("Wrote ") == 1 and result.stderr.count("Predicting with ") == 2
     assert (tmp_path / "two" / "pred.csv").read_bytes() == (tmp_path / "one" / "pred.csv").read_bytes()

@@ -88,7 +88,8 @@ def check(book: nbformat.NotebookNode, homework: str, tmp_path: Path) -> None:
     assert submission.stat().st_size > 0
     (fit_cell,) = [c for c in code if c.source.startswith(f"!python homework/{homework}.py fit")]
     fit_text = "".join(o.get("text", "") for o in fit_cell.outputs).replace("\r\n", "\n").strip().splitlines()
-    assert fit_text[-2].startswith("Run directory: ") and fit_text[-1].startswith(f"Next: python homework/{homework}.py")
+    assert fit_text[-2].startswith("Run directory: ")
+    assert fit_text[-1].startswith(f"Next: python homework/{homework}.py")
     assert any(line.startswith("epoch 0") for line in fit_text)  # one line per epoch on the notebook's pty
     shown = [o for c in code for o in c.outputs if "image/png" in o.get("data", {})]
     assert shown, "no learning curve shown"
@@ -97,7 +98,8 @@ def check(book: nbformat.NotebookNode, homework: str, tmp_path: Path) -> None:
 def test_the_hw1_notebook_runs_top_to_bottom(tmp_path, monkeypatch):
     book, seconds = run_notebook("hw1", tmp_path, monkeypatch)
     check(book, "hw1", tmp_path)
-    fits = [d for d in (tmp_path / "runs" / "hw1").iterdir() if json.loads((d / "run.json").read_text())["command"] == "fit"]
+    fits = [d for d in (tmp_path / "runs" / "hw1").iterdir()
+            if json.loads((d / "run.json").read_text())["command"] == "fit"]
     assert len(fits) == 2  # `!python homework/hw1.py fit` and `hw1.fit(FIT)`
     print(f"hw1 notebook: {seconds:.1f} s")
 
@@ -122,6 +124,7 @@ def test_the_notebooks_are_generated_and_committed_without_outputs(tmp_path, mon
         committed = (NOTEBOOKS / f"{homework}.ipynb").read_text(encoding="utf-8")
         assert committed == nbformat.writes(maker.notebook(homework)) + "\n", f"{homework}.ipynb: regenerate it"
         book = nbformat.reads(committed, as_version=4)
-        assert all(not c.get("outputs") and c.get("execution_count") is None for c in book.cells if c.cell_type == "code")
+        code = [c for c in book.cells if c.cell_type == "code"]
+        assert all(not c.get("outputs") and c.get("execution_count") is None for c in code)
         tags = [c for c in book.cells if "parameters" in c.metadata.get("tags", [])]
         assert len(tags) == 1 and book.cells.index(tags[0]) == 1

@@ -175,7 +175,8 @@ def test_a_kill_while_a_checkpoint_is_written_leaves_the_previous_one_usable(tmp
     io.save_checkpoint({"epoch": 1, "w": torch.ones(3)}, path)
     script = (f"import os, signal, torch\nfrom callbacks import AtomicCheckpointIO\n"
               f"real = torch.save\n"
-              f"def dying(obj, f, *a, **k):\n    f.write(b'half a checkpoint'); f.flush(); os.kill(os.getpid(), signal.SIGKILL)\n"
+              f"def dying(obj, f, *a, **k):\n"
+              f"    f.write(b'half a checkpoint'); f.flush(); os.kill(os.getpid(), signal.SIGKILL)\n"
               f"torch.save = dying\nAtomicCheckpointIO().save_checkpoint({{'epoch': 2}}, {str(path)!r})\n")
     died = subprocess.run([sys.executable, "-c", script], env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert died.returncode == -signal.SIGKILL

@@ -127,7 +127,8 @@ def test_three_trials_with_the_default_space_then_best_and_best_config(capsys):
     out = capsys.readouterr().out
     study_dir = Path("runs/hw1/tune_hw1_space")
     trials = study.get_trials()
-    assert [t.state for t in trials].count(TrialState.COMPLETE) + [t.state for t in trials].count(TrialState.PRUNED) == 3
+    states = [t.state for t in trials]
+    assert states.count(TrialState.COMPLETE) + states.count(TrialState.PRUNED) == 3
     dirs = trial_dirs(study_dir)
     assert len(dirs) == 3 and (study_dir / tune.JOURNAL).is_file()
     records = [json.loads((d / "run.json").read_text()) for d in dirs]
@@ -140,7 +141,8 @@ def test_three_trials_with_the_default_space_then_best_and_best_config(capsys):
     best = study.best_trial
     assert (study_dir / "study.png").stat().st_size > 20_000
     table = (study_dir / "trials.md").read_text()
-    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in table.splitlines() if line.startswith("|")]
+    rows = [[cell.strip() for cell in line.strip("|").split("|")]
+            for line in table.splitlines() if line.startswith("|")]
     assert rows[0][:4] == ["rank", "trial", "val_mse", "epochs"] and "model.optimizer.lr" in rows[0]
     assert rows[2][:4] == ["1", str(best.number), f"{best.value:.4f}", "2"] and rows[2][-1] == \
         Path(best.user_attrs["run_dir"]).name

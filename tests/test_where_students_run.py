@@ -82,7 +82,8 @@ def test_feature_files_saved_from_numpy_are_read(tmp_path):
     array = torch.load(second).numpy().astype(np.float64)
     with open(second, "wb") as f:  # (np.save to a path would add .npy)
         np.save(f, array)
-    assert torch.equal(load_tensor(first), torch.load(tmp_path / "clean" / "libriphone" / "feat" / "train" / first.name))
+    clean = torch.load(tmp_path / "clean" / "libriphone" / "feat" / "train" / first.name)
+    assert torch.equal(load_tensor(first), clean)
     for got, want in zip(read_hw2(tmp_path / "numpy"), read_hw2(tmp_path / "clean"), strict=True):
         assert torch.equal(got, want) if isinstance(got, torch.Tensor) else got == want
 
@@ -148,8 +149,8 @@ def test_a_piped_quick_check_ends_in_whole_lines_saying_what_it_saved(tmp_path, 
 
     monkeypatch.setattr(sys, "stderr", sys.stdout)
     hw2.main(["critical", "--ckpt_path", "last", "--max_full_params", "0"])  # (Lanczos: a few hundred products)
-    whole_lines(capsys.readouterr().out, "Computing the gradient and the Hessian's extreme eigenvalues", "Critical-point analysis of ",
-                "Verdict: ")
+    whole_lines(capsys.readouterr().out, "Computing the gradient and the Hessian's extreme eigenvalues",
+                "Critical-point analysis of ", "Verdict: ")
 
 
 def test_a_piped_learning_rate_range_test_ends_in_whole_lines(capsys, monkeypatch):

@@ -72,7 +72,7 @@ def _class_switches(args: list[str]) -> dict[str, tuple[int, set[str]]]:
                 continue
             if isinstance(parsed, dict) and "class_path" in parsed:
                 switches[key] = (i, set((parsed.get("init_args") or {}).keys()))
-        elif re.fullmatch(r"[A-Za-z_][\w.]*", value) and "." in key and not value.lower() in ("true", "false", "null"):
+        elif re.fullmatch(r"[A-Za-z_][\w.]*", value) and "." in key and value.lower() not in ("true", "false", "null"):
             switches[key] = (i, set())
     return switches
 
@@ -106,7 +106,8 @@ def reset_switched_classes(config: Namespace, args: list[str], defaults: dict) -
 
 
 def one_line(message: str, parser, config_files: list[str] = ()) -> str:
-    """jsonargparse's error as one line: an unknown option (or a key of a `--config` file) with the closest valid one."""
+    """jsonargparse's error as one line: an unknown option (or a key of a `--config` file) with the closest valid
+    one."""
     message = " ".join(message.split())
     unknown = re.search(r"unrecognized arguments: (\S+)", message, re.IGNORECASE)
     if unknown:
@@ -146,7 +147,8 @@ def _type_error(message: str) -> str | None:
     given = re.search(r"Given value: (.*?)(?:\. Got value:|$)", message) or re.search(r"Got value: (.*)$", message)
     expected = [{"NoneType": "null"}.get(t, t) for t in re.findall(r"Expected a <class '(?:[\w.]+\.)?(\w+)'>", message)]
     expected = [f"a valid {' or '.join(dict.fromkeys(expected))}"] if expected else []
-    expected += [f"one of {c.replace(chr(39), '')}" for c in re.findall(r"Expected a typing\.Literal\[(.*?)\]", message)]
+    literals = re.findall(r"Expected a typing\.Literal\[(.*?)\]", message)
+    expected += [f"one of {c.replace(chr(39), '')}" for c in literals]
     if given and expected:
         return f"--{key}: {given.group(1)!r} is not {' or '.join(expected)}"
     return None

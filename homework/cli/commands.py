@@ -7,14 +7,16 @@ There are two kinds, and each command is one row of `COMMANDS`:
   the data and the trainer from the homework's recipe, resolves `--ckpt_path`, and calls it. To add one, write the
   method (as `homework/lab/critical.py: critical_command`) and list it here.
 - **several runs, or none** (`compare`, `tune`, `diagnose`, `fit --data.fold all`): a function
-  `start(args, make_cli, model_class, datamodule_class)`. Each fit it runs is a normal fit through `make_cli(args)` (its own run
-  directory, checkpoints, learning curve and W&B run); every option it does not read itself goes to every fit.
+  `start(args, make_cli, model_class, datamodule_class)`. Each fit it runs is a normal fit through `make_cli(args)`
+  (its own run directory, checkpoints, learning curve and W&B run); every option it does not read itself goes to
+  every fit.
 
 The command is the first word of the command line (after the root options `-c/--config FILE`, `--print_config`):
 a value that happens to be a command's name is just a value. `dispatch` hands a command of several runs to its
 `start` (a row's `asks(args)`, when it has one, decides instead of the word) and the rest to LightningCLI; no
-command, or one that is not in the table, is one line naming them all. Next commands are built from the run's saved config (`config.yaml`) or
-its directory, never by editing the command line that was typed (homework/cli/output.py: `command`).
+command, or one that is not in the table, is one line naming them all. Next commands are built from the run's
+saved config (`config.yaml`) or its directory, never by editing the command line that was typed
+(homework/command_line.py: `command`).
 """
 import argparse
 import difflib
@@ -36,7 +38,7 @@ class Command:
     summary: str
     kind: str  # "one model" (a HomeworkTrainer method) or "several runs" (a `start` function)
     method: Callable[..., Any] | None = None  # one model, beyond Lightning's four: the HomeworkTrainer method
-    asks: Callable[[list[str]], bool] | None = None  # several runs: does the command line ask for it (default: its word)
+    asks: Callable[[list[str]], bool] | None = None  # several runs: does the line ask for it (default: its word)
     start: Callable[..., Any] | None = None  # several runs: start(args, make_cli, model_class, datamodule_class)
 
 
@@ -56,7 +58,8 @@ COMMANDS = [
                     "workers share a study through --storage)", "several runs",
             start=tune.tune_command),
     Command("fit --data.fold all", "every fold of a k-fold split, then their mean and spread", "several runs",
-            asks=kfold.asks_for_all_folds, start=lambda args, make_cli, model, dm: kfold.fit_all_folds(make_cli, args, dm)),
+            asks=kfold.asks_for_all_folds,
+            start=lambda args, make_cli, model, dm: kfold.fit_all_folds(make_cli, args, dm)),
 ]
 
 

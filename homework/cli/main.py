@@ -303,7 +303,8 @@ class HomeworkCLI(LightningCLI):
         first, extra = [StopOnCtrlC()], []  # (first: on Ctrl-C, before other callbacks take seconds to shut down)
         if self.subcommand == "fit":
             dm = self.datamodule
-            self.record = runs.RunRecord(self.run_dir, dm.homework, dm.data_dir, dm.is_demo, dm.split_settings(dm.hparams))
+            self.record = runs.RunRecord(self.run_dir, dm.homework, dm.data_dir, dm.is_demo,
+                                         dm.split_settings(dm.hparams))
             if self.resume_dir:
                 self.record.resume()
             first.append(self.record)  # run.json says "interrupted" before a second Ctrl-C can cut the shutdown short

@@ -2,7 +2,8 @@
 budget and seed, drawn in one figure with a table of final metrics and wall time (the optimization lectures,
 on the student's own data).
 
-    python homework/hw1.py compare --optimizers sgd,sgd_momentum,adagrad,rmsprop,adam,adamw,radam --trainer.max_epochs 100
+    python homework/hw1.py compare --optimizers sgd,sgd_momentum,adagrad,rmsprop,adam,adamw,radam \
+        --trainer.max_epochs 100
     python homework/hw1.py compare --schedules constant,step,warmup_cosine
     python homework/hw1.py compare --batch_sizes 16,64,256 --lr 0.001
 

@@ -417,14 +417,16 @@ def format_report(report: CriticalPointReport) -> str:
                  f"shuffle; --max_batches for more")
         lines.append(f"Training loss on {r.examples:,} examples ({where}), eval mode, {r.dtype}")
     step = ("none: the loss curves down along the gradient" if math.isinf(r.gradient_decrease)
-            else f"{r.gradient_decrease:.3g}" + (f" ({100 * r.gradient_decrease / abs(r.loss):.2g}% of the loss)" if r.loss else ""))
+            else f"{r.gradient_decrease:.3g}"
+            + (f" ({100 * r.gradient_decrease / abs(r.loss):.2g}% of the loss)" if r.loss else ""))
     lines += [f"  loss           {r.loss:.6g}",
               f"  gradient norm  {r.grad_norm:.4g}   (one gradient step would lower the loss by {step})"]
     how = ("the full Hessian" if r.method == "full Hessian" else
            f"Lanczos, {r.hvps} Hessian-vector products" + ("" if r.converged else ", NOT converged within its budget"))
     lines += [f"  Hessian        {r.num_params:,} parameters ({how})",
               f"    largest eigenvalues   {_numbers(r.largest)}",
-              f"    smallest eigenvalues  {_numbers(r.smallest)}   (|eigenvalue| <= {r.eigenvalue_tol:.3g} counts as flat)"]
+              f"    smallest eigenvalues  {_numbers(r.smallest)}   "
+              f"(|eigenvalue| <= {r.eigenvalue_tol:.3g} counts as flat)"]
     if r.spectrum is not None:
         positive, flat, negative = r.counts
         lines.append(f"  minimum ratio  {r.minimum_ratio:.3f} (fraction of positive eigenvalues; "
@@ -440,7 +442,8 @@ def verdict_line(r: CriticalPointReport) -> str:
     if r.verdict == NOT_CRITICAL:
         return ("not at a critical point: the gradient is still large (a gradient step would still lower the "
                 "loss noticeably); training had not converged (or stopped early)"
-                + (f". The Hessian already has a negative eigenvalue ({r.smallest[0]:.3g})" if r.smallest[0] < -r.eigenvalue_tol else ""))
+                + (f". The Hessian already has a negative eigenvalue ({r.smallest[0]:.3g})"
+                   if r.smallest[0] < -r.eigenvalue_tol else ""))
     if r.verdict == SADDLE_POINT:
         where = f", mostly in {r.escape_parameter}" if r.escape_parameter else ""
         return (f"saddle point: the gradient is small but the loss curves down along the eigenvector of the most "

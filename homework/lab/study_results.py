@@ -58,7 +58,8 @@ def write_best_config(best, path: Path, study_name: str, monitor: str, root: Pat
     trainer = config.setdefault("trainer", {})
     callbacks = trainer.get("callbacks")
     if isinstance(callbacks, list):
-        kept = [c for c in callbacks if not (isinstance(c, dict) and str(c.get("class_path", "")).endswith("OptunaPruning"))]
+        kept = [c for c in callbacks
+                if not (isinstance(c, dict) and str(c.get("class_path", "")).endswith("OptunaPruning"))]
         trainer["callbacks"] = kept or None
     logger = trainer.get("logger")
     if isinstance(logger, dict) and isinstance(logger.get("init_args"), dict) \

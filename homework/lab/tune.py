@@ -259,7 +259,6 @@ class Search:
                       file=sys.stderr)
 
     def run(self, same_command: str) -> None:
-        import optuna
         from optuna.study import MaxTrialsCallback
         from optuna.trial import TrialState
 
