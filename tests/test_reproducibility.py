@@ -56,6 +56,7 @@ def _tiny(homework: str) -> list[str]:
     return [*registry.tiny(homework), "--trainer.max_epochs", "2", "--trainer.limit_train_batches", "3"]
 
 
+@pytest.mark.parametrize("homework", registry.names())
 def test_two_runs_with_the_same_seed_give_the_same_weights_and_metrics(homework):
     main = importlib.import_module(f"homework.{homework}").main
     clis = [main(["fit", *_tiny(homework), "--trainer.logger", "false"]) for _ in range(2)]
