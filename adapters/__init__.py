@@ -26,6 +26,28 @@ def subcommand_parser(parser: Any, name: str | None) -> Any | None:
     return action._name_parser_map.get(name) if action is not None and name else None
 
 
+def hide_subcommand_list(parser: Any, says: str) -> None:
+    """Leave argparse's list of subcommands out of a parser's `--help` (the description lists every command,
+    those LightningCLI does not parse too), its line saying `says` instead. argparse's `_choices_actions`
+    (what help lists; unchanged since Python 3.2) of jsonargparse 4.53.0's `parser._subcommands_action`. (Its
+    `help = SUPPRESS` would also hide the subcommands from jsonargparse's config dump.)"""
+    action = getattr(parser, "_subcommands_action", None)
+    if action is not None:
+        action._choices_actions.clear()
+        action.help = says
+
+
+def help_parts(parser: Any) -> list[tuple[str | None, Any, Any]]:
+    """(subcommand or None, its parser, each of its argument groups and actions) for a parser and its subcommands'
+    parsers, to reword their help (`title`, `help`). argparse's `_action_groups` and `_actions` (unchanged since
+    Python 3.2) and jsonargparse 4.53.0's `_subcommands_action._name_parser_map`."""
+    parts = [(None, parser, item) for item in (*parser._action_groups, *parser._actions)]
+    action = getattr(parser, "_subcommands_action", None)
+    for name, sub in (action._name_parser_map.items() if action is not None else ()):
+        parts += [(name, sub, item) for item in (*sub._action_groups, *sub._actions)]
+    return parts
+
+
 def option_strings(parser: argparse.ArgumentParser) -> list[str]:
     """Every `--option` a parser accepts (for "did you mean"). argparse's `_actions`, unchanged since Python 3.2
     and what jsonargparse 4.53.0 builds on."""

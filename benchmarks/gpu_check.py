@@ -22,7 +22,6 @@ import argparse
 import functools
 import importlib
 import math
-import os
 import shutil
 import sys
 import tempfile
@@ -35,7 +34,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import pytorch_lightning as pl  # noqa: E402
 import torch  # noqa: E402
 
-HOMEWORKS = ("hw1", "hw2", "hw3", "hw4", "hw5")
+from homework import registry  # noqa: E402
+
+HOMEWORKS = tuple(registry.names())
 #: each recipe as it is, only bounded: no validation beyond a few batches, no logger, no diagnosis
 BOUNDED = {"trainer.logger": False, "diagnose": False, "trainer.enable_model_summary": False,
            "trainer.limit_val_batches": 2, "trainer.num_sanity_val_steps": 0}

@@ -249,7 +249,8 @@ def ours_train(root: Path, recipe: str, steps: int, cache_dir: Path) -> dict:
     data = LibriPhoneDataModule(str(root), cache_dir=str(cache_dir),
                                 **{k: v for k, v in data_args.items() if k in ("concat_nframes", "batch_size")})
     model = PhonemeClassifier(data.num_classes, data.feature_dim, data.concat_nframes, **model_args,
-                              optimizer=partial(getattr(importlib.import_module(module), name), **optimizer["init_args"]))
+                              optimizer=partial(getattr(importlib.import_module(module), name),
+                                                **optimizer["init_args"]))
     timer = StepTimer.make(warmup=3)
     trainer = Trainer(max_steps=steps + 3, limit_val_batches=0, logger=False, enable_checkpointing=False,
                       enable_progress_bar=False, enable_model_summary=False, callbacks=[timer])
@@ -367,7 +368,8 @@ def main() -> None:
             memory(directory, args.fractions)
         if "train" in args.parts:
             training(directory, args.steps, args.mlp_steps, args.repeats)
-        print(f"\nload average at the end: {os.getloadavg()[0]:.1f} (2 cores: above ~1 the timings are slowed by others)")
+        print(f"\nload average at the end: {os.getloadavg()[0]:.1f} "
+              f"(2 cores: above ~1 the timings are slowed by others)")
     finally:
         if not args.keep:
             shutil.rmtree(directory, ignore_errors=True)

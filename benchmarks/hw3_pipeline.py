@@ -40,8 +40,8 @@ def write_photos(folder: Path, count: int, seed: int = 0) -> float:
     folder.mkdir(parents=True, exist_ok=True)
     sizes = []
     for i in range(count):
-        shapes, texture = (Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).resize((512, 384), Image.BICUBIC)
-                           for h, w in ((12, 16), (96, 128)))
+        shapes, texture = (Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+                           .resize((512, 384), Image.BICUBIC) for h, w in ((12, 16), (96, 128)))
         pixels = (np.asarray(shapes, dtype=np.float32) + (np.asarray(texture, dtype=np.float32) - 128) * 0.3
                   + rng.normal(0, 3, (384, 512, 1)))
         pixels = np.clip(pixels, 0, 255).astype(np.uint8)

@@ -10,6 +10,6 @@ from callbacks.schedulers import InverseSqrtLR, WarmupCosineLR
 from callbacks.submission import KaggleSubmissionWriter, SubmissionError, validate_submission, write_submission
 
 __all__ = ["AtomicCheckpointIO", "ClassificationPlots", "HomeworkCheckpoint", "InverseSqrtLR", "KaggleSubmissionWriter",
-           "LearningCurvePlot", "NonFiniteLoss", "OptunaPruning", "ReproducibleEpochs", "StopOnCtrlC", "StopOnNonFiniteLoss",
-           "SubmissionError", "WarmupCosineLR", "launched_processes_ignore_ctrl_c", "validate_submission",
-           "write_submission"]
+           "LearningCurvePlot", "NonFiniteLoss", "OptunaPruning", "ReproducibleEpochs", "StopOnCtrlC",
+           "StopOnNonFiniteLoss", "SubmissionError", "WarmupCosineLR", "launched_processes_ignore_ctrl_c",
+           "validate_submission", "write_submission"]

@@ -113,7 +113,7 @@ class LearningCurvePlot(pl.Callback):
             return
         self.recorded_epochs = completed
         for name, value in trainer.callback_metrics.items():
-            if value.numel() == 1 and (name.startswith("train_") or name.startswith("val_")) and not name.endswith("_step"):
+            if value.numel() == 1 and name.startswith(("train_", "val_")) and not name.endswith("_step"):
                 self.history[name.removesuffix("_epoch")].append((completed - 1, float(value)))
         ckpt = trainer.checkpoint_callback
         best = getattr(ckpt, "best_model_path", None) if getattr(ckpt, "monitor", None) else None

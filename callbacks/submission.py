@@ -2,7 +2,7 @@
 
 import logging
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import pytorch_lightning as pl
@@ -14,6 +14,9 @@ from torch.utils.data import DistributedSampler
 
 from datamodules import outputs
 from datamodules.atomic import write_atomically
+
+if TYPE_CHECKING:
+    import pandas
 
 log = logging.getLogger(__name__)
 
@@ -171,8 +174,9 @@ class KaggleSubmissionWriter(BasePredictionWriter):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, predictions: Any, batch_indices: Any
     ) -> None:
         datamodule = trainer.datamodule
-        if datamodule is None or not hasattr(datamodule, "to_submission"):
-            return
+        if datamodule is None or not hasattr(datamodule, "to_submission"):  # never a predict that writes nothing
+            raise SubmissionError(f"nothing written: predicting without a homework's DataModule "
+                                  f"({type(datamodule).__name__}), the writer knows no file format")
         batches = gather_predictions(trainer, predictions, batch_indices)  # (a collective: every process calls it)
         if self.hold:  # (in every process, so all of them agree on what comes next)
             self.held = datamodule.collate_predictions(batches)

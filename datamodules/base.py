@@ -4,6 +4,7 @@ data (or writing demo data), reproducible splits and in-memory batching."""
 import logging
 import math
 import os
+import re
 from pathlib import Path
 from typing import ClassVar, Generic, Literal, TypeVar
 
@@ -30,6 +31,13 @@ Layout = TypeVar("Layout")
 CPU_QUOTA = Path("/sys/fs/cgroup/cpu.max")
 
 
+def provided(cls: type, name: str, base: type) -> bool:
+    """Whether `cls` gets `name` from a class below `base` (`base`'s own stub, an annotation without a value or
+    Lightning's default that raises do not count)."""
+    owner = next((klass for klass in cls.__mro__ if name in vars(klass)), None)
+    return owner is not None and owner is not base and issubclass(owner, base)
+
+
 def available_cpus() -> int:
     """CPU cores this process may use: its affinity mask, and a container's CPU quota, which the mask does not show
     (a container may see all of the host's cores but be given the time of 4)."""
@@ -51,9 +59,16 @@ class HomeworkDataModule(pl.LightningDataModule, Generic[Layout]):
     user named that holds no data is an error, never a silent demo.
     """
 
-    homework: ClassVar[str]  # "hw1", ...: names the default data dir and the W&B project
-    kaggle_competition: ClassVar[str]  # for download hints and the submit command
+    # --- what every homework declares (checked when its class is defined: `__init_subclass__`) ---------------
+    homework: ClassVar[str]  # "hw1", ...: names the default data dir, the runs folder and the W&B project
+    kaggle_competition: ClassVar[str | None]  # for download hints and the submit command; None: not on Kaggle
     expected_files: ClassVar[str]  # how the data looks on disk, for error messages
+    submission_filename: ClassVar[str]  # the file `predict` writes (pred.csv, submission.csv, ...)
+    submission_columns: ClassVar[list[str] | None]  # its CSV header; None: a text file, one line per test sample
+    # set by `resolve_data_dir`, which each homework's `__init__` calls after `self.save_hyperparameters()`
+    data_dir: Path
+    is_demo: bool
+
     # Settings a later command (validate/test/predict with --ckpt_path) may change: the CLI restores
     # them from the checkpoint only when not given. All other data settings always come from it.
     runtime_args: ClassVar[tuple[str, ...]] = ("data_dir", "batch_size", "num_workers")
@@ -66,19 +81,48 @@ class HomeworkDataModule(pl.LightningDataModule, Generic[Layout]):
     #: directory) have comparable validation scores, which is what `--ckpt_path best` picks among.
     split_args: ClassVar[tuple[str, ...]] = ("val_ratio", "seed", "num_folds", "fold")
 
+    #: The course's Google-Drive files ({file name: file id}) its sample code downloads: the notebook offers them.
+    course_files: ClassVar[dict[str, str]] = {}
+
     #: The lecture's remedies that are this DataModule's flags (datamodules/lab_hooks.py); the task declares its own.
     remedies: ClassVar[tuple[Remedy, ...]] = ()
 
     def reference_data(self, max_samples: int) -> ReferenceData | None:
         """The data of the methodology advisor's simple reference model, after `setup("fit")`: at most
-        `max_samples` training and validation rows, sampled with a fixed seed (datamodules/lab_hooks.py). None: no simple
-        model applies to this homework's data, which the diagnosis says."""
+        `max_samples` training and validation rows, sampled with a fixed seed (datamodules/lab_hooks.py). None: no
+        simple model applies to this homework's data, which the diagnosis says."""
         return None
 
     def reference_score(self, max_samples: int) -> ReferenceScore | None:
         """A reference model the homework scores itself, in its own metric, after `setup("fit")`
         (datamodules/lab_hooks.py); None: the lab uses `reference_data()` or says there is no reference."""
         return None
+
+    #: The members above without a value and the methods below that raise NotImplementedError: a homework's
+    #: class that lacks one is a TypeError where it is defined (at import), not a failure at `predict`.
+    required: ClassVar[tuple[str, ...]] = (
+        "homework", "kaggle_competition", "expected_files", "submission_filename", "submission_columns",
+        "find_layout", "write_demo", "num_test_samples", "to_submission",
+        "setup", "train_dataloader", "val_dataloader", "predict_dataloader")
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        missing = [name for name in cls.required if not provided(cls, name, HomeworkDataModule)]
+        if missing:
+            raise TypeError(f"{cls.__name__} must define {', '.join(missing)} (each homework's DataModule does: "
+                            f"see datamodules/base.py HomeworkDataModule and docs/architecture.md)")
+        if not re.fullmatch(r"hw\d+", cls.homework):
+            raise TypeError(f"{cls.__name__}.homework is {cls.homework!r}; it names the homework: 'hw8', ...")
+
+    @property
+    def num_test_samples(self) -> int:
+        """How many test samples the file `predict` writes must have (one row or line each)."""
+        raise NotImplementedError
+
+    def to_submission(self, predictions) -> "pandas.DataFrame | list[str]":  # noqa: F821 (imported when used)
+        """The Kaggle file for `collate_predictions`' result: a DataFrame with `submission_columns`, or the lines
+        of a text file (callbacks/submission.py validates and writes it)."""
+        raise NotImplementedError
 
     @classmethod
     def find_layout(cls, directory: Path) -> Layout | None:
@@ -176,7 +220,15 @@ class HomeworkDataModule(pl.LightningDataModule, Generic[Layout]):
                             f"data: unpack it with `python -m zipfile -e {zips[0]} {directory}` (then run this again)")
 
     def resolve_data_dir(self, data_dir: str | Path | None) -> tuple[Path, Layout, bool]:
-        """Return (directory, layout, is_demo); see the class docstring for the rules."""
+        """Return (directory, layout, is_demo) and set `data_dir` and `is_demo`; see the class docstring for
+        the rules."""
+        if not self.hparams:
+            raise TypeError(f"{type(self).__name__}.__init__ must call self.save_hyperparameters() before "
+                            f"resolve_data_dir: a checkpoint keeps the data settings from it")
+        self.data_dir, layout, self.is_demo = self._resolve_data_dir(data_dir)
+        return self.data_dir, layout, self.is_demo
+
+    def _resolve_data_dir(self, data_dir: str | Path | None) -> tuple[Path, Layout, bool]:
         if data_dir is not None:
             path = Path(data_dir).expanduser()
             layout = self.locate(path)

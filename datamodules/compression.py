@@ -15,11 +15,10 @@ from torch.utils.data import DataLoader
 from torchvision.transforms import v2
 
 from datamodules.errors import DataError
-from datamodules.food import LAYOUTS as HW3_LAYOUTS
 from datamodules.food import FoodDataModule, FoodFiles, FoodLayout, list_images, match_layout
 from datamodules.food_demo import write_demo_food
 from datamodules.food_images import FoodImages
-from datamodules.lab_hooks import ReferenceScore, Remedy
+from datamodules.lab_hooks import ReferenceScore
 
 #: The course's layout: `food11-hw13/{training,validation,evaluation}`, Ids 0000.. in sorted-name order (both years).
 ML2022 = FoodLayout("ml2022hw13", "training", "validation", "evaluation", False, 0, 4, "ml2022spring-hw13")

@@ -185,6 +185,8 @@ class CovidDataModule(HomeworkDataModule[CovidFiles]):
 
     homework = "hw1"
     kaggle_competition = "ml2022spring-hw1"
+    course_files = {"covid.train.csv": "1kLSW_-cW2Huj7bh84YTdimGBOJaODiOS",  # (the ML2022 sample code's)
+                    "covid.test.csv": "1iiI5qROrAhZn-o4FPqsE97bMzDEFvIdg"}
     expected_files = "covid.train.csv + covid.test.csv (ML2021/ML2022) or covid_train.csv + covid_test.csv (ML2023)"
     remedies = (
         Remedy("optimization", "normalization", "--data.normalize", value=True),
@@ -362,7 +364,8 @@ class CovidDataModule(HomeworkDataModule[CovidFiles]):
                 ckpt = getattr(self.trainer, "ckpt_path", None) or "the checkpoint"
                 raise DataError(f"{self.files.train.parent}: the model in {ckpt} was trained on features these "
                                 f"{self.layout.name.upper()} files do not have ({', '.join(unknown[:3])}"
-                                f"{', ...' if len(unknown) > 3 else ''}); use it with files of the year it was trained on")
+                                f"{', ...' if len(unknown) > 3 else ''}); use it with files of the year it was "
+                                f"trained on")
             self.transform = FeatureTransform(list(state["features"]), state["mean"], state["std"])
 
     # --- Kaggle export ----------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """The one exception for a user's mistake: a missing or malformed file, a bad option, a checkpoint that does not
 fit. The command line prints it as one line, `error: ...`, and exits with code 2 (homework/cli/output.py); the
-Python API raises it as `homework.api.HomeworkError`. It lives in a leaf module, importing nothing of the
-project, so every layer can raise it (tests/test_layers.py)."""
+Python API raises it as `homework.cli.api.HomeworkError` (`from homework import HomeworkError`). It lives in a
+leaf module, importing nothing of the project, so every layer can raise it (tests/test_layers.py)."""
 
 
 class DataError(Exception):

@@ -349,7 +349,8 @@ class FoodDataModule(HomeworkDataModule[FoodFiles]):
         return len(self.test.files)
 
     def blend_views(self, probabilities: torch.Tensor) -> torch.Tensor:
-        """(N, 1 + views, C) class probabilities -> (N, C): `tta_weight` x clean + (1 - `tta_weight`) x mean of views."""
+        """(N, 1 + views, C) class probabilities -> (N, C): `tta_weight` x clean + (1 - `tta_weight`) x mean of
+        views."""
         if probabilities.dim() == 2 or probabilities.shape[1] == 1:
             return probabilities.reshape(len(probabilities), -1)
         return self.tta_weight * probabilities[:, 0] + (1 - self.tta_weight) * probabilities[:, 1:].mean(1)

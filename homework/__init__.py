@@ -1,6 +1,7 @@
 """The homeworks' commands, in three layers (docs/architecture.md):
 
-- `hw1.py` ... `hw5.py`, the entry points: which DataModule, which task, which recipe (`configs/`);
+- `hwN.py`, the entry points (`registry.py` finds them, and every shared list reads it): which DataModule,
+  which task, which recipe (`configs/`);
 - `cli/`, the command every homework shares, and `runs/`, where runs live, what they record and which
   checkpoint `best`/`last` mean, W&B tracking, k-fold;
 - `lab/`, the lecture lab's optional analyses.

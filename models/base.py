@@ -11,7 +11,7 @@ from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from datamodules.base import MinibatchesPerStep
+from datamodules.base import MinibatchesPerStep, provided
 from datamodules.errors import DataError
 from datamodules.lab_hooks import Remedy
 
@@ -31,8 +31,13 @@ class BaseTask(pl.LightningModule):
         lr_scheduler: Learning-rate schedule; null for a constant lr.
     """
 
+    #: The validation metric that picks the checkpoint and stops early (and the lab reads), and which way is better.
     monitor: str = "val_loss"
     mode: str = "min"
+    #: What every homework's task provides (checked when its class is defined: a shared base in between says
+    #: `abstract=True`); `batch_loss` is `critical`'s and the lab's hook. Its `__init__` calls
+    #: `self.save_hyperparameters()`, so that a checkpoint rebuilds the model (checked when one is saved).
+    required: ClassVar[tuple[str, ...]] = ("forward", "training_step", "validation_step", "predict_step", "batch_loss")
     #: The lecture's remedies as this task's flags (datamodules/lab_hooks.py); subclasses add their own to these.
     remedies: ClassVar[tuple[Remedy, ...]] = (
         Remedy("optimization", "learning rate", "--model.optimizer.lr", times=(0.3, 3.0),
@@ -44,6 +49,18 @@ class BaseTask(pl.LightningModule):
         Remedy("overfitting", "regularization", "--model.optimizer.weight_decay", times=5, start=0.01, most=0.5),
     )
 
+    def __init_subclass__(cls, abstract: bool = False, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        if abstract:
+            return
+        missing = [name for name in cls.required if not provided(cls, name, BaseTask)]
+        if missing:
+            raise TypeError(f"{cls.__name__} must define {', '.join(missing)} (each homework's task does: see "
+                            f"models/base.py BaseTask and docs/architecture.md)")
+        if cls.mode not in ("min", "max") or not cls.monitor.startswith("val_"):
+            raise TypeError(f"{cls.__name__}: monitor {cls.monitor!r}, mode {cls.mode!r}; the monitor is a validation "
+                            f"metric (val_...) and the mode 'min' or 'max'")
+
     def __init__(
         self,
         optimizer: OptimizerCallable = torch.optim.Adam,
@@ -52,6 +69,10 @@ class BaseTask(pl.LightningModule):
         super().__init__()
         self.optimizer = optimizer
         self.lr_scheduler = lr_scheduler
+
+    def batch_loss(self, batch) -> tuple[torch.Tensor, int]:
+        """The training loss of one batch and its size: what `critical` differentiates (datamodules/lab_hooks.py)."""
+        raise NotImplementedError
 
     def configure_optimizers(self):
         optimizer = self.optimizer(self.parameters())
@@ -88,6 +109,9 @@ class BaseTask(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         """Which homework trained this, so another homework's CLI refuses it in one line."""
+        if not self.hparams:
+            raise TypeError(f"{type(self).__name__}.__init__ must call self.save_hyperparameters(): without them "
+                            f"a checkpoint cannot rebuild the model")
         checkpoint["homework"] = getattr(self.trainer.datamodule, "homework", None)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
@@ -118,7 +142,7 @@ class BaseTask(pl.LightningModule):
                            "re-spanned on resume, or start a new fit")
 
 
-class MinibatchLoopTask(BaseTask):
+class MinibatchLoopTask(BaseTask, abstract=True):
     """A BaseTask that can train on several minibatches per Lightning step; subclasses write `minibatch_loss`
     (batches are tuples of in-memory tensors). It logs `train_loss`, the epoch's mean minibatch loss.
 
@@ -221,7 +245,7 @@ class MinibatchLoopTask(BaseTask):
         return int(min(total, trainer.max_steps if trainer.max_steps != -1 else math.inf))
 
 
-class ClassificationTask(BaseTask):
+class ClassificationTask(BaseTask, abstract=True):
     """Cross-entropy classification: `train_acc`/`val_acc` per epoch (`val_acc` drives early stopping and
     checkpointing), and `predict` returns class probabilities, so a cross-validation's folds can be averaged.
 
@@ -249,7 +273,8 @@ class ClassificationTask(BaseTask):
         return self.criterion(logits, labels)
 
     def batch_loss(self, batch) -> tuple[torch.Tensor, int]:
-        """The training loss of one (inputs..., labels) batch and its size (the lab's hook: datamodules/lab_hooks.py)."""
+        """The training loss of one (inputs..., labels) batch and its size (the lab's hook:
+        datamodules/lab_hooks.py)."""
         labels = batch[self.num_inputs]
         return self.loss(self(*batch[:self.num_inputs]), labels), len(labels)
 

@@ -112,7 +112,8 @@ class Translator(BaseTask):
         return loss, tokens
 
     def batch_loss(self, batch: dict) -> tuple[torch.Tensor, int]:
-        """The training loss of one batch and the target tokens it averages over (the lab's hook: datamodules/lab_hooks.py)."""
+        """The training loss of one batch and the target tokens it averages over (the lab's hook:
+        datamodules/lab_hooks.py)."""
         return self.loss(batch)
 
     def translate(self, src: torch.Tensor, beam_size: int | None = None) -> list[list[int]]:

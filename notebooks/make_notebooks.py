@@ -1,12 +1,13 @@
-"""Writes notebooks/hw1.ipynb ... hw5.ipynb, one notebook per homework from the same cells, without outputs.
+"""Writes notebooks/hwN.ipynb, one notebook per homework of homework/registry.py from the same cells, without outputs.
 
-    python notebooks/make_notebooks.py          # after changing a cell here; commit the five notebooks with it
+    python notebooks/make_notebooks.py          # after changing a cell here; commit the notebooks with it
 
 A student opens one in Colab (or Jupyter) and runs it top to bottom: check the GPU, install the project, keep runs
 on Google Drive (optional), get the data (Kaggle CLI, the course's Google-Drive files, or the demo data), train,
 read the learning curve and the diagnosis, predict, find the submission. The first code cell holds the parameters
 (tagged `parameters`, as papermill expects): tests/test_notebooks.py replaces it to run each notebook in seconds.
 """
+import ast
 import json
 import sys
 from pathlib import Path
@@ -15,23 +16,22 @@ import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))  # (run as a script from a clone: the project's own packages)
 
-#: what differs between the homeworks: the title, the Kaggle competition, the course's Google-Drive files
-HOMEWORKS = {
-    "hw1": {"title": "HW1: COVID-19 cases prediction (regression)", "competition": "ml2022spring-hw1",
-            # the course's ML2022 sample code downloads these two files
-            "gdown": {"covid.train.csv": "1kLSW_-cW2Huj7bh84YTdimGBOJaODiOS",
-                      "covid.test.csv": "1iiI5qROrAhZn-o4FPqsE97bMzDEFvIdg"}},
-    "hw2": {"title": "HW2: frame-wise phoneme classification", "competition": "ml2022spring-hw2", "gdown": {}},
-    "hw3": {"title": "HW3: food-11 image classification", "competition": "ml2023spring-hw3", "gdown": {}},
-    "hw4": {"title": "HW4: speaker identification", "competition": "ml2022spring-hw4", "gdown": {}},
-    "hw5": {"title": "HW5: English to Chinese translation", "competition": None, "gdown": {}},
-    "hw8": {"title": "HW8: anomaly detection (autoencoders)", "competition": "ml2022spring-hw8", "gdown": {}},
-    "hw11": {"title": "HW11: domain adaptation, real photos to drawings (DaNN)", "competition": "ml2022spring-hw11",
-             "gdown": {}},
-    "hw13": {"title": "HW13: network compression (a student under the budget, knowledge distillation)",
-             "competition": "ml2023spring-hw13", "gdown": {}},
-}
+from homework import registry  # noqa: E402
+
+
+def spec(hw: str) -> dict:
+    """What differs between the homeworks, read from each homework's own files: the title (the first line of
+    homework/hwN.py's docstring), its Kaggle competition and the course's Google-Drive files (its DataModule's)."""
+    title = ast.get_docstring(ast.parse((HERE.parent / "homework" / f"{hw}.py").read_text())).splitlines()[0]
+    data = registry.module(hw).HOMEWORK.datamodule_class
+    return {"title": title.rstrip("."), "competition": data.kaggle_competition, "gdown": dict(data.course_files),
+            "submission": data.submission_filename}
+
+
+#: every homework the registry finds (homework/registry.py), in course order
+HOMEWORKS = {hw: spec(hw) for hw in registry.names()}
 
 
 def parameters(hw: str) -> str:
@@ -239,7 +239,7 @@ def submit(hw: str) -> str:
     competition = HOMEWORKS[hw]["competition"]
     where = (f"Upload {{prediction.submission}} on https://www.kaggle.com/competitions/{competition}/submissions, "
              f"or run: !kaggle competitions submit -c {competition} -f {{prediction.submission}} -m 'my submission'"
-             if competition else "HW5 is graded by BLEU: hand in {prediction.submission} as the course asks")
+             if competition else f"{hw.upper()} is not graded on Kaggle: hand in {{prediction.submission}} as the course asks")
     return f'''if DATA_DIR is None:
     print("Trained on the generated demo data: nothing to submit (its scores mean nothing on Kaggle)")
 else:

@@ -105,3 +105,22 @@ def test_lightning_reads_whether_it_runs_in_a_kernel_from_one_module_constant(mo
         trainer = pl.Trainer(accelerator="cpu", devices=2, logger=False, enable_checkpointing=False,
                              enable_progress_bar=False)
         assert adapters.interactive() is kernel and adapters.spawns_processes(trainer) is kernel
+
+
+def test_the_subcommand_list_is_hidden_from_help_but_not_from_the_config_dump():
+    parser, fit = ArgumentParser(exit_on_error=False), ArgumentParser(exit_on_error=False)
+    fit.add_argument("--max_epochs", type=int, default=3)
+    parser.add_subcommands().add_subcommand("fit", fit, help="Runs the full optimization routine.")
+    adapters.hide_subcommand_list(parser, "one of the commands listed at the top")
+    text = parser.format_help()
+    assert "Runs the full optimization routine" not in text and "one of the commands listed at the top" in text
+    assert parser.dump(parser.parse_args(["fit"])).split() == ["fit:", "max_epochs:", "3"]  # (as without hiding)
+
+
+def test_help_parts_reach_the_subcommands_groups_and_actions():
+    parser, fit = ArgumentParser(exit_on_error=False), ArgumentParser(exit_on_error=False)
+    fit.add_argument_group("Runs the full optimization routine").add_argument("--ckpt_path", help="Default: ``None``.")
+    parser.add_subcommands().add_subcommand("fit", fit)
+    parts = adapters.help_parts(parser)
+    assert any(c == "fit" and getattr(i, "title", None) == "Runs the full optimization routine" for c, _, i in parts)
+    assert any(c == "fit" and getattr(i, "help", None) == "Default: ``None``." for c, _, i in parts)

@@ -186,7 +186,8 @@ def test_a_piped_fit_and_predict_print_a_line_per_epoch_and_end_with_the_result(
     run_dir = lines[-2].removeprefix("Run directory: ")
     # the run just trained, with the script as it was started: a command that works where the user is
     assert lines[-1] == f"Next: python {ROOT / 'homework/hw1.py'} predict --ckpt_path {run_dir}"
-    assert any(line.startswith("Diagnosis (practical methodology): ") for line in lines[-20:-3])  # homework/lab/advisor.py
+    # homework/lab/advisor.py
+    assert any(line.startswith("Diagnosis (practical methodology): ") for line in lines[-20:-3])
     assert len(lines) < 50
 
     code, lines = command(*shlex.split(lines[-1])[3:], cwd=tmp_path)

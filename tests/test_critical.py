@@ -147,8 +147,8 @@ def test_hw1_checkpoint_end_to_end():
     # what `python homework/hw1.py critical --ckpt_path ...` runs: weights and data settings from the checkpoint
     trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device("cpu")), progress_bar_callback=None)
     fresh = CovidRegressor(in_features=model.hparams.in_features, hidden_dims=[8])
-    command = critical_command(trainer, fresh, CovidDataModule(**{k: v for k, v in saved.items() if not k.startswith("_")}),
-                               ckpt_path=str(best))
+    data = CovidDataModule(**{k: v for k, v in saved.items() if not k.startswith("_")})
+    command = critical_command(trainer, fresh, data, ckpt_path=str(best))
     assert command.loss == pytest.approx(report.loss) and command.largest == pytest.approx(report.largest)
     with pytest.raises(DataError, match="--max_batches must be at least 1"):
         critical_command(trainer, fresh, datamodule, ckpt_path=str(best), max_batches=0)
@@ -171,7 +171,8 @@ def test_hw1_critical_subcommand(capsys):
 
 
 def test_a_model_without_the_batch_loss_hook_is_told_critical_is_not_available():
-    """critical asks the task for `batch_loss(batch)` (datamodules/lab_hooks.py), never which homework's model it has."""
+    """critical asks the task for `batch_loss(batch)` (datamodules/lab_hooks.py), never which homework's model it
+    has."""
     with pytest.raises(DataError, match="critical is not available for this homework: Linear has no batch_loss"):
         run_critical(nn.Linear(2, 1), SimpleNamespace())
     model = CovidRegressor(in_features=3)

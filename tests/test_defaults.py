@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_distributed import HOMEWORKS, ROOT, TINY
+from homework import registry
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_script(homework: str, args: list[str], cwd: Path) -> subprocess.CompletedProcess:
@@ -20,9 +22,9 @@ def run_script(homework: str, args: list[str], cwd: Path) -> subprocess.Complete
     return result
 
 
-@pytest.mark.parametrize("homework", HOMEWORKS)
+@pytest.mark.parametrize("homework", registry.names())
 def test_fit_then_the_printed_next_command_with_the_default_logger(homework, tmp_path, default_logger):
-    fit = run_script(homework, ["fit", *TINY[homework]], tmp_path)
+    fit = run_script(homework, ["fit", *registry.tiny(homework)], tmp_path)
     lines = fit.stdout.strip().splitlines()
     assert "\r" not in fit.stdout + fit.stderr and "\x1b[" not in fit.stdout + fit.stderr
     assert any(line.startswith("epoch 0") for line in lines)  # one line per epoch, not a redrawn bar
@@ -30,7 +32,8 @@ def test_fit_then_the_printed_next_command_with_the_default_logger(homework, tmp
     (offline,) = (run / "wandb").glob("offline-run-*")  # tracked, offline: nothing lost without a login
     assert f"W&B: logged offline; upload with `wandb sync {run.resolve()}/wandb/offline-run-*`" in fit.stdout
     assert lines[-2] == f"Run directory: runs/{homework}/{run.name}"
-    assert lines[-1].startswith("Next: python ") and lines[-1].endswith(f"predict --ckpt_path runs/{homework}/{run.name}")
+    assert lines[-1].startswith("Next: python ")
+    assert lines[-1].endswith(f"predict --ckpt_path runs/{homework}/{run.name}")
 
     predict = run_script(homework, shlex.split(lines[-1])[3:], tmp_path)
     assert "Wrote " in predict.stdout

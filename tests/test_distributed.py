@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from homework import registry
 from tests.conftest import QUIET, user_error
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,31 +26,28 @@ DDP = ["--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.stra
 FIT = ["fit", *DDP, "--trainer.num_sanity_val_steps", "0"]
 #: Processes per homework's fit (given after DDP's --trainer.devices 2: the last one counts).
 PROCESSES = {"hw1": 3}
-#: Small and short: each homework's tiny model, one or two epochs.
-TINY = {
-    "hw1": ["--trainer.max_epochs", "2"],
-    "hw2": ["--model.hidden_dim", "8", "--model.num_layers", "1", "--data.batch_size", "64", "--trainer.max_epochs", "1",
-            "--trainer.limit_train_batches", "10", "--trainer.limit_val_batches", "5"],
-    "hw3": ["--data.image_size", "32", "--data.num_workers", "0", "--data.batch_size", "8", "--trainer.max_epochs", "1",
-            "--trainer.limit_train_batches", "4", "--trainer.limit_val_batches", "4"],
-    "hw4": ["--model.d_model", "8", "--model.nhead", "2", "--model.num_layers", "1", "--model.dim_feedforward", "16",
-            "--model.conv_kernel_size", "3", "--data.batch_size", "8", "--data.segment_len", "16",
-            "--trainer.max_epochs", "1"],
-    "hw5": ["--data.vocab_size", "100", "--data.val_ratio", "0.05", "--data.max_tokens", "512", "--trainer.max_epochs", "1",
-            "--trainer.limit_train_batches", "3", "--model.embed_dim", "32", "--model.hidden_dim", "64",
-            "--model.encoder_layers", "1", "--model.decoder_layers", "1", "--model.attention_heads", "2",
-            "--model.beam_size", "2", "--model.val_bleu_sentences", "8", "--model.max_len_b", "5"],
-}
-HOMEWORKS = sorted(TINY)
-#: In the default suite: HW1 (three processes, tensor rows, its whole-epoch step falling back, cross-validation)
-#: and HW5 (dict batches, generated sentences), which between them take every shared DDP path (run directory and
-#: record from process 0, W&B offline, synced epoch metrics, the gathered predictions written once). HW2-HW4 add
-#: only their own batches to the same paths, at ~40 s a fit or predict on 2 cores: `pytest -m slow` runs them.
-UNDER_DDP = [hw if hw in ("hw1", "hw5") else pytest.param(hw, marks=pytest.mark.slow) for hw in HOMEWORKS]
+HOMEWORKS = registry.names()
+
+
+def in_default_suite(homework: str) -> bool:
+    """DDP of a homework whose task is not a `ClassificationTask` runs by default (today HW1: three processes,
+    tensor rows, its whole-epoch step falling back, cross-validation; HW5: dict batches, generated sentences), which
+    takes every shared DDP path (run directory and record from process 0, W&B offline, synced epoch metrics, the
+    gathered predictions written once). A classification homework (HW2-HW4) adds only its own batches to the
+    `ClassificationTask` paths, at ~40 s a fit or predict on 2 cores: `pytest -m slow` runs those."""
+    from models.base import ClassificationTask
+
+    return not issubclass(registry.module(homework).HOMEWORK.model_class, ClassificationTask)
+
+
+UNDER_DDP = [hw if in_default_suite(hw) else pytest.param(hw, marks=pytest.mark.slow) for hw in HOMEWORKS]
 
 
 def fit_args(homework: str) -> list[str]:
-    return [*FIT, *TINY[homework], "--trainer.devices", str(PROCESSES.get(homework, 2))]
+    """The homework's tiny recipe (homework/configs/hwN_tiny.yaml) on several processes."""
+    return [*FIT, *registry.tiny(homework), "--trainer.devices", str(PROCESSES.get(homework, 2))]
+
+
 #: What Lightning says when an epoch metric is logged unsynchronised under DDP.
 UNSYNCED = "when logging on epoch level in distributed setting"
 
@@ -97,7 +95,8 @@ def assert_completed_once(cwd: Path, homework: str, result: subprocess.Completed
     assert (run / "config.yaml").is_file()
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["epoch"] == record["epochs"] - 1
     out = result.stdout
-    for line in (f"Best {record['monitor']} = ", "Run directory: ", f"Next: python {ROOT / 'homework' / homework}.py predict"):
+    next_line = f"Next: python {ROOT / 'homework' / homework}.py predict"
+    for line in (f"Best {record['monitor']} = ", "Run directory: ", next_line):
         assert out.count(line) == 1, (line, out[-2000:])
     assert out.rstrip().splitlines()[-1].startswith("Next: ")
     assert (result.stdout + result.stderr).count("DEMO DATA") == 1  # the demo banner, from process 0 only
@@ -159,6 +158,7 @@ def test_cross_validation_predict_averages_the_folds_on_two_processes(monkeypatc
     main(["fit", "--data.num_folds", "2", "--data.fold", "all", "--trainer.max_epochs", "1", *QUIET])
     (cv_dir,) = list((tmp_path / "runs" / "hw1").iterdir())
     main(["predict", "--ckpt_path", str(cv_dir), "--submission.output_dir", "one", *QUIET])
-    result = run_script("hw1", ["predict", "--ckpt_path", str(cv_dir), *DDP, "--submission.output_dir", "two"], tmp_path)
+    result = run_script("hw1", ["predict", "--ckpt_path", str(cv_dir), *DDP, "--submission.output_dir", "two"],
+                        tmp_path)
     assert result.stdout.count("Wrote ") == 1 and result.stderr.count("Predicting with ") == 2
     assert (tmp_path / "two" / "pred.csv").read_bytes() == (tmp_path / "one" / "pred.csv").read_bytes()

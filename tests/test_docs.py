@@ -28,7 +28,6 @@ Any other `<...>` in a command fails the test: write a concrete example instead.
 """
 import contextlib
 import copy
-import importlib
 import io
 import re
 import shlex
@@ -40,7 +39,7 @@ import torch
 import yaml
 
 from datamodules.base import HomeworkDataModule
-from homework import runs
+from homework import registry, runs
 from homework.cli.main import HomeworkCLI
 from models.base import BaseTask
 
@@ -48,10 +47,10 @@ ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 PLACEHOLDERS = {"DIR": "elsewhere", "N": "3", "K": "3"}
 RUN = "2026-11-24_10-31-02_fit"  # the fixture run's name (the docs' example run)
-COMMAND = re.compile(r"^(?:srun\s+)?python\s+homework/(hw[1-5])\.py\b(.*)$")
-TORCHRUN = re.compile(r"^torchrun\s.*?\shomework/(hw[1-5])\.py\b(.*)$")
-RUN_PATH = re.compile(r"^runs/(hw[1-5])/[\w.-]+$")
-BEST_CONFIG = re.compile(r"^runs/(hw[1-5])/tune_[\w.-]+/best_config\.yaml$")  # what a `tune` study writes
+COMMAND = re.compile(r"^(?:srun\s+)?python\s+homework/(hw\d+)\.py\b(.*)$")
+TORCHRUN = re.compile(r"^torchrun\s.*?\shomework/(hw\d+)\.py\b(.*)$")
+RUN_PATH = re.compile(r"^runs/(hw\d+)/[\w.-]+$")
+BEST_CONFIG = re.compile(r"^runs/(hw\d+)/tune_[\w.-]+/best_config\.yaml$")  # what a `tune` study writes
 FENCE = re.compile(r"^\s*(```|~~~)")
 
 
@@ -111,11 +110,9 @@ UNIQUE = unique_commands()
 
 def homework_classes(homework: str) -> tuple[object, type[BaseTask], type[HomeworkDataModule]]:
     """(main, the model class, the DataModule class) of `homework/hwN.py`."""
-    module = importlib.import_module(f"homework.{homework}")
-    classes = [v for v in vars(module).values() if isinstance(v, type)]
-    model = next(c for c in classes if issubclass(c, BaseTask))
-    data = next(c for c in classes if issubclass(c, HomeworkDataModule))
-    return module.main, model, data
+    assert homework in registry.names(), f"the docs name {homework}, which homework/ does not have"
+    module = registry.module(homework)
+    return module.main, module.HOMEWORK.model_class, module.HOMEWORK.datamodule_class
 
 
 _configs: dict[str, str] = {}
@@ -223,6 +220,14 @@ def test_the_docs_have_commands_in_every_page_that_shows_one():
     assert {"README.md", "docs/hw1.md", "docs/hw5.md", "docs/lab.md", "docs/multi-gpu.md"} <= where
     launchers = {c.split()[0] for _, c in COMMANDS}
     assert {"python", "torchrun", "srun"} <= launchers
+
+
+def test_the_readme_table_has_a_row_for_every_homework_with_its_page():
+    """The README's table of homeworks names each homework the registry finds, linking its own page."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    rows = re.findall(r"^\| \[`(hw\d+)\.py`\]\(docs/(hw\d+)\.md\) \|", readme, re.MULTILINE)
+    assert [script for script, _ in rows] == registry.names()
+    assert all(script == page and (ROOT / "docs" / f"{page}.md").is_file() for script, page in rows)
 
 
 def slug(heading: str) -> str:

@@ -1,4 +1,4 @@
-"""The learning-rate finder's suggestion rule (homework/tuning.py) on constructed range-test curves: a point
+"""The learning-rate finder's suggestion rule (homework/lab/finders.py) on constructed range-test curves: a point
 on the falling stretch, never on a rising one, and none at all where nothing clearly falls."""
 import numpy as np
 

@@ -34,7 +34,8 @@ def test_the_table():
               gpu_check.Check("hw5", "bf16-mixed", False, 5000.0, 4000.0, 2048.0, unit="tokens/s",
                               notes=["precision 16-mixed, docs/gpus.md promises bf16-mixed"])]
     lines = gpu_check.format_table(checks).splitlines()
-    assert lines[0].split() == ["homework", "precision", "loss", "mixed", "/s", "32-true", "/s", "speed-up", "peak", "GPU"]
+    assert lines[0].split() == ["homework", "precision", "loss", "mixed", "/s", "32-true", "/s", "speed-up", "peak",
+                                "GPU"]
     assert lines[1].split() == ["hw1", "bf16-mixed", "finite", "120,000", "samples", "60,000", "2.00x", "812", "MiB"]
     assert lines[2].split()[:4] == ["hw5", "bf16-mixed", "NOT", "FINITE"] and "1.25x" in lines[2]
     assert len({line.index("precision" if i == 0 else "bf16") for i, line in enumerate(lines[:3])}) == 1  # aligned

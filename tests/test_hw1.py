@@ -47,7 +47,8 @@ def test_fit_validate_predict_round_trip_on_demo_data(caplog):
     assert run.name.endswith("_fit_demo")
     assert (run / "config.yaml").is_file() and (run / "learning_curve.png").is_file()
     ckpt = cli.trainer.checkpoint_callback
-    assert Path(ckpt.best_model_path).parent == (run / "checkpoints").resolve() and (run / "checkpoints/last.ckpt").is_file()
+    assert Path(ckpt.best_model_path).parent == (run / "checkpoints").resolve()
+    assert (run / "checkpoints/last.ckpt").is_file()
     assert ckpt.monitor == "val_mse"
     (curve,) = [c for c in cli.trainer.callbacks if isinstance(c, LearningCurvePlot)]
     assert float(ckpt.best_model_score) == pytest.approx(min(v for _, v in curve.history["val_mse"]))
@@ -92,7 +93,8 @@ def test_runs_as_a_script_and_as_a_module(module, tmp_path):
 
 
 def test_sample_recipe_config_is_the_official_one():
-    cli = main(["fit", "--config", str(ROOT / "homework/configs/hw1_sample.yaml"), "--trainer.fast_dev_run", "1", *QUIET])
+    cli = main(["fit", "--config", str(ROOT / "homework/configs/hw1_sample.yaml"), "--trainer.fast_dev_run", "1",
+                *QUIET])
     optimizer = cli.model.optimizers().optimizer
     assert isinstance(optimizer, torch.optim.SGD)
     assert optimizer.defaults["lr"] == 1e-5 and optimizer.defaults["momentum"] == 0.9
@@ -267,7 +269,8 @@ def test_named_data_dir_without_files_is_an_error_not_a_demo(capsys, tmp_path):
 def test_half_a_dataset_is_an_error(capsys, tmp_path):
     write_demo_covid(tmp_path / "d", ML2022, 30, 10)
     (tmp_path / "d" / "covid.test.csv").unlink()
-    expect_user_error(capsys, ["fit", "--data.data_dir", str(tmp_path / "d")], "found covid.train.csv but not covid.test.csv")
+    expect_user_error(capsys, ["fit", "--data.data_dir", str(tmp_path / "d")],
+                      "found covid.train.csv but not covid.test.csv")
 
 
 def test_unknown_columns_are_named(capsys, tmp_path):
@@ -319,7 +322,8 @@ def test_blank_file_is_an_error(capsys, tmp_path):
 
 
 def test_best_checkpoint_without_any_run_is_an_error(capsys):
-    expect_user_error(capsys, ["predict", "--ckpt_path", "best"], "no run under 'runs/hw1' has a checkpoint", "train first")
+    expect_user_error(capsys, ["predict", "--ckpt_path", "best"], "no run under 'runs/hw1' has a checkpoint",
+                      "train first")
 
 
 # --- tracking -------------------------------------------------------------------------------------

@@ -17,7 +17,6 @@ import torchvision
 from datamodules import compression
 from datamodules.compression import ML2022, ML2023, TEACHER_FILE, CompressionDataModule
 from datamodules.errors import DataError
-from datamodules.food import ML2022 as HW3_ML2022
 from datamodules.food_demo import write_demo_food
 from homework import hw3, registry
 from homework.hw13 import main

@@ -126,8 +126,8 @@ def test_windows_equal_the_sample_codes_shift_concatenation(concat_nframes, tmp_
     ids = (root / "train_split.txt").read_text().split()
     # the cache holds float16: the reference gets the same rounded features
     features = [torch.load(root / "feat" / "train" / f"{u}.pt").half().float() for u in ids]
-    expected = torch.cat([concat_feat(f, concat_nframes) if len(f) >= concat_nframes // 2 else edge_repeat(f, concat_nframes)
-                          for f in features])
+    expected = torch.cat([concat_feat(f, concat_nframes) if len(f) >= concat_nframes // 2
+                          else edge_repeat(f, concat_nframes) for f in features])
     windows = dm.train_source.windows(torch.arange(len(expected)))
     assert windows.shape == (len(expected), concat_nframes, 39) and windows.dtype == torch.float32
     assert torch.equal(windows.flatten(1), expected)

@@ -109,7 +109,8 @@ def test_test_images_are_read_in_sorted_name_order(tmp_path):
 
 
 # --- Kaggle export --------------------------------------------------------------------------------
-@pytest.mark.parametrize("layout, first, last", [(ML2021, "0", "11"), (ML2022, "0001", "0012"), (ML2023, "0000", "0011")],
+@pytest.mark.parametrize("layout, first, last",
+                         [(ML2021, "0", "11"), (ML2022, "0001", "0012"), (ML2023, "0000", "0011")],
                          ids=lambda v: getattr(v, "name", v))
 def test_submission_ids_follow_the_years_sample_code(layout, first, last, tmp_path):
     make_food(tmp_path, layout, num_test=12)
@@ -141,7 +142,8 @@ def test_a_corrupt_image_is_a_clear_error_naming_the_file(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["fit", "--data.data_dir", str(tmp_path), *TINY, "--data.num_workers", "1"])
     lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
-    assert exit_info.value.code == 2 and len(lines) == 1 and "3_0.jpg" in lines[0] and "--data.bad_images skip" in lines[0]
+    assert exit_info.value.code == 2 and len(lines) == 1
+    assert "3_0.jpg" in lines[0] and "--data.bad_images skip" in lines[0]
 
 
 def test_corrupt_images_can_be_skipped_with_a_warning(tmp_path, caplog):

@@ -1,7 +1,8 @@
 """The project's dependencies point one way (docs/architecture.md):
 
-    homework/hwN.py  ->  homework/cli, homework/runs, homework/lab  ->  models, callbacks  ->  datamodules
-        ->  datamodules/errors.py, adapters/ (other libraries' private APIs)
+    homework/hwN.py  ->  homework/cli  ->  homework/lab  ->  homework/runs  ->  homework/command_line.py,
+        registry.py  ->  models, callbacks  ->  datamodules  ->  datamodules/errors.py, adapters/ (other
+        libraries' private APIs)
 
 A module imports only from its own layer or below, never upward, and no set of modules imports each other in a
 cycle. Every import counts, also one inside a function: a lazy import is no way around a layer.
@@ -15,8 +16,14 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("homework", "models", "callbacks", "datamodules", "adapters")
 
 
+#: homework/'s own layers, bottom to top (the package's `__init__` and the words of a command line at the bottom)
+HOMEWORK_LAYERS = (("homework", "homework.command_line", "homework.registry"), ("homework.runs",), ("homework.lab",),
+                   ("homework.cli",))
+
+
 def layer(module: str) -> int:
-    """0 the leaf for user errors, 1 data, 2 models and callbacks, 3 the commands' machinery, 4 entry points."""
+    """0 the leaves, 1 data, 2 models and callbacks, 3-6 homework/'s command line words, runs, lab and cli, 7 the
+    entry points."""
     parts = module.split(".")
     if module in ("datamodules.errors", "adapters"):  # leaves: import nothing of the project
         return 0
@@ -25,8 +32,9 @@ def layer(module: str) -> int:
     if parts[0] in ("models", "callbacks"):
         return 2
     if parts[0] == "homework" and len(parts) == 2 and parts[1].startswith("hw") and parts[1][2:].isdigit():
-        return 4
-    return 3
+        return 7
+    return 3 + next(i for i, names in reversed(list(enumerate(HOMEWORK_LAYERS)))
+                    if any(module == n or module.startswith(n + ".") for n in names))
 
 
 def project_modules() -> dict[str, Path]:
@@ -49,7 +57,8 @@ def imports(path: Path, name: str, known: set[str]) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                base = ".".join(package.split(".")[:len(package.split(".")) - node.level + 1] + ([base] if base else []))
+                parent = package.split(".")[:len(package.split(".")) - node.level + 1]
+                base = ".".join(parent + ([base] if base else []))
             targets = [f"{base}.{alias.name}" for alias in node.names] + [base]
         for target in targets:
             while target and target not in known:  # `from pkg import name`: the module, or the package
@@ -126,3 +135,15 @@ def test_a_config_saved_before_the_layout_changed_still_loads(tmp_path, default_
     cli = main(["fit", "--config", str(old), *QUIET])
     assert isinstance(cli.trainer.logger, WandbLogger)
     assert list(cli.run_dir.glob("wandb/offline-run-*"))
+
+
+def test_importing_the_errors_leaf_loads_nothing_heavy():
+    """`datamodules.errors` is imported by every layer (and by the Python API before anything runs): importing it
+    must not load torch through the package's `__init__` (it once took ~10 s)."""
+    import subprocess
+    import sys
+
+    code = "import sys, datamodules.errors; print(sorted(m for m in sys.modules if m.split('.')[0] in " \
+           "('torch', 'numpy', 'pytorch_lightning', 'datamodules')))"
+    loaded = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert loaded.stdout.strip() == "['datamodules', 'datamodules.errors']"

@@ -10,7 +10,7 @@ import pytorch_lightning as pl
 
 from homework import hw1
 from homework.cli.api import Interrupted
-from homework.cli.output import python_call
+from homework.command_line import python_call
 
 
 class CtrlCWhenEpochEnds(pl.Callback):

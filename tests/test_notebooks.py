@@ -1,7 +1,7 @@
 """Every notebook in notebooks/ runs top to bottom in a real kernel (nbclient + ipykernel), on the demo data.
 
 The parameters cell (tagged `parameters`) is replaced, as papermill does, by a short run with each homework's
-smallest model (the sizes of tests/test_distributed.py's TINY); every other cell runs as a student runs it,
+smallest model (its tiny recipe, homework/configs/hwN_tiny.yaml); every other cell runs as a student runs it,
 `!python homework/hwN.py fit` included. Checked: every code cell ran without an error, the submission file is
 in the run's directory, the fit printed its last lines (Run directory, Next), and no output holds a redrawn line
 (`\\r`) or an ANSI code (`\\x1b[`). (IPython runs `!` commands on a pseudo-terminal, which ends every line with
@@ -20,17 +20,15 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from tests.test_distributed import TINY
+from homework import registry
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
-SUBMISSION = {"hw1": "pred.csv", "hw2": "prediction.csv", "hw3": "submission.csv", "hw4": "output.csv",
-              "hw5": "prediction.txt"}
 
 
 def short_run(homework: str) -> dict:
     """The parameters of a run of a few seconds: the homework's tiny model, nothing downloaded."""
-    args = TINY[homework]
+    args = registry.tiny(homework)
     options = {name.removeprefix("--"): value for name, value in zip(args[::2], args[1::2])}
     options["trainer.enable_model_summary"] = False
     if homework == "hw1":
@@ -85,11 +83,13 @@ def check(book: nbformat.NotebookNode, homework: str, tmp_path: Path) -> None:
         plain = text.replace("\r\n", "\n")
         assert "\r" not in plain, f"cell {index} redraws a line: {plain[max(0, plain.find(chr(13)) - 200):][:400]!r}"
         assert "\x1b[" not in plain, f"cell {index} holds an ANSI code: {plain[:400]!r}"
-    (submission,) = (tmp_path / "runs" / homework).glob(f"*/{SUBMISSION[homework]}")
+    filename = registry.module(homework).HOMEWORK.datamodule_class.submission_filename
+    (submission,) = (tmp_path / "runs" / homework).glob(f"*/{filename}")
     assert submission.stat().st_size > 0
     (fit_cell,) = [c for c in code if c.source.startswith(f"!python homework/{homework}.py fit")]
     fit_text = "".join(o.get("text", "") for o in fit_cell.outputs).replace("\r\n", "\n").strip().splitlines()
-    assert fit_text[-2].startswith("Run directory: ") and fit_text[-1].startswith(f"Next: python homework/{homework}.py")
+    assert fit_text[-2].startswith("Run directory: ")
+    assert fit_text[-1].startswith(f"Next: python homework/{homework}.py")
     assert any(line.startswith("epoch 0") for line in fit_text)  # one line per epoch on the notebook's pty
     shown = [o for c in code for o in c.outputs if "image/png" in o.get("data", {})]
     assert shown, "no learning curve shown"
@@ -98,12 +98,13 @@ def check(book: nbformat.NotebookNode, homework: str, tmp_path: Path) -> None:
 def test_the_hw1_notebook_runs_top_to_bottom(tmp_path, monkeypatch):
     book, seconds = run_notebook("hw1", tmp_path, monkeypatch)
     check(book, "hw1", tmp_path)
-    fits = [d for d in (tmp_path / "runs" / "hw1").iterdir() if json.loads((d / "run.json").read_text())["command"] == "fit"]
+    fits = [d for d in (tmp_path / "runs" / "hw1").iterdir()
+            if json.loads((d / "run.json").read_text())["command"] == "fit"]
     assert len(fits) == 1  # trained once: `hw1.fit(FIT)` is shown as the alternative to `!python homework/hw1.py fit`
     print(f"hw1 notebook: {seconds:.1f} s")
 
 
-@pytest.mark.parametrize("homework", ["hw2", "hw3", "hw4", "hw5"])
+@pytest.mark.parametrize("homework", [hw for hw in registry.names() if hw != "hw1"])  # (HW1's: above)
 def test_each_notebook_runs_top_to_bottom(homework, tmp_path, monkeypatch):
     book, seconds = run_notebook(homework, tmp_path, monkeypatch)
     check(book, homework, tmp_path)
@@ -118,11 +119,12 @@ def test_the_notebooks_are_generated_and_committed_without_outputs(tmp_path, mon
     spec = importlib.util.spec_from_file_location("make_notebooks", NOTEBOOKS / "make_notebooks.py")
     maker = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(maker)
-    assert sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb")) == sorted(maker.HOMEWORKS) == sorted(TINY)
+    assert sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb")) == sorted(maker.HOMEWORKS) == sorted(registry.names())
     for homework in maker.HOMEWORKS:
         committed = (NOTEBOOKS / f"{homework}.ipynb").read_text(encoding="utf-8")
         assert committed == nbformat.writes(maker.notebook(homework)) + "\n", f"{homework}.ipynb: regenerate it"
         book = nbformat.reads(committed, as_version=4)
-        assert all(not c.get("outputs") and c.get("execution_count") is None for c in book.cells if c.cell_type == "code")
+        code = [c for c in book.cells if c.cell_type == "code"]
+        assert all(not c.get("outputs") and c.get("execution_count") is None for c in code)
         tags = [c for c in book.cells if "parameters" in c.metadata.get("tags", [])]
         assert len(tags) == 1 and book.cells.index(tags[0]) == 1

@@ -23,7 +23,8 @@ def classifier_curve() -> LearningCurvePlot:
 
 
 def vertical_lines(ax) -> set[float]:
-    return {line.get_xdata()[0] for line in ax.get_lines() if len(set(line.get_xdata())) == 1 and len(line.get_xdata()) == 2}
+    return {line.get_xdata()[0] for line in ax.get_lines()
+            if len(set(line.get_xdata())) == 1 and len(line.get_xdata()) == 2}
 
 
 def test_figure_has_loss_metric_and_learning_rate_panels_with_the_marked_epochs():
@@ -97,8 +98,8 @@ def test_png_is_logged_to_every_logger_that_takes_images(tmp_path):
 
 def test_a_fit_records_the_schedule_the_best_epoch_and_the_early_stop():
     """HW1 with one minibatch per Lightning step: 10 learning rates per epoch, at fractional epochs."""
-    cli = hw1(["fit", "--trainer.max_epochs", "40", "--early_stopping.patience", "2", "--data.minibatches_per_step", "1",
-               "--model.optimizer.lr", "0.05", *QUIET])
+    cli = hw1(["fit", "--trainer.max_epochs", "40", "--early_stopping.patience", "2",
+               "--data.minibatches_per_step", "1", "--model.optimizer.lr", "0.05", *QUIET])
     trainer = cli.trainer
     (curve,) = [c for c in trainer.callbacks if isinstance(c, LearningCurvePlot)]
     stopper = trainer.early_stopping_callback
@@ -118,7 +119,8 @@ def test_a_fit_records_the_schedule_the_best_epoch_and_the_early_stop():
     assert (run_dir / "learning_curve.png").is_file()
     assert curve.recipe == "AdamW lr 0.05, weight decay 0.01 · WarmupCosineLR · batch 128"
     saved = json.loads((run_dir / "learning_curve.json").read_text())  # the numbers behind it, for `diagnose`
-    assert saved["history"]["val_mse"][-1] == list(curve.history["val_mse"][-1]) and saved["stopped_epoch"] == stopper.stopped_epoch
+    assert saved["history"]["val_mse"][-1] == list(curve.history["val_mse"][-1])
+    assert saved["stopped_epoch"] == stopper.stopped_epoch
 
 
 def test_per_class_accuracy_gives_no_percentage_to_a_class_without_validation_images():

@@ -13,6 +13,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
+from homework import registry
 from tests.conftest import QUIET
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,14 +49,14 @@ def hw(name: str, args: list[str], check: bool = True, cwd: Path | None = None) 
 
 # --- the same seed, the same run: every homework -------------------------------------------------------------
 def _tiny(homework: str) -> list[str]:
-    """Each homework's tiny recipe from its own tests, on its generated demo data."""
+    """Each homework's tiny recipe (homework/configs/hwN_tiny.yaml), two epochs of three batches, on its demo data;
+    HW1 (a whole epoch per step) with dropout, so that the seed has randomness to drive."""
     if homework == "hw1":
         return ["--trainer.max_epochs", "2", *HW1_FAST[2:]]
-    module = importlib.import_module(f"tests.test_{homework}")
-    return [*module.TINY, "--trainer.max_epochs", "2", "--trainer.limit_train_batches", "3"]
+    return [*registry.tiny(homework), "--trainer.max_epochs", "2", "--trainer.limit_train_batches", "3"]
 
 
-@pytest.mark.parametrize("homework", ["hw1", "hw2", "hw3", "hw4", "hw5"])
+@pytest.mark.parametrize("homework", registry.names())
 def test_two_runs_with_the_same_seed_give_the_same_weights_and_metrics(homework):
     main = importlib.import_module(f"homework.{homework}").main
     clis = [main(["fit", *_tiny(homework), "--trainer.logger", "false"]) for _ in range(2)]
@@ -175,7 +176,8 @@ def test_a_kill_while_a_checkpoint_is_written_leaves_the_previous_one_usable(tmp
     io.save_checkpoint({"epoch": 1, "w": torch.ones(3)}, path)
     script = (f"import os, signal, torch\nfrom callbacks import AtomicCheckpointIO\n"
               f"real = torch.save\n"
-              f"def dying(obj, f, *a, **k):\n    f.write(b'half a checkpoint'); f.flush(); os.kill(os.getpid(), signal.SIGKILL)\n"
+              f"def dying(obj, f, *a, **k):\n"
+              f"    f.write(b'half a checkpoint'); f.flush(); os.kill(os.getpid(), signal.SIGKILL)\n"
               f"torch.save = dying\nAtomicCheckpointIO().save_checkpoint({{'epoch': 2}}, {str(path)!r})\n")
     died = subprocess.run([sys.executable, "-c", script], env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert died.returncode == -signal.SIGKILL

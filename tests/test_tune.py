@@ -24,6 +24,7 @@ import yaml
 from optuna.trial import TrialState
 
 from homework.cli.arguments import CONFIG_DIR
+from homework import registry
 from homework.hw1 import main
 from homework.lab import search_space, tune
 from benchmarks import tune_workers
@@ -126,7 +127,8 @@ def test_three_trials_with_the_default_space_then_best_and_best_config(capsys):
     out = capsys.readouterr().out
     study_dir = Path("runs/hw1/tune_hw1_space")
     trials = study.get_trials()
-    assert [t.state for t in trials].count(TrialState.COMPLETE) + [t.state for t in trials].count(TrialState.PRUNED) == 3
+    states = [t.state for t in trials]
+    assert states.count(TrialState.COMPLETE) + states.count(TrialState.PRUNED) == 3
     dirs = trial_dirs(study_dir)
     assert len(dirs) == 3 and (study_dir / tune.JOURNAL).is_file()
     records = [json.loads((d / "run.json").read_text()) for d in dirs]
@@ -139,7 +141,8 @@ def test_three_trials_with_the_default_space_then_best_and_best_config(capsys):
     best = study.best_trial
     assert (study_dir / "study.png").stat().st_size > 20_000
     table = (study_dir / "trials.md").read_text()
-    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in table.splitlines() if line.startswith("|")]
+    rows = [[cell.strip() for cell in line.strip("|").split("|")]
+            for line in table.splitlines() if line.startswith("|")]
     assert rows[0][:4] == ["rank", "trial", "val_mse", "epochs"] and "model.optimizer.lr" in rows[0]
     assert rows[2][:4] == ["1", str(best.number), f"{best.value:.4f}", "2"] and rows[2][-1] == \
         Path(best.user_attrs["run_dir"]).name
@@ -340,7 +343,7 @@ def test_a_killed_workers_trial_is_failed_by_heartbeat_and_run_again(postgres, c
 
 # --- slow (pytest -m slow): every homework's space through its CLI, trials on two processes ---------------
 @pytest.mark.slow
-@pytest.mark.parametrize("homework", ["hw2", "hw3", "hw4", "hw5"])
+@pytest.mark.parametrize("homework", registry.names())
 def test_every_default_space_passes_its_homeworks_parser(homework, capsys):
     import importlib
 
@@ -366,3 +369,20 @@ def test_trials_on_two_processes_follow_process_0():
     assert sorted(p.name for p in Path("runs/hw1").iterdir()) == ["tune_space"]  # (no stray rank directories)
     assert "Study space: 3 complete" in result.stdout
     assert all(list(d.glob("wandb/offline-run-*")) for d in trial_dirs(Path("runs/hw1/tune_space")))  # tracked
+
+
+def test_the_study_figure_leaves_matplotlibs_style_as_it_was(tmp_path):
+    """Optuna's plots call `plt.style.use("ggplot")`; every later figure of the process (a learning curve in the
+    same notebook) would have had its grey background."""
+    import matplotlib
+
+    from homework.lab.study_results import plot_study
+
+    study = optuna.create_study(direction="minimize")
+    for x in (1.0, 2.0, 3.0):
+        study.enqueue_trial({"x": x})
+    study.optimize(lambda trial: trial.suggest_float("x", 0, 4) ** 2, n_trials=3)
+    before = dict(matplotlib.rcParams)
+    plot_study(study, tmp_path / "study.png", "a study", "val_loss")
+    assert (tmp_path / "study.png").is_file()
+    assert {k: v for k, v in matplotlib.rcParams.items() if before[k] != v} == {}

@@ -17,7 +17,7 @@ from datamodules.packed import load_tensor
 from datamodules.translation import COURSE_VOCAB_SIZE, TranslationDataModule
 from datamodules.translation_demo import write_demo_translation
 from datamodules.voxceleb import VoxCelebDataModule
-from homework import hw1, hw2, hw3, hw4, hw5
+from homework import hw1, hw2, hw5, registry
 from tests.conftest import QUIET, user_error
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -82,7 +82,8 @@ def test_feature_files_saved_from_numpy_are_read(tmp_path):
     array = torch.load(second).numpy().astype(np.float64)
     with open(second, "wb") as f:  # (np.save to a path would add .npy)
         np.save(f, array)
-    assert torch.equal(load_tensor(first), torch.load(tmp_path / "clean" / "libriphone" / "feat" / "train" / first.name))
+    clean = torch.load(tmp_path / "clean" / "libriphone" / "feat" / "train" / first.name)
+    assert torch.equal(load_tensor(first), clean)
     for got, want in zip(read_hw2(tmp_path / "numpy"), read_hw2(tmp_path / "clean"), strict=True):
         assert torch.equal(got, want) if isinstance(got, torch.Tensor) else got == want
 
@@ -148,8 +149,8 @@ def test_a_piped_quick_check_ends_in_whole_lines_saying_what_it_saved(tmp_path, 
 
     monkeypatch.setattr(sys, "stderr", sys.stdout)
     hw2.main(["critical", "--ckpt_path", "last", "--max_full_params", "0"])  # (Lanczos: a few hundred products)
-    whole_lines(capsys.readouterr().out, "Computing the gradient and the Hessian's extreme eigenvalues", "Critical-point analysis of ",
-                "Verdict: ")
+    whole_lines(capsys.readouterr().out, "Computing the gradient and the Hessian's extreme eigenvalues",
+                "Critical-point analysis of ", "Verdict: ")
 
 
 def test_a_piped_learning_rate_range_test_ends_in_whole_lines(capsys, monkeypatch):
@@ -163,23 +164,17 @@ def test_a_piped_learning_rate_range_test_ends_in_whole_lines(capsys, monkeypatc
 
 
 # --- C. a fit that ends before validating ------------------------------------------------------------------
-TINY = {
-    "hw1": (hw1.main, ["--data.minibatches_per_step", "1", "--data.batch_size", "8"]),
-    "hw2": (hw2.main, ["--model.hidden_dim", "8", "--model.num_layers", "1", "--data.batch_size", "16"]),
-    "hw3": (hw3.main, ["--model.net", "sample", "--data.image_size", "32", "--data.num_workers", "0",
-                       "--data.batch_size", "8"]),
-    "hw4": (hw4.main, ["--model.d_model", "8", "--model.nhead", "2", "--model.num_layers", "1",
-                       "--model.dim_feedforward", "16", "--model.conv_kernel_size", "3", "--data.batch_size", "4",
-                       "--data.segment_len", "16"]),
-    "hw5": (hw5.main, ["--data.max_tokens", "256", "--model.embed_dim", "16", "--model.hidden_dim", "32",
-                       "--model.encoder_layers", "1", "--model.decoder_layers", "1", "--model.attention_heads", "2"]),
-}
+#: Three steps inside the first epoch: each homework's tiny recipe (homework/configs/hwN_tiny.yaml), its epoch not
+#: cut to 3 batches, and HW1 one minibatch per step (its default trains a whole epoch in one step).
+STEPS = ["--trainer.max_steps", "3", "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "1.0"]
+EXTRA = {"hw1": ["--data.minibatches_per_step", "1", "--data.batch_size", "8"]}
 
 
-@pytest.mark.parametrize("homework", TINY)
+@pytest.mark.parametrize("homework", registry.names())
 def test_max_steps_before_the_first_validation_ends_normally_keeping_last_ckpt(homework, capsys):
-    main, tiny = TINY[homework]
-    main(["fit", "--trainer.max_steps", "3", *tiny, "--trainer.logger", "false", *QUIET])
+    main = registry.module(homework).main
+    options = [*registry.tiny(homework), *STEPS, *EXTRA.get(homework, [])]
+    main(["fit", *options, "--trainer.logger", "false", *QUIET])
     (run,) = Path("runs", homework).iterdir()
     assert capsys.readouterr().out.strip().splitlines()[-3:] == [
         f"No validation ran in 3 steps, so no best checkpoint: last.ckpt saved in {run}/checkpoints",
@@ -188,7 +183,7 @@ def test_max_steps_before_the_first_validation_ends_normally_keeping_last_ckpt(h
         f"(validation, which keeps the best checkpoint, runs at the end of each epoch)"]
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 3
     config = yaml.safe_load((run / "config.yaml").read_text())  # what the Next line re-runs: the options typed
-    for option, value in zip(tiny[::2], tiny[1::2]):
+    for option, value in dict(zip(options[::2], options[1::2])).items():  # (the last of each wins)
         section, name = option[2:].split(".")
         assert config[section][name] == yaml.safe_load(value), option
     record = json.loads((run / "run.json").read_text())
@@ -198,8 +193,8 @@ def test_max_steps_before_the_first_validation_ends_normally_keeping_last_ckpt(h
 def test_resuming_a_run_its_step_limit_ended_names_the_limit_not_early_stopping(capsys):
     """A `--trainer.max_steps 3` check is finished: resuming it says which limit ended it and how to lift it
     (not that early stopping would end it again), and lifting it continues the same run."""
-    main, tiny = TINY["hw1"]
-    main(["fit", "--trainer.max_steps", "3", *tiny, *QUIET])
+    main = hw1.main
+    main(["fit", "--trainer.max_steps", "3", *EXTRA["hw1"], *QUIET])
     (run,) = Path("runs", "hw1").iterdir()
     line = user_error(capsys, main, ["fit", "--resume", str(run)])
     assert line == (f"error: --resume: run {run.name} finished at its limit (--trainer.max_steps 3); to train it "

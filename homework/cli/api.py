@@ -46,7 +46,7 @@ from datamodules.errors import DataError
 from homework import runs
 from homework.cli import startup
 from homework.cli.main import execute, run
-from homework.cli.output import FROM_PYTHON
+from homework.command_line import FROM_PYTHON
 from homework.lab.advisor import Diagnosed
 
 #: `hw1.fit(max_epochs=3)`: the keyword arguments that stand for a longer option name
@@ -154,7 +154,8 @@ def render(value: Any) -> str:
 
 
 def flags(options: Mapping[str, Any], prefix: str = "") -> list[str]:
-    """`{"trainer": {"max_epochs": 3}, "model.optimizer.lr": 0.1}` -> `--trainer.max_epochs 3 --model.optimizer.lr 0.1`."""
+    """`{"trainer": {"max_epochs": 3}, "model.optimizer.lr": 0.1}` ->
+    `--trainer.max_epochs 3 --model.optimizer.lr 0.1`."""
     args = []
     for key, value in options.items():
         if not isinstance(key, str) or not key:
@@ -391,6 +392,7 @@ class Homework:
         function.__doc__ = (
             f"`python homework/{self.name}.py {name} ...` from Python; returns a Result (homework/cli/api.py).\n\n"
             f"Options as on the command line: keyword arguments (trainer={{'max_epochs': 3}}, trainer__max_epochs=3, "
-            f"max_epochs=3), dicts with dotted names, or command-line text. {'show_curve: show learning_curve.png at the end (default: in a notebook). ' if name == 'fit' else ''}"
+            f"max_epochs=3), dicts with dotted names, or command-line text. "
+            f"{'show_curve: show learning_curve.png at the end (default: in a notebook). ' if name == 'fit' else ''}"
             f"A mistake raises HomeworkError. Every option: python homework/{self.name}.py {name} --help")
         return function

@@ -10,11 +10,35 @@ import yaml
 from jsonargparse import Namespace
 from jsonargparse.typing import import_object
 
-from adapters import option_strings
+from adapters import help_parts, hide_subcommand_list, option_strings
 from datamodules.errors import DataError
+from homework.command_line import CONFIG_DIR, option, take  # noqa: F401 (this module's names before they moved)
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"  # homework/configs: each homework's recipes
 SECTIONS = ("trainer", "model", "data", "early_stopping", "checkpoint", "submission")
+
+
+#: A sentence of Lightning's docstrings that states its own default (``Default: ``True``.``, ``defaults to
+#: ``max_epochs = 1000``.``): the help's "(default: ...)" says the homework's, which is what runs.
+LIGHTNING_DEFAULT = re.compile(r"(?i)\bdefault(s|ed)?\b.*``|``.*\bdefaults?\b|^disabled by default")
+
+
+def tidy_help(parser, trainer_class: type, summaries: dict[str, str], usage: str) -> None:
+    """`--help` as the one truth: one list of commands (the description's table and `usage`), each command's own
+    options group titled with what it does (not Lightning's first docstring line cut mid-sentence), and no
+    sentence of Lightning's stating a default that the homework's recipe overrides."""
+    hide_subcommand_list(parser, "one of the commands listed at the top")
+    parser.usage = usage  # (after the subcommands' usage lines were made from the root's)
+    for command, _, item in help_parts(parser):
+        title = getattr(item, "title", None)
+        doc = " ".join((inspect.getdoc(getattr(trainer_class, command or "", None)) or "").split())
+        if command and title and doc and doc.startswith(" ".join(title.split())):
+            item.title = f"{command}: {summaries[command]}"
+        text = getattr(item, "help", None)
+        if isinstance(text, str):
+            sentences = re.split(r"(?<=\.)\s+", " ".join(text.split()))
+            kept = [s for s in sentences if not LIGHTNING_DEFAULT.search(s)]
+            if len(kept) < len(sentences):
+                item.help = " ".join(kept)
 
 
 def config_defaults(path: Path) -> dict:
@@ -48,7 +72,7 @@ def _class_switches(args: list[str]) -> dict[str, tuple[int, set[str]]]:
                 continue
             if isinstance(parsed, dict) and "class_path" in parsed:
                 switches[key] = (i, set((parsed.get("init_args") or {}).keys()))
-        elif re.fullmatch(r"[A-Za-z_][\w.]*", value) and "." in key and not value.lower() in ("true", "false", "null"):
+        elif re.fullmatch(r"[A-Za-z_][\w.]*", value) and "." in key and value.lower() not in ("true", "false", "null"):
             switches[key] = (i, set())
     return switches
 
@@ -82,7 +106,8 @@ def reset_switched_classes(config: Namespace, args: list[str], defaults: dict) -
 
 
 def one_line(message: str, parser, config_files: list[str] = ()) -> str:
-    """jsonargparse's error as one line: an unknown option (or a key of a `--config` file) with the closest valid one."""
+    """jsonargparse's error as one line: an unknown option (or a key of a `--config` file) with the closest valid
+    one."""
     message = " ".join(message.split())
     unknown = re.search(r"unrecognized arguments: (\S+)", message, re.IGNORECASE)
     if unknown:
@@ -122,38 +147,11 @@ def _type_error(message: str) -> str | None:
     given = re.search(r"Given value: (.*?)(?:\. Got value:|$)", message) or re.search(r"Got value: (.*)$", message)
     expected = [{"NoneType": "null"}.get(t, t) for t in re.findall(r"Expected a <class '(?:[\w.]+\.)?(\w+)'>", message)]
     expected = [f"a valid {' or '.join(dict.fromkeys(expected))}"] if expected else []
-    expected += [f"one of {c.replace(chr(39), '')}" for c in re.findall(r"Expected a typing\.Literal\[(.*?)\]", message)]
+    literals = re.findall(r"Expected a typing\.Literal\[(.*?)\]", message)
+    expected += [f"one of {c.replace(chr(39), '')}" for c in literals]
     if given and expected:
         return f"--{key}: {given.group(1)!r} is not {' or '.join(expected)}"
     return None
-
-
-def option(args: list[str], name: str) -> tuple[int, str] | None:
-    """(position, value) of the last `--name value` / `--name=value` in `args` (before parsing: k-fold, compare
-    and --resume rewrite the command line), None when absent."""
-    found = None
-    for i, token in enumerate(args):
-        if token == name and i + 1 < len(args):
-            found = (i, args[i + 1])
-        elif token.startswith(name + "="):
-            found = (i, token.partition("=")[2])
-    return found
-
-
-def take(args: list[str], name: str) -> tuple[list[str], str | None]:
-    """`args` without the last `--name value` / `--name=value`, and its value (None when absent): a command of
-    several runs reading one of its own options before the rest go to every fit. Each of those options takes a
-    value: given bare (last, or before another option), it is a DataError, not left for the parser to call
-    unknown."""
-    for i, token in enumerate(args):
-        if token == name and (i + 1 == len(args) or args[i + 1].startswith("--")):
-            raise DataError(f"{name} needs a value")
-    found = option(args, name)
-    if found is None:
-        return args, None
-    i = found[0]
-    drop = {i} if args[i].startswith(name + "=") else {i, i + 1}
-    return [a for k, a in enumerate(args) if k not in drop], found[1]
 
 
 def check_schedule_length(config: Namespace) -> None:

@@ -122,7 +122,9 @@ class HomeworkCLI(LightningCLI):
                                  auto_configure_optimizers=False, args=self.args,
                                  parser_kwargs={**no_exit, "description": commands.describe(),
                                                 "formatter_class": commands.KeepLines,
-                                                **{name: no_exit for name in self.subcommands()}})
+                                                # (a dict each: Lightning sets its description in it)
+                                                **{name: {**no_exit, "description": commands.summary(name)}
+                                                   for name in self.subcommands()}})
         except BaseException as err:  # a failed or interrupted command: its W&B run closed, its record says so
             interrupted = user_interrupt(err)
             if interrupted:
@@ -227,10 +229,12 @@ class HomeworkCLI(LightningCLI):
         parser.set_defaults(self.defaults)
 
     def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
+        arguments.tidy_help(parser, HomeworkTrainer, {c: commands.summary(c) for c in self.subcommands()},
+                            commands.usage())
         try:
             super().parse_arguments(parser, args)
         except ArgumentError as err:
-            command = next((a for a in self.args if a in self.subcommands()), None)
+            command = commands.command_word(self.args)
             subparser = adapters.subcommand_parser(parser, command)
             configs = [v for k, v in zip(self.args, self.args[1:]) if k == "--config"]
             raise DataError(arguments.one_line(str(err), subparser or parser, configs)) from None
@@ -358,7 +362,8 @@ class HomeworkCLI(LightningCLI):
         first, extra = [StopOnCtrlC()], []  # (first: on Ctrl-C, before other callbacks take seconds to shut down)
         if self.subcommand == "fit":
             dm = self.datamodule
-            self.record = runs.RunRecord(self.run_dir, dm.homework, dm.data_dir, dm.is_demo, dm.split_settings(dm.hparams))
+            self.record = runs.RunRecord(self.run_dir, dm.homework, dm.data_dir, dm.is_demo,
+                                         dm.split_settings(dm.hparams))
             if self.resume_dir:
                 self.record.resume()
             first.append(self.record)  # run.json says "interrupted" before a second Ctrl-C can cut the shutdown short

@@ -2,15 +2,15 @@
 when the output is not a terminal, and errors as one last line."""
 
 import logging
-import shlex
 import sys
 import time
 import warnings
-from contextvars import ContextVar
 from pathlib import Path
 
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import ProgressBar
+
+from homework.command_line import command  # noqa: F401 (this module's name before it moved)
 
 #: Warnings that carry no information for a student of this project, each matched by its message.
 HARMLESS_WARNINGS = (
@@ -49,52 +49,6 @@ def silence_known_noise() -> None:
         logger = logging.getLogger(name)
         if not any(isinstance(f, _DropLines) for f in logger.filters):
             logger.addFilter(_DropLines())
-
-
-#: set while the Python API runs a command (homework/cli/api.py): the next command is shown as the API's call
-FROM_PYTHON = ContextVar("FROM_PYTHON", default=False)
-
-
-def command(homework: str, *args: object) -> str:
-    """A command line the user can paste where they are: how they started this one (`python
-    ~/proj/homework/hw1.py`, `python -m homework.hw1`), or, from Python (the tests), the form
-    that works from any folder; from the Python API (a notebook), the API's call. The one builder of every `Next:`
-    line."""
-    if FROM_PYTHON.get():
-        return python_call(homework, *args)
-    main = sys.modules.get("__main__")
-    spec = getattr(main, "__spec__", None)
-    script = Path(sys.argv[0]) if sys.argv and sys.argv[0] else None
-    if spec is not None and spec.name == f"homework.{homework}":
-        start = ["python", "-m", f"homework.{homework}"]
-    elif spec is None and script is not None and script.name == f"{homework}.py" and script.is_file():
-        start = ["python", str(script)]
-    elif (Path("homework") / f"{homework}.py").is_file():  # in the project folder: the README's form
-        start = ["python", f"homework/{homework}.py"]
-    else:
-        start = ["python", "-m", f"homework.{homework}"]
-    return shlex.join(start + [str(a) for a in args])
-
-
-def python_call(homework: str, name: object, *args: object) -> str:
-    """`hw1 fit --resume RUN --data.batch_size 64` as the API's call: `hw1.fit(resume='RUN', data__batch_size=64)`."""
-    words, keywords, i = [str(a) for a in args], [], 0
-    while i < len(words):
-        option = words[i].removeprefix("--")
-        value = words[i + 1] if i + 1 < len(words) and not words[i + 1].startswith("--") else None
-        i += 1 if value is None else 2
-        if value is None:
-            keywords.append(f"{option.replace('.', '__')}=True")
-            continue
-        try:
-            shown = repr(int(value))
-        except ValueError:
-            try:
-                shown = repr(float(value))
-            except ValueError:
-                shown = {"true": "True", "false": "False", "null": "None"}.get(value, repr(value))
-        keywords.append(f"{option.replace('.', '__')}={shown}")
-    return f"{homework}.{name}({', '.join(keywords)})"
 
 
 def fail(message: str) -> None:

@@ -10,7 +10,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 
 from callbacks.interrupt import stopped_by
 from homework import runs
-from homework.cli.output import command
+from homework.command_line import command
 from homework.runs import launched_rank, tracking
 
 
@@ -28,7 +28,9 @@ def say_no_best(cli, ckpt: ModelCheckpoint | None) -> None:
     print(f"No validation ran in {steps} step{'s' * (steps != 1)}, so no best checkpoint: last.ckpt saved in "
           f"{last.parent if where.startswith('..') else where}\nRun directory: {cli.run_dir}")
     if cli.config[cli.subcommand].trainer.max_steps not in (None, -1):  # (from the run's own config)
-        print(f"Next: {command(cli.datamodule_class.homework, 'fit', '--config', cli.run_dir / 'config.yaml', '--trainer.max_steps', -1)}  "
+        again = command(cli.datamodule_class.homework, "fit", "--config", cli.run_dir / "config.yaml",
+                        "--trainer.max_steps", -1)
+        print(f"Next: {again}  "
               f"(validation, which keeps the best checkpoint, runs at the end of each epoch)")
 
 def say_interrupted(cli, discarded: bool) -> None:

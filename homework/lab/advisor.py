@@ -51,7 +51,7 @@ from callbacks import LearningCurvePlot
 from datamodules.errors import DataError
 from datamodules.lab_hooks import ReferenceScore, Remedy, advice, flatten_settings
 from homework import runs
-from homework.cli.arguments import option
+from homework.command_line import option
 from homework.lab.model_sizes import RunSize, comparable_sizes, compare_sizes
 from homework.lab.reference import NO_SIMPLE_REFERENCE as NO_REFERENCE, Reference, clearly_better, own_reference, \
     reference_score

@@ -2,7 +2,8 @@
 budget and seed, drawn in one figure with a table of final metrics and wall time (the optimization lectures,
 on the student's own data).
 
-    python homework/hw1.py compare --optimizers sgd,sgd_momentum,adagrad,rmsprop,adam,adamw,radam --trainer.max_epochs 100
+    python homework/hw1.py compare --optimizers sgd,sgd_momentum,adagrad,rmsprop,adam,adamw,radam \
+        --trainer.max_epochs 100
     python homework/hw1.py compare --schedules constant,step,warmup_cosine
     python homework/hw1.py compare --batch_sizes 16,64,256 --lr 0.001
     python homework/hw11.py compare --recipes source_only,sample,default
@@ -48,7 +49,7 @@ from callbacks.finite import NonFiniteLoss
 from datamodules import outputs
 from datamodules.errors import DataError
 from homework import runs
-from homework.cli.arguments import CONFIG_DIR, option, take
+from homework.command_line import CONFIG_DIR, option, take
 
 NO_EARLY_STOP = "1000000"  # patience longer than any budget: every variant trains the same epochs
 
@@ -88,10 +89,6 @@ class Result:
     def at_best(self, name: str) -> float:
         """`name`'s value at the best epoch (the checkpoint `best` means); NaN where it was not logged."""
         return next((float(v) for e, v in self.history.get(name, []) if e == self.best_epoch), math.nan)
-
-
-def asks_for_comparison(args: list[str]) -> bool:
-    return "compare" in args
 
 
 def variant_flags(kind: str, name: str, lr: str | None, max_epochs: int, own: dict | None = None) -> list[str]:

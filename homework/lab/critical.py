@@ -425,7 +425,8 @@ def format_report(report: CriticalPointReport) -> str:
            f"Lanczos, {r.hvps} Hessian-vector products" + ("" if r.converged else ", NOT converged within its budget"))
     lines += [f"  Hessian        {r.num_params:,} parameters ({how})",
               f"    largest eigenvalues   {_numbers(r.largest)}",
-              f"    smallest eigenvalues  {_numbers(r.smallest)}   (|eigenvalue| <= {r.eigenvalue_tol:.3g} counts as flat)"]
+              f"    smallest eigenvalues  {_numbers(r.smallest)}   "
+              f"(|eigenvalue| <= {r.eigenvalue_tol:.3g} counts as flat)"]
     if r.spectrum is not None:
         positive, flat, negative = r.counts
         lines.append(f"  minimum ratio  {r.minimum_ratio:.3f} (fraction of positive eigenvalues; "

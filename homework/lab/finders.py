@@ -1,7 +1,8 @@
-"""Lightning's learning-rate and batch-size finders, one flag away: `fit --find_lr` / `fit --find_batch_size`
-(and `fit --plot_schedule`, the configured schedule over the whole fit) run instead of training, save the plot in the run directory and print the command that trains with the
-result. (Not applied silently: the range test's suggestion is a heuristic, to be checked against the plot, and
-the batch size changes the optimization too, as the course's batch-size lecture shows.)"""
+"""Lightning's learning-rate and batch-size finders, one flag away: `fit --find_lr` / `fit --find_batch_size` (and `fit
+--plot_schedule`, the configured schedule over the whole fit) run instead of training, save the plot in the run
+directory and print the command that trains with the result. (Not applied silently: the range test's suggestion is a
+heuristic, to be checked against the plot, and the batch size changes the optimization too, as the course's
+batch-size lecture shows.)"""
 
 import math
 import sys

@@ -119,7 +119,8 @@ def _param(key: str, spec: object, name: str) -> Param:
             if not isinstance(args, dict):
                 raise DataError(f"{key}: {cls}: give the class's arguments as a mapping (e.g. {{lr: {{loguniform: "
                                 f"[1e-4, 1e-2]}}}}), or {{}} for its defaults; got {args!r}")
-            branches[cls] = [_param(f"{key}.{arg}", value, f"{key}.{arg} ({short(cls)})") for arg, value in args.items()]
+            branches[cls] = [_param(f"{key}.{arg}", value, f"{key}.{arg} ({short(cls)})")
+                             for arg, value in args.items()]
         return Param(key, "class" if len(branches) > 1 else "fixed_class", branches=branches, name=name)
     if isinstance(spec, dict):
         unknown = [k for k in spec if k not in RANGES]

@@ -10,7 +10,7 @@ from pathlib import Path
 import yaml
 
 from datamodules import outputs
-from homework.cli.output import command
+from homework.command_line import command
 
 
 def report(study, study_dir: Path, homework: str, monitor: str, root: Path, diagnose_given: bool,
@@ -59,7 +59,8 @@ def write_best_config(best, path: Path, study_name: str, monitor: str, root: Pat
     trainer = config.setdefault("trainer", {})
     callbacks = trainer.get("callbacks")
     if isinstance(callbacks, list):
-        kept = [c for c in callbacks if not (isinstance(c, dict) and str(c.get("class_path", "")).endswith("OptunaPruning"))]
+        kept = [c for c in callbacks
+                if not (isinstance(c, dict) and str(c.get("class_path", "")).endswith("OptunaPruning"))]
         trainer["callbacks"] = kept or None
     logger = trainer.get("logger")
     if isinstance(logger, dict) and isinstance(logger.get("init_args"), dict) \
@@ -102,6 +103,7 @@ def plot_study(study, path: Path, title: str, monitor: str) -> None:
     """Optuna's matplotlib plots side by side: the metric of each trial with the best so far (log scale where
     the values span more than 20x: one diverging trial would flatten the rest), and the parameters' importances
     (from the second complete trial on)."""
+    import matplotlib
     import optuna.visualization.matplotlib as plots
     from matplotlib.ticker import MaxNLocator
     from PIL import Image
@@ -109,8 +111,9 @@ def plot_study(study, path: Path, title: str, monitor: str) -> None:
     from callbacks.plots import pyplot
 
     plt = pyplot()
-    images = []
-    with warnings.catch_warnings():
+    images, pngs = [], []
+    # Optuna's plots call plt.style.use("ggplot"): inside rc_context, every later figure keeps the process's style
+    with matplotlib.rc_context(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # (Optuna's plots are "experimental")
         ax = plots.plot_optimization_history(study, target_name=monitor)
         values = [t.value for t in study.trials if t.value is not None and math.isfinite(t.value)]
@@ -130,13 +133,12 @@ def plot_study(study, path: Path, title: str, monitor: str) -> None:
             images.append(ax.figure)
         except (ValueError, RuntimeError):  # fewer than two complete trials, or nothing varied
             pass
-    pngs = []
-    for fig in images:
-        fig.set_size_inches(7.0, 4.6)
-        buffer = io.BytesIO()
-        fig.savefig(buffer, dpi=110, bbox_inches="tight")
-        plt.close(fig)
-        pngs.append(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"))
+        for fig in images:
+            fig.set_size_inches(7.0, 4.6)
+            buffer = io.BytesIO()
+            fig.savefig(buffer, dpi=110, bbox_inches="tight")
+            plt.close(fig)
+            pngs.append(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"))
     title_height = 40
     width, height = sum(p.width for p in pngs), max(p.height for p in pngs) + title_height
     canvas = Image.new("RGB", (width, height), "white")

@@ -47,8 +47,7 @@ from callbacks.finite import NonFiniteLoss
 from callbacks.pruning import OptunaPruning, register, unregister
 from datamodules.errors import DataError
 from homework import runs
-from homework.cli.arguments import CONFIG_DIR, take
-from homework.cli.output import command
+from homework.command_line import CONFIG_DIR, command, take
 from homework.lab import search_space
 from homework.lab.study_results import format_value, report
 from homework.runs import tracking
@@ -65,11 +64,6 @@ PRUNING = "callbacks.OptunaPruning"
 
 class Surplus(Exception):
     """A trial started after the study had its `--n_trials` (two workers asked at once): failed, not run."""
-
-
-def asks_for_tune(args: list[str]) -> bool:
-    return "tune" in args
-
 
 
 def _positive(name: str, value: str | None, default: int) -> int:
@@ -113,7 +107,7 @@ def tune_command(args: list[str], make_cli: Callable[[list[str]], object], model
     if clash:
         raise DataError(f"{space_path}: --{clash[0]} is both searched by the space and given on the command line; "
                         f"drop one (options on the command line apply to every trial)")
-    if "fit" in rest:
+    if rest[at + 1:at + 2] == ["fit"]:  # (`fit` as an option's value is just a value)
         raise DataError("tune runs its own fits: drop `fit` (python homework/hwN.py tune [fit options])")
     base = rest[:at] + ["fit", *TRIAL_DEFAULTS] + rest[at + 1:]
     config = check_space(make_cli, base, params, space_path)
@@ -266,7 +260,6 @@ class Search:
                       file=sys.stderr)
 
     def run(self, same_command: str) -> None:
-        import optuna
         from optuna.study import MaxTrialsCallback
         from optuna.trial import TrialState
 

@@ -22,7 +22,7 @@ from datamodules.atomic import replacing
 from datamodules.errors import DataError
 from datamodules.workspace import home
 from homework.runs import tracking
-from homework.cli.arguments import option
+from homework.command_line import option
 
 RECORD = "run.json"
 COMPARISON = "_compare"  # the name ending of a `compare` directory: its variants are not candidates for best/last

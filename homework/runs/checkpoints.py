@@ -9,7 +9,7 @@ from jsonargparse import Namespace
 
 from datamodules.errors import DataError
 from models.base import plain
-from homework.cli.output import command
+from homework.command_line import command
 
 #: What Lightning writes in every checkpoint: a file without it was not saved by `fit`.
 LIGHTNING_KEYS = ("state_dict", "pytorch-lightning_version")

@@ -16,8 +16,7 @@ import torch
 from datamodules import outputs
 from datamodules.errors import DataError
 from homework import runs
-from homework.cli.arguments import option
-from homework.cli.output import command
+from homework.command_line import command, option
 
 
 def asks_for_all_folds(args: list[str]) -> bool:
