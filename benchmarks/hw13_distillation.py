@@ -44,7 +44,8 @@ def main() -> None:
             run_dir, = [d for d in out.iterdir() if d.is_dir() and d not in before]
             record = json.loads((run_dir / "run.json").read_text())
             scores[loss].append(record["best_score"])
-            print(f"seed {seed} {loss}: best val_acc {record['best_score']:.4f} ({seconds[loss][-1]:.0f} s, {run_dir.name})",
+            print(f"seed {seed} {loss}: best val_acc {record['best_score']:.4f} "
+                  f"({seconds[loss][-1]:.0f} s, {run_dir.name})",
                   flush=True)
     rows = ["| loss | " + " | ".join(f"seed {s}" for s in args.seeds) + " | mean | std | mean wall time (s) |",
             "|---|" + "---|" * len(args.seeds) + "---|---|---|"]

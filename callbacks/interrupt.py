@@ -100,7 +100,8 @@ class StopOnCtrlC(pl.Callback):
     """Lightning's graceful shutdown after Ctrl-C, made to stop every process and to obey a second Ctrl-C.
 
     Put it first among the callbacks: the others' `on_exception` (the learning curve) may take seconds. Where the
-    command line took SIGTERM/SIGUSR1 (`stop_on_signals`), each loop's start takes them back from Lightning's handler."""
+    command line took SIGTERM/SIGUSR1 (`stop_on_signals`), each loop's start takes them back from Lightning's
+    handler."""
 
     # Lightning registers its signal handlers after `setup`, just before the loops start (and restores ours at
     # teardown): the first hook of each loop takes them back

@@ -216,8 +216,9 @@ class HomeworkDataModule(pl.LightningDataModule, Generic[Layout]):
         the zip and the command that unpacks it, never the demo set in its place."""
         zips = sorted(directory.glob("*.zip")) if directory.is_dir() else []
         if zips:
-            raise DataError(f"{directory} holds {', '.join(z.name for z in zips)} but no unpacked {cls.homework.upper()} "
-                            f"data: unpack it with `python -m zipfile -e {zips[0]} {directory}` (then run this again)")
+            raise DataError(f"{directory} holds {', '.join(z.name for z in zips)} but no unpacked "
+                            f"{cls.homework.upper()} data: unpack it with `python -m zipfile -e {zips[0]} {directory}` "
+                            f"(then run this again)")
 
     def resolve_data_dir(self, data_dir: str | Path | None) -> tuple[Path, Layout, bool]:
         """Return (directory, layout, is_demo) and set `data_dir` and `is_demo`; see the class docstring for

@@ -58,7 +58,8 @@ class CompressionDataModule(FoodDataModule):
     is the course teacher's 224 px (the demo teacher's 32 px). Images are decoded once at the larger of the two.
 
     Args:
-        data_dir: Folder with food11-hw13/ (training, validation, evaluation) or HW3's folders. None: data/hw13, else a demo set.
+        data_dir: Folder with food11-hw13/ (training, validation, evaluation) or HW3's folders. None: data/hw13,
+            else a demo set.
         image_size: The student's resolution in pixels; None: 224 on food-11, 32 on the demo digits.
         teacher_image_size: The resolution the teacher was trained at; None: 224 (the course's teacher), 32 on the demo.
         batch_size: Images per batch.

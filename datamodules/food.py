@@ -261,8 +261,8 @@ class FoodDataModule(HomeworkDataModule[FoodFiles]):
         rank_zero_info(f"Decoding {len(files)} {name} images once, at {self.cache_size} px, "
                        f"into a {self.cache} cache")
         start = time.perf_counter()
-        loader = DataLoader(DecodeFiles(files, self.cache_size, self.decode_crop), batch_size=32, num_workers=self.num_workers,
-                            collate_fn=list)
+        loader = DataLoader(DecodeFiles(files, self.cache_size, self.decode_crop), batch_size=32,
+                            num_workers=self.num_workers, collate_fn=list)
         failures = []
         for items in loader:
             for i, image, error in items:

@@ -15,7 +15,8 @@ from torchvision.transforms import v2
 
 def load_image(path: Path, size: int, crop: float | None = None) -> torch.Tensor:
     """Decode to a (3, size, size) uint8 tensor: squashed to a square as HW3's sample's Resize((128, 128)), or
-    with `crop` (a fraction) as Resize(size / crop) + CenterCrop(size), HW13's sample (Resize(256) + CenterCrop(224))."""
+    with `crop` (a fraction) as Resize(size / crop) + CenterCrop(size), HW13's sample (Resize(256) +
+    CenterCrop(224))."""
     with Image.open(path) as image:
         # JPEG only: decode straight at 1/2, 1/4 or 1/8 scale (DCT scaling), several times faster
         # than decoding the full 512x384 photo and then shrinking it.

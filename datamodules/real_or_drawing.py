@@ -216,7 +216,8 @@ class RealOrDrawingDataModule(HomeworkDataModule[RealOrDrawingFiles]):
             return None
         if not (train.is_dir() and test.is_dir()):
             present, missing = (train, test) if train.is_dir() else (test, train)
-            raise DataError(f"{directory}: holds {present.name}/ but not {missing.name}/ (expected {cls.expected_files})")
+            raise DataError(f"{directory}: holds {present.name}/ but not {missing.name}/ "
+                            f"(expected {cls.expected_files})")
         folders = [train / str(c) for c in range(cls.num_classes)]
         missing = [f.name for f in folders if not f.is_dir()]
         if missing:

@@ -1,9 +1,11 @@
 """HW11: domain adaptation, real photos (labelled) to hand drawings (unlabelled), with domain-adversarial
 training (DaNN).
 
-    python homework/hw11.py fit                                               # default: DANN lambda schedule, augmentation
+    python homework/hw11.py fit                                               # default: DANN lambda schedule,
+                                                                              # augmentation
     python homework/hw11.py fit --config homework/configs/hw11_sample.yaml    # the course's sample: lambda 0.1
-    python homework/hw11.py fit --model.lamb 0                                # source only: the same networks, no adaptation
+    python homework/hw11.py fit --model.lamb 0                                # source only: the same networks,
+                                                                              # no adaptation
     python homework/hw11.py predict --ckpt_path best                          # submission.csv (id,label)
 """
 if not __package__:  # `python homework/hwN.py` in a checkout not installed with pip: the project is the folder above

@@ -1,4 +1,5 @@
-"""HW13: network compression: a food-11 student within the parameter budget, taught by a teacher (knowledge distillation).
+"""HW13: network compression: a food-11 student within the parameter budget, taught by a teacher
+(knowledge distillation).
 
     python homework/hw13.py fit                                    # default: depthwise + pointwise student, KD
     python homework/hw13.py fit --config homework/configs/hw13_sample.yaml   # the sample StudentNet, CE only

@@ -26,7 +26,8 @@ EPOCHS, SEED = 16, 0
 
 def load_split(folder: Path, size: int, crop: float) -> tuple[torch.Tensor, torch.Tensor]:
     files = list_images(folder)
-    return torch.stack([load_image(f, size, crop) for f in files]), torch.tensor([parse_label(f, False, 11) for f in files])
+    return (torch.stack([load_image(f, size, crop) for f in files]),
+            torch.tensor([parse_label(f, False, 11) for f in files]))
 
 
 def normalize(images: torch.Tensor) -> torch.Tensor:

@@ -63,8 +63,10 @@ class Student(ImageClassifier):
         alpha: KD: weight of the teacher's soft targets (1 - alpha: the labels' cross entropy).
         temperature: KD: softmax temperature T of both networks' logits.
         feature_weight: FitNet: weight of the feature-matching loss.
-        teacher: The teacher: resnet18_teacher.ckpt, an HW3/HW13 checkpoint or run directory; None: the one beside the data.
-        max_params: The parameter budget (torchsummary's Total params); None: the data's year (ML2022 100000, ML2023 60000).
+        teacher: The teacher: resnet18_teacher.ckpt, an HW3/HW13 checkpoint or run directory; None: the one
+            beside the data.
+        max_params: The parameter budget (torchsummary's Total params); None: the data's year (ML2022 100000,
+            ML2023 60000).
         label_smoothing: Label smoothing of the cross-entropy term (0: none).
         optimizer: Optimizer class and its arguments, e.g. torch.optim.AdamW with lr and weight_decay.
         lr_scheduler: Learning-rate schedule, e.g. callbacks.WarmupCosineLR; null for a constant lr.
@@ -127,7 +129,8 @@ class Student(ImageClassifier):
     def budget_line(self) -> str:
         """The student's size against its budget; DataError (one line) when it is over."""
         limit, count = self.budget, self.parameter_count
-        source = "--model.max_params" if self.hparams.max_params else f"the {self.from_data.get('year', 'ML2023')} budget"
+        source = ("--model.max_params" if self.hparams.max_params
+                  else f"the {self.from_data.get('year', 'ML2023')} budget")
         if count > limit:
             raise DataError(f"the student ({self.hparams.net}, width {self.hparams.width:g}) has {count:,} parameters "
                             f"(torchsummary's Total params at 3x224x224), over {source} of {limit:,}: make it smaller "
@@ -190,7 +193,8 @@ class Student(ImageClassifier):
         datamodule = self.trainer.datamodule
         datamodule.teacher_reference = ReferenceScore(f"the teacher ({self._teacher.source})", "val_acc", accuracy,
                                                       ceiling=True)
-        rank_zero_info(f"Teacher: {self._teacher.source}, {self._teacher.image_size} px: validation accuracy {accuracy:.4f} on {count:,} images "
+        rank_zero_info(f"Teacher: {self._teacher.source}, {self._teacher.image_size} px: "
+                       f"validation accuracy {accuracy:.4f} on {count:,} images "
                        f"(the student's ceiling)")
 
     def teacher_accuracy(self) -> tuple[float, int]:

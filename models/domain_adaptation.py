@@ -113,7 +113,8 @@ class DomainAdversarialClassifier(BaseTask):
         num_classes: Number of classes (filled in from the data).
         width: Channels of the extractor's first layer (filled in from the data's net_width).
         lamb: Weight of the adversarial domain loss (the sample's `lamb`): its final value under the dann schedule.
-        lamb_schedule: dann: 0 rising to `lamb` (2 / (1 + exp(-gamma p)) - 1 over training); constant: `lamb` throughout.
+        lamb_schedule: dann: 0 rising to `lamb` (2 / (1 + exp(-gamma p)) - 1 over training); constant: `lamb`
+            throughout.
         gamma: Steepness of the dann schedule (the paper's 10).
         label_smoothing: Label smoothing of the class loss on the photos.
         pseudo_label_threshold: Train on drawings predicted with at least this probability, as their predicted

@@ -81,10 +81,12 @@ def load_teacher(path: str | Path, num_classes: int, image_size: int) -> Teacher
         saved = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as err:  # pickle, zip and unsupported-type errors alike: not a file torch.save wrote
         raise DataError(f"{file}: not a PyTorch state dict or checkpoint (torch.load: {type(err).__name__}); expected "
-                        f"a ResNet-18 state dict like the course's {COURSE_TEACHER}, or a checkpoint of this project") from None
+                        f"a ResNet-18 state dict like the course's {COURSE_TEACHER}, "
+                        f"or a checkpoint of this project") from None
     if not isinstance(saved, dict):
         raise DataError(f"{file}: holds a {type(saved).__name__}, not a state dict (expected a ResNet-18 state dict "
-                        f"for {num_classes} classes, as the course's {COURSE_TEACHER}, or a checkpoint of this project)")
+                        f"for {num_classes} classes, as the course's {COURSE_TEACHER}, "
+                        f"or a checkpoint of this project)")
     if "state_dict" in saved and "hyper_parameters" in saved:
         return _from_checkpoint(file, saved, num_classes)
     net = torchvision.models.resnet18(weights=None, num_classes=num_classes)

@@ -239,7 +239,8 @@ def submit(hw: str) -> str:
     competition = HOMEWORKS[hw]["competition"]
     where = (f"Upload {{prediction.submission}} on https://www.kaggle.com/competitions/{competition}/submissions, "
              f"or run: !kaggle competitions submit -c {competition} -f {{prediction.submission}} -m 'my submission'"
-             if competition else f"{hw.upper()} is not graded on Kaggle: hand in {{prediction.submission}} as the course asks")
+             if competition
+             else f"{hw.upper()} is not graded on Kaggle: hand in {{prediction.submission}} as the course asks")
     return f'''if DATA_DIR is None:
     print("Trained on the generated demo data: nothing to submit (its scores mean nothing on Kaggle)")
 else:

@@ -156,7 +156,8 @@ def test_the_scalers_skipped_first_steps_do_not_stop_the_fit():
 
 
 def test_a_loss_that_stays_infinite_under_the_scaler_still_stops_the_fit():
-    with pytest.raises(NonFiniteLoss, match=r"became inf at step 16 \(epoch 0, batch 15\), the 16th in a row under 16-mixed's gradient "
+    with pytest.raises(NonFiniteLoss, match=r"became inf at step 16 \(epoch 0, batch 15\), the 16th in a row "
+                                            r"under 16-mixed's gradient "
                                             r"scaler.*--trainer.precision 32-true"):
         scaled_fit(Overflowing("all"), 40)
 

@@ -185,7 +185,8 @@ def test_only_test_data_is_a_clear_error(tmp_path):
 def test_demo_set_has_a_gap_and_its_own_labels(tmp_path):
     write_demo_real_or_drawing(tmp_path, per_class=2, num_target=20)
     root = tmp_path / "real_or_drawing"
-    with Image.open(root / "train_data" / "3" / "6.bmp") as photo, Image.open(root / "test_data/0/00019.bmp") as drawing:
+    with (Image.open(root / "train_data" / "3" / "6.bmp") as photo,
+          Image.open(root / "test_data/0/00019.bmp") as drawing):
         assert photo.mode == "RGB" and photo.size == (32, 32)
         assert drawing.mode == "L" and drawing.size == (28, 28)
     labels = pd.read_csv(root / "target_labels.csv")

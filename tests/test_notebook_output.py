@@ -121,7 +121,8 @@ def test_a_missing_dependency_is_one_line_saying_pip_install(monkeypatch, capsys
 
 
 # --- the notebook opened alone -----------------------------------------------------------------------------
-NOWHERE = '''# (the test's own cell: this kernel finds no project anywhere, as Colab's does for a notebook uploaded alone)
+NOWHERE = '''# (the test's own cell: this kernel finds no project anywhere, as Colab's does for a notebook
+# uploaded alone)
 import importlib.metadata, importlib.util
 _distribution, _find_spec = importlib.metadata.distribution, importlib.util.find_spec
 def _no_project(name, *args):

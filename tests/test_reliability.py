@@ -211,7 +211,8 @@ def another_homeworks_run() -> Path:
                                      ["predict", "--ckpt_path", "{run}"], ["diagnose", "{run}"]])
 def test_another_homeworks_run_is_one_line_naming_it(capsys, command):
     run = another_homeworks_run()
-    line = user_error(capsys, main, [a.format(run=run) for a in command] + (QUIET[:4] if command[0] != "diagnose" else []))
+    line = user_error(capsys, main,
+                      [a.format(run=run) for a in command] + (QUIET[:4] if command[0] != "diagnose" else []))
     flag = {"fit": "--resume", "predict": "--ckpt_path", "diagnose": "diagnose"}[command[0]]
     assert line == (f"error: {flag} {run}: that is a run of hw2 ({run / 'run.json'}), not of hw1; use "
                     f"homework/hw2.py with it")
@@ -222,7 +223,8 @@ def test_another_homeworks_run_is_one_line_naming_it(capsys, command):
 def test_a_damaged_run_record_is_one_line_naming_it(capsys, command):
     run = main(["fit", "--trainer.max_epochs", "1", *QUIET]).run_dir
     (run / "run.json").write_text('{"homework": "hw1", "sta')  # cut short
-    line = user_error(capsys, main, [a.format(run=run) for a in command] + (QUIET[:4] if command[0] != "diagnose" else []))
+    line = user_error(capsys, main,
+                      [a.format(run=run) for a in command] + (QUIET[:4] if command[0] != "diagnose" else []))
     flag = {"fit": "--resume", "predict": "--ckpt_path", "diagnose": "diagnose"}[command[0]]
     assert line.startswith(f"error: {flag} {run}: its run record {run / 'run.json'} cannot be read (it is not valid "
                            f"JSON)"), line

@@ -17,9 +17,9 @@ and return a `Result` naming the run directory, the best score and checkpoint an
 prints what it prints on the command line, with one line per epoch (a notebook shows no redrawn bar). A user
 mistake raises `HomeworkError`, whose message is the command line's one `error:` line; Ctrl-C (a notebook's
 interrupt) raises KeyboardInterrupt (shown as one line) once the run has said what it kept, with the call that
-continues it. In a notebook what it prints as information goes to stdout (Jupyter draws stderr red). A call leaves no state behind in the
-process: environment variables, signal handlers, torch's thread count and random generators, logging handlers,
-warning filters and the W&B run are as before it, so two calls in one kernel are two independent runs.
+continues it. In a notebook what it prints as information goes to stdout (Jupyter draws stderr red). A call leaves
+no state behind in the process: environment variables, signal handlers, torch's thread count and random generators,
+logging handlers, warning filters and the W&B run are as before it, so two calls in one kernel are two independent runs.
 """
 import contextlib
 import json

@@ -27,7 +27,8 @@ def precision_for(capability: tuple[int, int]) -> tuple[str, str]:
     if major >= 8:  # Ampere and newer (A100, L4, RTX 30xx/40xx, H100): bf16 tensor cores, no gradient scaler
         return "bf16-mixed", "bf16 tensor cores (no gradient scaler needed)"
     if major == 7:  # Volta, Turing (V100, T4): fp16 tensor cores (a T4: ~65 TFLOPS against 8 in fp32)
-        return "16-mixed", "bf16 is emulated on this GPU (slower than fp32), fp16 has tensor cores (with a gradient scaler)"
+        return "16-mixed", ("bf16 is emulated on this GPU (slower than fp32), "
+                            "fp16 has tensor cores (with a gradient scaler)")
     if (major, minor) == (6, 0):  # P100: no tensor cores, but fp16 arithmetic at twice fp32's rate and half the
         # memory; sm_61 (GTX 10xx, P4, P40) runs fp16 at 1/64 of fp32's rate, so it stays in 32-true
         return "16-mixed", "no bf16 on this GPU, and its fp16 runs at twice fp32's rate (with a gradient scaler)"
@@ -61,7 +62,8 @@ def choose_precision(trainer) -> tuple[str, str | None]:
     index, precision, why = min(chosen, key=lambda c: RANK.index(c[1]))
     major, minor = torch.cuda.get_device_capability(index)
     name = torch.cuda.get_device_name(index)
-    several = f" (the slowest of the {len(indices)} GPUs: one precision for all)" if len({c[1] for c in chosen}) > 1 else ""
+    several = (f" (the slowest of the {len(indices)} GPUs: one precision for all)"
+               if len({c[1] for c in chosen}) > 1 else "")
     return precision, (f"{name} (sm_{major}{minor}): {precision}; {why}{several} "
                        f"(--trainer.precision sets another)")
 

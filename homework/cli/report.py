@@ -69,9 +69,11 @@ def say_interrupted(cli, discarded: bool) -> None:
 def resume_hint(cli) -> str:
     """`; once there is room: fit --resume RUN` where a fit stopped by a full disk kept a last.ckpt, else ""."""
     run_dir = getattr(cli, "run_dir", None)
-    if getattr(cli, "subcommand", None) != "fit" or run_dir is None or not (run_dir / "checkpoints" / "last.ckpt").is_file():
+    if (getattr(cli, "subcommand", None) != "fit" or run_dir is None
+            or not (run_dir / "checkpoints" / "last.ckpt").is_file()):
         return ""
-    return f"; the checkpoints saved are whole: once there is room, {command(cli.datamodule_class.homework, 'fit', '--resume', run_dir)}"
+    return ("; the checkpoints saved are whole: once there is room, "
+            f"{command(cli.datamodule_class.homework, 'fit', '--resume', run_dir)}")
 
 
 def warn_if_diverged(cli, ckpt: ModelCheckpoint) -> None:

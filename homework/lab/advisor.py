@@ -383,7 +383,8 @@ def _check_overfitting(c: _Curves, w: _Watched, bar: Reference | None, remedies,
     if metric_turned:
         end = w.series[-1][1]
         evidence.append(f"{w.name} was best at epoch {w.best_epoch} ({w.best:.4g}) and ended "
-                        f"{abs(end / w.best - 1):.0%} worse ({end:.4g}) while training {quantity} fell ({c.train_at[w.best_epoch]:.4g} -> "
+                        f"{abs(end / w.best - 1):.0%} worse ({end:.4g}) while training {quantity} fell "
+                        f"({c.train_at[w.best_epoch]:.4g} -> "
                         f"{t_end:.4g}); the best checkpoint keeps epoch {w.best_epoch}'s weights")
     turned = rose or metric_turned
     kept = [r for r in remedies if turned or r != EARLIER_STOPPING]

@@ -284,7 +284,8 @@ class Search:
         except KeyboardInterrupt:
             signal.signal(signal.SIGINT, signal.SIG_DFL)
             done = len(self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
-            print(f"Interrupted ({interrupt.stopped_by()}): the study keeps its {done} finished trial(s) in {self.study_dir}\n"
+            print(f"Interrupted ({interrupt.stopped_by()}): the study keeps its {done} finished trial(s) "
+                  f"in {self.study_dir}\n"
                   f"Continue: {same_command}", flush=True)
             raise SystemExit(interrupt.exit_code()) from None
         finally:
@@ -316,7 +317,8 @@ class Search:
             trial.set_user_attr("note", "diverged")
             raise optuna.TrialPruned(f"diverged: {err}") from None
         except SystemExit as err:
-            if err.code == interrupt.exit_code():  # Ctrl-C or SIGTERM in the fit (it said what it kept): Optuna marks the trial failed
+            # Ctrl-C or SIGTERM in the fit (it said what it kept): Optuna marks the trial failed
+            if err.code == interrupt.exit_code():
                 self.interrupted = True
                 raise KeyboardInterrupt from None
             raise
