@@ -22,9 +22,10 @@ from homework import registry  # noqa: E402
 
 
 def spec(hw: str) -> dict:
-    """What differs between the homeworks, read from each homework's own files: the title (the first line of
-    homework/hwN.py's docstring), its Kaggle competition and the course's Google-Drive files (its DataModule's)."""
-    title = ast.get_docstring(ast.parse((HERE.parent / "homework" / f"{hw}.py").read_text())).splitlines()[0]
+    """What differs between the homeworks, read from each homework's own files: the title (the first paragraph
+    of homework/hwN.py's docstring), its Kaggle competition and the course's Google-Drive files (its DataModule's)."""
+    title = " ".join(ast.get_docstring(ast.parse((HERE.parent / "homework" / f"{hw}.py").read_text()))
+                     .split("\n\n")[0].split())
     data = registry.module(hw).HOMEWORK.datamodule_class
     return {"title": title.rstrip("."), "competition": data.kaggle_competition, "gdown": dict(data.course_files),
             "submission": data.submission_filename}
