@@ -125,8 +125,8 @@ def test_predict_on_two_processes_writes_the_one_process_file(ddp_fit, homework,
     assert result.stdout.count("Wrote ") == 1, result.stdout
     main = importlib.import_module(f"homework.{homework}").main
     main(["predict", "--ckpt_path", "best", "--trainer.devices", "1", "--submission.output_dir", "one", *QUIET])
-    # (.ntu-ml-outputs.json: the folder's record of its files)
-    (one,) = [p for p in Path("one").iterdir() if p.name != ".ntu-ml-outputs.json"]
+    # the submission (beside it: .ntu-ml-outputs.json, the folder's record of its files, and a homework's pictures)
+    one = Path("one") / importlib.import_module(f"homework.{homework}").HOMEWORK.datamodule_class.submission_filename
     two = Path("two") / one.name
     assert two.read_bytes() == one.read_bytes()
     lines = one.read_text().splitlines()
