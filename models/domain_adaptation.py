@@ -214,7 +214,8 @@ class DomainAdversarialClassifier(BaseTask):
         self.log("train_domain_bce", out["domain"], on_step=False, on_epoch=True, batch_size=size, sync_dist=True)
         self.log("lambda", lamb, on_step=False, on_epoch=True, batch_size=size, sync_dist=True)
         if "pseudo" in out:
-            self.log("train_pseudo_share", out["pseudo_share"], on_step=False, on_epoch=True, batch_size=size, sync_dist=True)
+            self.log("train_pseudo_share", out["pseudo_share"], on_step=False, on_epoch=True, batch_size=size,
+                     sync_dist=True)
         return loss
 
     def batch_loss(self, batch) -> tuple[torch.Tensor, int]:

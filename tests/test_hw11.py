@@ -110,7 +110,7 @@ def test_fit_then_predict_from_the_checkpoint_alone(data, tmp_path):
     moved.parent.mkdir()
     moved.write_bytes(Path(best).read_bytes())
     predicted = main(["predict", "--ckpt_path", str(moved), "--data.data_dir", str(data), *QUIET])
-    assert predicted.model.hparams.width == 4
+    assert predicted.model.hparams.width == 8  # (the tiny recipe's, homework/configs/hw11_tiny.yaml)
     frame = pd.read_csv(moved.parent / "submission.csv")  # beside the checkpoint used
     validate_submission(frame, ["id", "label"], 40)
     assert list(frame.columns) == ["id", "label"] and frame.id.tolist() == list(range(40))
