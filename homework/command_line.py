@@ -10,6 +10,8 @@ from datamodules.errors import DataError
 from homework.registry import CONFIGS
 
 CONFIG_DIR = CONFIGS  # homework/configs: each homework's recipes
+#: The options the root parser takes before the command (`-c FILE` and `--config FILE` take a value).
+ROOT_OPTIONS_WITH_VALUE = ("-c", "--config")
 
 
 def option(args: list[str], name: str) -> tuple[int, str] | None:
@@ -84,3 +86,14 @@ def python_call(homework: str, name: object, *args: object) -> str:
                 shown = {"true": "True", "false": "False", "null": "None"}.get(value, repr(value))
         keywords.append(f"{option.replace('.', '__')}={shown}")
     return f"{homework}.{name}({', '.join(keywords)})"
+
+
+def command_word(args: list[str]) -> str | None:
+    """The command: the first word on the line that is neither an option nor a root option's value."""
+    words = iter(args)
+    for arg in words:
+        if arg in ROOT_OPTIONS_WITH_VALUE:
+            next(words, None)
+        elif not arg.startswith("-"):
+            return arg
+    return None

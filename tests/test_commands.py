@@ -75,3 +75,13 @@ def test_fit_help_states_the_recipes_defaults_only(capsys):
     assert "--trainer.max_epochs MAX_EPOCHS Stop training once this number of epochs is reached. To enable infinite " \
            "training, set ``max_epochs = -1``. (type: Optional[int], default: 600)" in text
     assert "1000" not in text and "Default: ``" not in text
+
+
+def test_k_fold_reads_the_command_as_the_first_word_not_a_value():
+    """`--data.fold all` with a value that happens to read `fit` is not a fit of every fold."""
+    from datamodules.errors import DataError
+    from homework.runs import kfold
+
+    with pytest.raises(DataError, match="goes with `fit`"):
+        kfold.fit_all_folds(lambda args: None, ["validate", "--trainer.logger.init_args.name", "fit",
+                                                "--data.fold", "all"], None)

@@ -29,6 +29,7 @@ from jsonargparse import DefaultHelpFormatter
 from datamodules.errors import DataError
 from homework.lab import advisor, compare, tune
 from homework.lab.critical import critical_command
+from homework.command_line import command_word
 from homework.runs import kfold
 
 
@@ -67,25 +68,12 @@ def trainer_methods() -> dict[str, Callable[..., Any]]:
     return {c.name: c.method for c in COMMANDS if c.method is not None}
 
 
-#: The options the root parser takes before the command (`-c FILE` and `--config FILE` take a value).
-ROOT_OPTIONS_WITH_VALUE = ("-c", "--config")
 HELP = ("-h", "--help")
 
 
 def names() -> list[str]:
     """Every command's name (the k-fold row is a way of `fit`), in the table's order."""
     return [c.name for c in COMMANDS if " " not in c.name]
-
-
-def command_word(args: list[str]) -> str | None:
-    """The command: the first word on the line that is neither an option nor a root option's value."""
-    words = iter(args)
-    for arg in words:
-        if arg in ROOT_OPTIONS_WITH_VALUE:
-            next(words, None)
-        elif not arg.startswith("-"):
-            return arg
-    return None
 
 
 def check_command(args: list[str]) -> str | None:

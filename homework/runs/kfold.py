@@ -16,7 +16,7 @@ import torch
 from datamodules import outputs
 from datamodules.errors import DataError
 from homework import runs
-from homework.command_line import command, option
+from homework.command_line import command, command_word, option
 
 
 def asks_for_all_folds(args: list[str]) -> bool:
@@ -26,7 +26,7 @@ def asks_for_all_folds(args: list[str]) -> bool:
 
 def fit_all_folds(make_cli: Callable[[list[str]], object], args: list[str], datamodule_class) -> list:
     """Train fold 0..K-1 one after the other, each a normal run inside one cross-validation directory."""
-    if "fit" not in args:
+    if command_word(args) != "fit":
         raise DataError("--data.fold all trains every fold: it goes with `fit` (predict with --ckpt_path <the "
                         "cross-validation directory> averages the folds)")
     folds = option(args, "--data.num_folds")
