@@ -53,7 +53,8 @@ def help_of(capsys, *args: str) -> str:
 
 def test_the_root_help_lists_every_command_once_from_the_table(capsys):
     text = help_of(capsys)
-    assert text.splitlines()[0].endswith(f".py [-h] [-c CONFIG] {{{','.join(EVERY)}}} [options]")  # (prog: pytest's)
+    # (the program's name before it is pytest's, or "-c" in an xdist worker)
+    assert text.splitlines()[0].endswith(f" [-h] [-c CONFIG] {{{','.join(EVERY)}}} [options]")
     for name in EVERY:
         assert f"\n  {name:<19}  {commands.summary(name)}" in text
     assert not re.search(r"^    (fit|validate|test|predict|critical) ", text, re.MULTILINE)  # (argparse's list)

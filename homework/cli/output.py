@@ -94,8 +94,8 @@ class EpochLines(ProgressBar):
         """Ctrl-C after an epoch's checkpoint was saved but before the next epoch began (where a fast epoch spends
         its time): that epoch is printed, so the last line is the epoch kept. Its training metrics are logged only
         when the next epoch begins, so its validation metrics alone."""
-        if not isinstance(exception, KeyboardInterrupt):
-            return
+        if not isinstance(exception, KeyboardInterrupt) or trainer.world_size > 1:
+            return  # (on several processes its metrics would sync with processes a signal may have ended)
         ckpt = trainer.checkpoint_callback
         last = Path(getattr(ckpt, "last_model_path", "") or "")
         if not last.is_file():

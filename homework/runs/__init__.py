@@ -157,7 +157,11 @@ class RunRecord(pl.Callback):
         self.record["status"] = status
         if error is not None:  # what stopped it, in the words printed (a full disk)
             self.record["error"] = error
-        loss = trainer.callback_metrics.get("train_loss")  # the last epoch's: what sizes are compared by
+        # the last epoch's training loss: what sizes are compared by. A stopped run on several processes reads the
+        # values already logged: computing callback_metrics would sync with processes that may be gone (a gloo
+        # traceback from a barrier, after a SIGTERM to the process group)
+        stopped = status != "finished" and trainer.world_size > 1
+        loss = (trainer.logged_metrics if stopped else trainer.callback_metrics).get("train_loss")
         if loss is not None and loss.numel() == 1 and math.isfinite(float(loss)):
             self.record["train_loss"] = float(loss)
         self._save(trainer, ending=status != "finished")
@@ -210,6 +214,18 @@ def saved_at(checkpoint: Path) -> str:
     if batches.get("is_last_batch"):
         return f"the end of epoch {epoch}"
     return f"epoch {epoch}, after {batches['current']['completed']} of its batches"
+
+
+def epochs_done(checkpoint: Path) -> int | None:
+    """Whole epochs a checkpoint of `fit` has trained (read from the file, as `saved_at`); None where unreadable."""
+    import torch
+
+    try:
+        saved = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)
+        epoch, batches = saved["epoch"], saved["loops"]["fit_loop"]["epoch_loop.batch_progress"]
+    except Exception:  # (not a checkpoint of this project's `fit`: the run record's count is used)
+        return None
+    return epoch + 1 if batches.get("is_last_batch") else epoch
 
 
 def discard_if_empty(run_dir: Path | None) -> bool:
@@ -303,7 +319,10 @@ def resume_args(args: list[str], homework: str) -> tuple[list[str], Path | None]
     if not last.is_file() or not (run_dir / "config.yaml").is_file():
         raise DataError(f"--resume {run_dir}: not a run directory with checkpoints/last.ckpt and config.yaml")
     longer = any(option(rest, f"--trainer.{key}") is not None for key in ("max_epochs", "max_steps", "max_time"))
-    epochs, done = option(rest, "--trainer.max_epochs"), record.get("epochs")
+    # what the run's last.ckpt holds, which is what resuming continues (run.json's count may be one ahead: a signal
+    # between an epoch's end and its checkpoint)
+    epochs, done = option(rest, "--trainer.max_epochs"), epochs_done(last)
+    done = record.get("epochs") if done is None else done
     if epochs is not None and epochs[1].lstrip("-").isdigit() and isinstance(done, int) and 0 <= int(epochs[1]) <= done:
         raise DataError(f"--trainer.max_epochs {epochs[1]}: run {run_dir.name} has already trained {done} epochs; "
                         f"to train it longer give more (e.g. --trainer.max_epochs {2 * done})")
