@@ -157,11 +157,11 @@ class RunRecord(pl.Callback):
         self.record["status"] = status
         if error is not None:  # what stopped it, in the words printed (a full disk)
             self.record["error"] = error
-        # the last epoch's training loss: what sizes are compared by. A stopped run on several processes reads the
-        # values already logged: computing callback_metrics would sync with processes that may be gone (a gloo
-        # traceback from a barrier, after a SIGTERM to the process group)
+        # the last epoch's training loss: what sizes are compared by. Not for a stopped run on several processes:
+        # reading the trainer's metrics syncs them with processes that may be gone (a gloo traceback from a barrier,
+        # after a SIGTERM to the process group)
         stopped = status != "finished" and trainer.world_size > 1
-        loss = (trainer.logged_metrics if stopped else trainer.callback_metrics).get("train_loss")
+        loss = None if stopped else trainer.callback_metrics.get("train_loss")
         if loss is not None and loss.numel() == 1 and math.isfinite(float(loss)):
             self.record["train_loss"] = float(loss)
         self._save(trainer, ending=status != "finished")
