@@ -8,7 +8,6 @@ teacher's sizes. Each training batch is augmented once; the student and the teac
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import torch
 from torch.utils.data import DataLoader
@@ -62,19 +61,7 @@ class CompressionDataModule(FoodDataModule):
             else a demo set.
         image_size: The student's resolution in pixels; None: 224 on food-11, 32 on the demo digits.
         teacher_image_size: The resolution the teacher was trained at; None: 224 (the course's teacher), 32 on the demo.
-        batch_size: Images per batch.
-        num_workers: Data loader processes; None: the cores but one (at most 8).
-        crop_scale: Area range of RandomResizedCrop, e.g. [0.5, 1.0]; null: no crop.
-        hflip: Probability of a horizontal flip.
-        auto_augment: Automatic augmentation policy: trivial, auto or rand; null: none.
-        random_erasing: Probability of erasing a random rectangle.
-        mixup_alpha: MixUp strength per batch (0: off).
-        cutmix_alpha: CutMix strength per batch (0: off).
-        tta_views: Predict: augmented views per test image blended with the clean one (0: off).
-        tta_weight: Predict: weight of the clean view's prediction in the blend.
-        cache: Keep the decoded images in memory, or on disk (memory-mapped, reused by later runs).
-        cache_dir: Folder of the disk cache; None: a .cache folder beside the splits.
-        bad_images: An undecodable image stops the run (error) or is left out with a warning (skip).
+        **kwargs: HW3's options (`FoodDataModule`: batch size, workers, augmentation, test-time augmentation, cache).
     """
 
     homework = "hw13"
@@ -84,32 +71,13 @@ class CompressionDataModule(FoodDataModule):
     default_image_size, demo_image_size = 224, 32
     decode_crop = 224 / 256  # the sample's Resize(256) + CenterCrop(224): what the course's teacher was trained on
 
-    def __init__(
-        self,
-        data_dir: str | None = None,
-        image_size: int | None = None,
-        teacher_image_size: int | None = None,
-        batch_size: int = 64,
-        num_workers: int | None = None,
-        crop_scale: tuple[float, float] | None = (0.5, 1.0),
-        hflip: float = 0.5,
-        auto_augment: Literal["trivial", "auto", "rand"] | None = None,
-        random_erasing: float = 0.0,
-        mixup_alpha: float = 0.0,
-        cutmix_alpha: float = 0.0,
-        tta_views: int = 0,
-        tta_weight: float = 0.5,
-        cache: Literal["memory", "disk"] = "memory",
-        cache_dir: str | None = None,
-        bad_images: Literal["error", "skip"] = "error",
-    ) -> None:
+    def __init__(self, data_dir: str | None = None, image_size: int | None = None,
+                 teacher_image_size: int | None = None, **kwargs) -> None:
         for name, size in (("image_size", image_size), ("teacher_image_size", teacher_image_size)):
             if size is not None and size < 16:
                 raise DataError(f"--data.{name} must be at least 16 pixels (got {size})")
         self._teacher_size = teacher_image_size  # (read by cache_size while HW3's __init__ builds the augmentation)
-        super().__init__(data_dir, image_size, batch_size, num_workers, crop_scale, hflip, auto_augment,
-                         random_erasing, mixup_alpha, cutmix_alpha, tta_views, tta_weight, cache, cache_dir,
-                         bad_images)
+        super().__init__(data_dir, image_size, **kwargs)
         self.teacher_image_size = self.teacher_size
         self.save_hyperparameters({"teacher_image_size": self.teacher_image_size})
         self.max_params = BUDGETS.get(self.layout.name, DEFAULT_BUDGET)

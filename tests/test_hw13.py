@@ -3,6 +3,7 @@ teacher source (the course's state dict, an HW3 run, the demo teacher), wrong te
 hand-computed value, the teacher's own view of a batch, and predict from the student's checkpoint alone."""
 import contextlib
 import functools
+import inspect
 import io
 import json
 import math
@@ -13,10 +14,12 @@ import pytest
 import torch
 import torchsummary
 import torchvision
+import yaml
 
 from datamodules import compression
 from datamodules.compression import ML2022, ML2023, TEACHER_FILE, CompressionDataModule
 from datamodules.errors import DataError
+from datamodules.food import FoodDataModule
 from datamodules.food_demo import write_demo_food
 from homework import hw3, registry
 from homework.hw13 import main
@@ -265,3 +268,20 @@ def test_compare_knows_the_losses(capsys):
     assert variant_flags("--losses", "KD", None, 1, Student.variants) == ["--model.loss_fn_type", "KD"]
     line = user_error(capsys, main, ["compare", "--losses", "CE,XD", *TINY])
     assert "--losses: unknown variant 'XD'; choose from CE,KD,FitNet" in line
+
+
+def test_every_hw3_data_option_is_hw13s_with_hw3s_default_and_help(capsys):
+    """CompressionDataModule takes HW3's options through **kwargs (one declaration, in food.py): jsonargparse
+    still lists each one under --data with HW3's default and help, and a value given on the line reaches HW3."""
+    with pytest.raises(SystemExit):
+        main(["fit", "--data.hflip", "0.25", "--data.teacher_image_size", "48", "--print_config"])
+    data = yaml.safe_load(capsys.readouterr().out)["data"]
+    hw3 = {name: p.default for name, p in inspect.signature(FoodDataModule.__init__).parameters.items()
+           if name != "self"}
+    expected = {**hw3, "crop_scale": list(hw3["crop_scale"]), "hflip": 0.25, "teacher_image_size": 48}
+    assert data == expected
+    with pytest.raises(SystemExit):
+        main(["fit", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "--data.random_erasing RANDOM_ERASING Probability of erasing a random rectangle." in help_text
+    assert CompressionDataModule(hflip=0.25, random_erasing=0.5).hparams["random_erasing"] == 0.5
