@@ -131,6 +131,11 @@ class ValidationFaces(Dataset):
     def __len__(self) -> int:
         return -(-len(self.rows) // VAL_BLOCK)
 
+    @property
+    def num_samples(self) -> int:
+        """Images in the set (each item is a block of them: the advisor counts samples, not items)."""
+        return 2 * len(self.rows)
+
     def __getitem__(self, j: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         if not 0 <= j < len(self):
             raise IndexError(f"validation block {j} of {len(self)}")  # (also ends a `for` over the set)

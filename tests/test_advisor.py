@@ -754,3 +754,34 @@ def test_a_run_stopped_before_its_planned_epochs_is_told_how_to_finish_it_whatev
     assert not any("planned" in n for n in done.notes)
     stopped = diagnose(errors(train, val), None, settings={"trainer.max_epochs": 20}, stopped_early=True)
     assert not any("planned" in n for n in stopped.notes)  # early stopping ended it: that is its planned end
+
+
+def test_validation_samples_counts_samples_not_batches_or_blocks():
+    """The noise the advisor allows shrinks with the validation size, so it must count samples: a loader of
+    samples, one whose sampler makes the batches (HW2, HW4), and one whose items are whole blocks (HW8), each
+    limited by --trainer.limit_val_batches."""
+    from types import SimpleNamespace
+
+    from torch.utils.data import DataLoader, Dataset
+
+    from datamodules.base import MinibatchSampler, TensorBatchDataset
+
+    class Blocks(Dataset):  # 4 items of 250 images each
+        num_samples = 1000
+
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, i):
+            return torch.zeros(250, 1)
+
+    samples = DataLoader(torch.utils.data.TensorDataset(torch.zeros(100, 1)), batch_size=10)
+    sampled = DataLoader(TensorBatchDataset(torch.zeros(100, 1)), sampler=MinibatchSampler(100, 16, False),
+                         batch_size=None)
+    blocks = DataLoader(Blocks(), batch_size=None)
+    for loader, used, expected in ((samples, 3, 30), (samples, 10, 100), (sampled, 2, 32), (sampled, 7, 100),
+                                   (blocks, 1, 250), (blocks, 4, 1000)):
+        trainer = SimpleNamespace(val_dataloaders=loader, num_val_batches=[used])
+        assert advisor.validation_samples(trainer) == expected, (loader.dataset, used)
+    trainer = SimpleNamespace(val_dataloaders=[samples, blocks], num_val_batches=[3, 2])
+    assert advisor.validation_samples(trainer) == 30 + 500

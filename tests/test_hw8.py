@@ -22,6 +22,7 @@ from homework.hw8 import main
 from homework.registry import tiny
 from models.anomaly import AnomalyDetector
 from models.autoencoders import VAE, ConvAutoencoder, FCNAutoencoder, vae_loss
+from homework.lab.advisor import validation_samples
 from tests.conftest import QUIET, user_error
 
 CONFIGS = Path(__file__).resolve().parents[1] / "homework" / "configs"
@@ -225,6 +226,7 @@ def test_fit_then_predict_writes_the_submission_and_the_pictures(tmp_path):
     assert cli.trainer.checkpoint_callback.monitor == "val_auroc" and cli.trainer.checkpoint_callback.mode == "max"
     metrics = cli.trainer.callback_metrics
     assert "kind_auroc/noise" in metrics and "classifier/train_loss" in metrics
+    assert validation_samples(cli.trainer) == 2 * len(cli.datamodule.val_rows)  # faces and their corrupted copies
     assert not torch.equal(cli.model.score_stats, torch.tensor([0.0, 1.0, 0.0, 1.0]))  # the classifier's scales
 
     predicted = main(["predict", "--ckpt_path", "best", *data, *QUIET])

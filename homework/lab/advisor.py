@@ -267,7 +267,7 @@ def _basis(c: _Curves, w: _Watched, history: dict, monitor: str | None, mode: st
     epochs = len(c.val)
     line = f"based on {epochs} validated epoch{'s' if epochs != 1 else ''}"
     if c.val_samples:
-        line += f" and {c.val_samples:,} validation samples"
+        line += f" and {c.val_samples:,} validation sample{'s' if c.val_samples != 1 else ''}"
     if c.val_samples and c.quantity == "error rate":
         line += (f" (there a validation error rate near {c.v_best:.2g} moves by up to {c.noise(c.v_best):.2g} "
                  f"by chance: two standard errors)")
@@ -605,7 +605,9 @@ def advise(trainer, model, datamodule, record=None) -> str | None:
 
 def validation_samples(trainer) -> int | None:
     """How many samples the validation metrics average over (the validation split, or the part of it that
-    `--trainer.limit_val_batches` leaves); None where a loader does not say."""
+    `--trainer.limit_val_batches` leaves); None where a loader does not say. A dataset whose items are whole
+    batches (HW8's validation blocks) says how many samples it holds as `num_samples`; a sampler that makes the
+    batches (`batch_size=None` on the loader) says its `batch_size`, else the batches used are taken pro rata."""
     loaders = getattr(trainer, "val_dataloaders", None)
     if loaders is None:
         return None
@@ -614,12 +616,14 @@ def validation_samples(trainer) -> int | None:
     total = 0
     for i, loader in enumerate(loaders):
         try:
-            size, full = len(loader.dataset), len(loader)
+            size, full = getattr(loader.dataset, "num_samples", None) or len(loader.dataset), len(loader)
         except (AttributeError, TypeError):
             return None
         used = batches[i] if i < len(batches) and isinstance(batches[i], int) else full
-        if used < full and getattr(loader, "batch_size", None):
-            size = min(size, used * loader.batch_size)
+        batch_size = getattr(loader, "batch_size", None) or getattr(getattr(loader, "sampler", None), "batch_size",
+                                                                    None)
+        if used < full:
+            size = min(size, used * batch_size) if isinstance(batch_size, int) else -(-size * used // full)
         total += size
     return total or None
 
