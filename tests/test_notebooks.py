@@ -11,16 +11,25 @@ Every notebook is in the default run, as CI runs it (each is ~15 s of imports in
 then seconds of work). W&B is off here as in most tests (test_api.py checks a call with W&B offline leaves nothing
 behind; offline, W&B prints nothing of its own in a notebook, which running these with W&B on shows).
 """
+import fnmatch
 import json
 import os
+import shutil
+import site
+import subprocess
+import sys
+import sysconfig
 import time
+from datetime import datetime
 from pathlib import Path
 
 import nbformat
 import pytest
 from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
 
 from homework import registry
+from tests.test_colab import NO_NETWORK
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
@@ -56,17 +65,24 @@ def outputs(book: nbformat.NotebookNode) -> list[tuple[int, str]]:
 
 
 def run_notebook(homework: str, tmp_path: Path, monkeypatch) -> tuple[nbformat.NotebookNode, float]:
-    """Execute notebooks/<homework>.ipynb in a fresh kernel started in `tmp_path`; runs and data go there too."""
+    """Execute notebooks/<homework>.ipynb in a fresh kernel of this interpreter (which has this checkout) started in
+    `tmp_path`; runs and data go there too."""
     monkeypatch.setenv("NTU_ML_HOME", str(tmp_path))  # (absolute: the notebook moves to the project folder)
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
     monkeypatch.setenv("PYTHONWARNINGS", "ignore::DeprecationWarning")
     book = with_parameters(nbformat.read(NOTEBOOKS / f"{homework}.ipynb", as_version=4), short_run(homework))
+    return book, execute(book, tmp_path)
+
+
+def execute(book: nbformat.NotebookNode, folder: Path, kernel_name: str = "python3") -> float:
+    """Run every cell of `book` in a fresh kernel started in `folder`; the seconds it took. The checkout is left as
+    it was (the notebook may run in the project folder, never writing there)."""
     before = project_files()
     started = time.perf_counter()
-    NotebookClient(book, timeout=240, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    NotebookClient(book, timeout=240, kernel_name=kernel_name, resources={"metadata": {"path": str(folder)}}).execute()
     seconds = time.perf_counter() - started
-    assert project_files() == before  # the notebook ran in the project folder, and wrote nothing there
-    return book, seconds
+    assert project_files() == before
+    return seconds
 
 
 def project_files() -> set[Path]:
@@ -75,7 +91,9 @@ def project_files() -> set[Path]:
                                 for p in (ROOT / folder).rglob("*"))}
 
 
-def check(book: nbformat.NotebookNode, homework: str, tmp_path: Path) -> None:
+def check(book: nbformat.NotebookNode, homework: str, home: Path) -> None:
+    """Every cell ran, nothing redrew a line or coloured it, the fit printed its last lines, a learning curve was
+    shown, and the submission is in a run's directory of `home`/runs/<homework> (`home`: NTU_ML_HOME or the project)."""
     code = [c for c in book.cells if c.cell_type == "code"]
     assert all(c.execution_count is not None for c in code), "a cell did not run"
     assert not [o for c in code for o in c.outputs if o.output_type == "error"]
@@ -84,7 +102,7 @@ def check(book: nbformat.NotebookNode, homework: str, tmp_path: Path) -> None:
         assert "\r" not in plain, f"cell {index} redraws a line: {plain[max(0, plain.find(chr(13)) - 200):][:400]!r}"
         assert "\x1b[" not in plain, f"cell {index} holds an ANSI code: {plain[:400]!r}"
     filename = registry.module(homework).HOMEWORK.datamodule_class.submission_filename
-    (submission,) = (tmp_path / "runs" / homework).glob(f"*/{filename}")
+    (submission,) = (home / "runs" / homework).glob(f"*/{filename}")
     assert submission.stat().st_size > 0
     (fit_cell,) = [c for c in code if c.source.startswith(f"!python homework/{homework}.py fit")]
     fit_text = "".join(o.get("text", "") for o in fit_cell.outputs).replace("\r\n", "\n").strip().splitlines()
@@ -128,3 +146,113 @@ def test_the_notebooks_are_generated_and_committed_without_outputs(tmp_path, mon
         assert all(not c.get("outputs") and c.get("execution_count") is None for c in code)
         tags = [c for c in book.cells if "parameters" in c.metadata.get("tags", [])]
         assert len(tags) == 1 and book.cells.index(tags[0]) == 1
+
+
+# --- a Kaggle Notebook: Lightning installed, the project not ---------------------------------------------------
+#: pip's cache, read before conftest points HOME at each test's folder: the install's build backend comes from it
+PIP_CACHE = os.environ.get("PIP_CACHE_DIR") or str(Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+                                                   / "pip")
+#: the project's own entries in a site-packages folder (pip install -e: its metadata, the editable finder and .pth)
+OURS = ("ntu_ml_lightning*", "ntu-ml-lightning*", "__editable__*ntu_ml_lightning*")
+
+
+def site_folders() -> list[Path]:
+    """This interpreter's site-packages folders, in the order they are searched (CI's: its fresh venv's)."""
+    found = []
+    for folder in [*site.getsitepackages(), sysconfig.get_path("purelib"), sysconfig.get_path("platlib")]:
+        if Path(folder).is_dir() and Path(folder).resolve() not in found:
+            found.append(Path(folder).resolve())
+    return found
+
+
+def ours(entry: Path) -> bool:
+    """Whether a site-packages entry is this project's install (a .pth naming the checkout counts too)."""
+    return any(fnmatch.fnmatch(entry.name, pattern) for pattern in OURS) or (
+        entry.suffix == ".pth" and str(ROOT) in entry.read_text(errors="replace"))
+
+
+def kernel_without_the_project(folder: Path, monkeypatch) -> Path:
+    """A Jupyter kernel named "kaggle" as a Kaggle Notebook has one: a Python with every package this one has (torch,
+    Lightning, ipykernel, ...) but not this project. Returns its python.
+
+    A fresh venv (no system site packages) whose .pth adds, as site folders, one folder of symlinks per site-packages
+    folder of this interpreter, without the project's entries: so .pth files there are processed as here (a folder
+    named by a plain .pth line would not be), and pip counts those packages as installed but outside the venv (it
+    installs into the venv, never removing or changing one of them)."""
+    venv = folder / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)  # (with pip: `!pip` is the kernel's own)
+    python = venv / "bin" / "python"
+    lines = []
+    for index, source in enumerate(site_folders()):
+        mirror = folder / "preinstalled" / str(index)
+        mirror.mkdir(parents=True)
+        for entry in source.iterdir():
+            if not ours(entry):
+                (mirror / entry.name).symlink_to(entry)
+        lines.append(f"import site; site.addsitedir({str(mirror)!r})")
+    purelib = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    Path(purelib, "preinstalled.pth").write_text("\n".join(lines) + "\n")
+    spec = folder / "jupyter" / "kernels" / "kaggle"
+    spec.mkdir(parents=True)
+    (spec / "kernel.json").write_text(json.dumps({
+        "argv": [str(python), "-m", "ipykernel_launcher", "-f", "{connection_file}"], "display_name": "Kaggle",
+        "language": "python", "env": {"PATH": os.pathsep.join([str(venv / "bin"), os.environ["PATH"]])}}))
+    monkeypatch.setenv("JUPYTER_PATH", str(folder / "jupyter"))
+    return python
+
+
+#: what a cell of the kernel above prints: the project's distribution, and whether `homework` can be imported
+INSTALLED = """import importlib.metadata, importlib.util, json
+try:
+    print(json.loads(importlib.metadata.distribution("ntu-ml-lightning").read_text("direct_url.json"))["url"])
+except importlib.metadata.PackageNotFoundError:
+    print("not installed")
+print(importlib.util.find_spec("homework") is not None, importlib.util.find_spec("pytorch_lightning") is not None)
+"""
+
+
+def test_a_kernel_with_lightning_but_not_the_project_installs_it_and_runs_through(tmp_path, monkeypatch):
+    """A Kaggle Notebook: Lightning preinstalled, the project not, its folder cloned beside the notebook
+    (`PROJECT_DIR`). The install cell installs it (`pip install -e .`, the installed torch kept), then every cell runs
+    as in the test above, the runs in the project folder (no NTU_ML_HOME), and the kernel's Python has the project
+    installed from that folder. Only HW1's notebook: the install cell is the same in every notebook
+    (notebooks/make_notebooks.py), and each run here costs a venv and an install more."""
+    project = tmp_path / "ntu-ml-lightning"  # a copy of this checkout's files: the install writes its egg-info there
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                            capture_output=True, text=True, check=True).stdout.split("\0")
+    for name in filter(None, listed):
+        if (ROOT / name).is_file():  # (a file deleted but not yet committed is listed too)
+            (project / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, project / name)
+    python = kernel_without_the_project(tmp_path, monkeypatch)
+    monkeypatch.delenv("PYTHONPATH", raising=False)
+    monkeypatch.delenv("NTU_ML_HOME")  # the default: runs/ and data/ in the project folder (here the copy)
+    monkeypatch.setenv("PYTHONWARNINGS", "ignore::DeprecationWarning")
+    monkeypatch.setenv("PIP_CACHE_DIR", PIP_CACHE)
+    assert subprocess.run([python, "-c", INSTALLED], capture_output=True, text=True, cwd=tmp_path,
+                          check=True).stdout.split() == ["not", "installed", "False", "True"]
+    working = tmp_path / "working"  # the notebook's folder (Kaggle's /kaggle/working)
+    working.mkdir()
+    parameters = {**short_run("hw1"), "PROJECT_DIR": str(project)}
+    book = with_parameters(nbformat.read(NOTEBOOKS / "hw1.ipynb", as_version=4), parameters)
+    try:
+        seconds = execute(book, working, kernel_name="kaggle")
+    except CellExecutionError as error:
+        said = str(error) + "".join(text for _, text in outputs(book))
+        if any(sign in said for sign in NO_NETWORK):
+            pytest.skip(f"the install cell's pip cannot reach PyPI (for the build backend) from here: {error}")
+        raise
+    nbformat.write(book, "/tmp/nbk-proto/kaggle.ipynb")
+    check(book, "hw1", project)
+    (install,) = [c for c in book.cells if c.source.startswith("import importlib.metadata")]
+    said = "".join(o.get("text", "") for o in install.outputs)
+    assert said.startswith("Installing the project and its dependencies")
+    assert said.strip().splitlines()[-1] == f"Project folder: {project}"
+    assert subprocess.run([python, "-c", INSTALLED], capture_output=True, text=True, cwd=tmp_path,
+                          check=True).stdout.split() == [project.as_uri(), "True", "True"]
+    timing = install.metadata.execution
+    installed = datetime.fromisoformat(timing["shell.execute_reply"]) - datetime.fromisoformat(
+        timing["iopub.execute_input"])
+    print(f"hw1 notebook in a kernel without the project: {seconds:.1f} s, its install cell "
+          f"{installed.total_seconds():.1f} s")
