@@ -69,6 +69,7 @@ def install(hw: str) -> str:
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -99,18 +100,29 @@ if PROJECT_DIR and IN_COLAB and PROJECT_DIR.startswith("/content/drive"):
     from google.colab import drive
 
     drive.mount("/content/drive")
-# the project: PROJECT_DIR, here, one level up (Jupyter opened in notebooks/), on the path, installed, or cloned
+try:
+    STARTED_IN
+except NameError:  # the notebook's own folder (Kaggle: /kaggle/working), kept when this cell runs again
+    STARTED_IN = Path.cwd()
+# the project: PROJECT_DIR, cloned or copied here before, here, one level up (Jupyter opened in notebooks/), on
+# the path, installed, or cloned from REPO_URL
+mine = STARTED_IN / "ntu-ml-lightning"
 spec = importlib.util.find_spec("homework")
-places = [PROJECT_DIR] * bool(PROJECT_DIR) + [Path.cwd(), Path.cwd().parent]
+places = [PROJECT_DIR] * bool(PROJECT_DIR) + [mine, Path.cwd(), Path.cwd().parent]
 places += [Path(spec.origin).parents[1]] if spec is not None and spec.origin else []
 found = next(filter(None, map(project_folder, places)), None) or installed_folder()
 if found is None and REPO_URL:
-    subprocess.run(["git", "clone", "--quiet", REPO_URL, "ntu-ml-lightning"], check=True)
-    found = project_folder("ntu-ml-lightning")
+    subprocess.run(["git", "clone", "--quiet", REPO_URL, str(mine)], check=True)
+    found = project_folder(mine)
 if found is None:
     raise ProjectNotFound(
         "the project is not here: put its folder beside this notebook (uploaded or unzipped), or set PROJECT_DIR "
         "to it (e.g. on Google Drive), or REPO_URL to the git URL of your copy, in the parameters cell")
+if not os.access(found, os.W_OK):  # e.g. a Kaggle dataset (/kaggle/input/...): installing and runs need to write
+    if project_folder(mine) is None:
+        shutil.copytree(found, mine, symlinks=True)
+    print(f"{{found}} is read-only: the project runs from its copy in {{mine}} (installed there; the runs kept there)")
+    found = mine
 os.chdir(found)
 # installed as a distribution (not merely importable from this folder), with every dependency; torch as it is
 missing = [m for m in ("pytorch_lightning", "jsonargparse", "torchmetrics", "optuna", "sacrebleu")

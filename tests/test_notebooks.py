@@ -211,31 +211,45 @@ except importlib.metadata.PackageNotFoundError:
 print(importlib.util.find_spec("homework") is not None, importlib.util.find_spec("pytorch_lightning") is not None)
 """
 
+#: the test's own first cell: the folder is read-only, as a Kaggle dataset (/kaggle/input/...) is. (Only a read-only
+#: mount is read-only to root, whom this suite runs as; so os.access, which the notebook asks, says so.)
+READ_ONLY = """# (the test's own cell: {folder} is read-only, as a Kaggle dataset is)
+import os
+_access = os.access
+def _read_only(path, mode, *args, **kwargs):
+    if mode & os.W_OK and os.path.abspath(path).startswith({folder!r}):
+        return False
+    return _access(path, mode, *args, **kwargs)
+os.access = _read_only
+"""
+
 
 def test_a_kernel_with_lightning_but_not_the_project_installs_it_and_runs_through(tmp_path, monkeypatch):
-    """A Kaggle Notebook: Lightning preinstalled, the project not, its folder cloned beside the notebook
-    (`PROJECT_DIR`). The install cell installs it (`pip install -e .`, the installed torch kept), then every cell runs
-    as in the test above, the runs in the project folder (no NTU_ML_HOME), and the kernel's Python has the project
-    installed from that folder. Only HW1's notebook: the install cell is the same in every notebook
+    """A Kaggle Notebook: Lightning preinstalled, the project not; its folder added as a dataset (read-only) and named
+    by `PROJECT_DIR`, as docs/notebooks.md says. The install cell copies the project beside the notebook and installs
+    it there (`pip install -e .`, the installed torch kept), then every cell runs as in the tests above, the runs in
+    the copy (the default: no NTU_ML_HOME). Only HW1's notebook: the install cell is the same in every notebook
     (notebooks/make_notebooks.py), and each run here costs a venv and an install more."""
-    project = tmp_path / "ntu-ml-lightning"  # a copy of this checkout's files: the install writes its egg-info there
+    dataset = tmp_path / "input" / "ntu-ml-lightning"  # this checkout's files (Kaggle's /kaggle/input/<dataset>)
     listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
                             capture_output=True, text=True, check=True).stdout.split("\0")
     for name in filter(None, listed):
         if (ROOT / name).is_file():  # (a file deleted but not yet committed is listed too)
-            (project / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, project / name)
+            (dataset / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, dataset / name)
+    untouched = sorted(dataset.rglob("*"))
     python = kernel_without_the_project(tmp_path, monkeypatch)
     monkeypatch.delenv("PYTHONPATH", raising=False)
-    monkeypatch.delenv("NTU_ML_HOME")  # the default: runs/ and data/ in the project folder (here the copy)
+    monkeypatch.delenv("NTU_ML_HOME")  # the default: runs/ and data/ in the project folder
     monkeypatch.setenv("PYTHONWARNINGS", "ignore::DeprecationWarning")
     monkeypatch.setenv("PIP_CACHE_DIR", PIP_CACHE)
     assert subprocess.run([python, "-c", INSTALLED], capture_output=True, text=True, cwd=tmp_path,
                           check=True).stdout.split() == ["not", "installed", "False", "True"]
     working = tmp_path / "working"  # the notebook's folder (Kaggle's /kaggle/working)
     working.mkdir()
-    parameters = {**short_run("hw1"), "PROJECT_DIR": str(project)}
-    book = with_parameters(nbformat.read(NOTEBOOKS / "hw1.ipynb", as_version=4), parameters)
+    book = with_parameters(nbformat.read(NOTEBOOKS / "hw1.ipynb", as_version=4),
+                           {**short_run("hw1"), "PROJECT_DIR": str(dataset)})
+    book.cells.insert(0, nbformat.v4.new_code_cell(READ_ONLY.format(folder=str(dataset))))
     try:
         seconds = execute(book, working, kernel_name="kaggle")
     except CellExecutionError as error:
@@ -243,12 +257,14 @@ def test_a_kernel_with_lightning_but_not_the_project_installs_it_and_runs_throug
         if any(sign in said for sign in NO_NETWORK):
             pytest.skip(f"the install cell's pip cannot reach PyPI (for the build backend) from here: {error}")
         raise
-    nbformat.write(book, "/tmp/nbk-proto/kaggle.ipynb")
+    project = working / "ntu-ml-lightning"
     check(book, "hw1", project)
     (install,) = [c for c in book.cells if c.source.startswith("import importlib.metadata")]
-    said = "".join(o.get("text", "") for o in install.outputs)
-    assert said.startswith("Installing the project and its dependencies")
-    assert said.strip().splitlines()[-1] == f"Project folder: {project}"
+    said = "".join(o.get("text", "") for o in install.outputs).strip().splitlines()
+    assert said == [f"{dataset} is read-only: the project runs from its copy in {project} (installed there; the runs "
+                    "kept there)", "Installing the project and its dependencies (pip install -e ., the installed "
+                    "torch kept) ...", f"Project folder: {project}"]
+    assert sorted(dataset.rglob("*")) == untouched
     assert subprocess.run([python, "-c", INSTALLED], capture_output=True, text=True, cwd=tmp_path,
                           check=True).stdout.split() == [project.as_uri(), "True", "True"]
     timing = install.metadata.execution
