@@ -7,6 +7,12 @@ in the run's directory, the fit printed its last lines (Run directory, Next), an
 (`\\r`) or an ANSI code (`\\x1b[`). (IPython runs `!` commands on a pseudo-terminal, which ends every line with
 `\\r\\n`: that is a newline, and is read as one.) Colab-only cells skip themselves outside Colab.
 
+A Kaggle Notebook has Lightning but not this project, and every kernel of this machine (and of CI's venv) sees the
+checkout's editable install: so HW1's notebook also runs in a kernel of a venv that has every package this
+interpreter has except the project, from a copy of the checkout made read-only as a Kaggle dataset is; the install
+cell copies and installs it (pip install -e ., which needs PyPI or pip's cache for the build backend: without
+them the test skips), then every cell runs.
+
 Every notebook is in the default run, as CI runs it (each is ~15 s of imports in the kernel and in `!python`,
 then seconds of work). W&B is off here as in most tests (test_api.py checks a call with W&B offline leaves nothing
 behind; offline, W&B prints nothing of its own in a notebook, which running these with W&B on shows).
