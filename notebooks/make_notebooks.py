@@ -121,7 +121,7 @@ if found is None:
 if not os.access(found, os.W_OK):  # e.g. a Kaggle dataset (/kaggle/input/...): installing and runs need to write
     if project_folder(mine) is None:
         shutil.copytree(found, mine, symlinks=True)
-    print(f"{{found}} is read-only: the project runs from its copy in {{mine}} (installed there; the runs kept there)")
+    print(f"{{found}} is read-only: copied to {{mine}}, where the project is installed and its runs are kept")
     found = mine
 os.chdir(found)
 # installed as a distribution (not merely importable from this folder), with every dependency; torch as it is

@@ -267,9 +267,10 @@ def test_a_kernel_with_lightning_but_not_the_project_installs_it_and_runs_throug
     check(book, "hw1", project)
     (install,) = [c for c in book.cells if c.source.startswith("import importlib.metadata")]
     said = "".join(o.get("text", "") for o in install.outputs).strip().splitlines()
-    assert said == [f"{dataset} is read-only: the project runs from its copy in {project} (installed there; the runs "
-                    "kept there)", "Installing the project and its dependencies (pip install -e ., the installed "
-                    "torch kept) ...", f"Project folder: {project}"]
+    assert said == [f"{dataset} is read-only: copied to {project}, where the project is installed and its runs are "
+                    "kept",
+                    "Installing the project and its dependencies (pip install -e ., the installed torch kept) ...",
+                    f"Project folder: {project}"]
     assert sorted(dataset.rglob("*")) == untouched
     assert subprocess.run([python, "-c", INSTALLED], capture_output=True, text=True, cwd=tmp_path,
                           check=True).stdout.split() == [project.as_uri(), "True", "True"]
