@@ -69,6 +69,7 @@ def install(hw: str) -> str:
 import importlib.util
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -77,9 +78,29 @@ from pathlib import Path
 IN_COLAB = "COLAB_RELEASE_TAG" in os.environ or "google.colab" in sys.modules
 
 
-class ProjectNotFound(Exception):
+class OneLine(Exception):
     def _render_traceback_(self):  # IPython shows this one line, not a traceback
-        return [f"ProjectNotFound: {{self}}"]
+        return [f"{{type(self).__name__}}: {{self}}"]
+
+
+class ProjectNotFound(OneLine):
+    pass
+
+
+class InstallFailed(OneLine):
+    pass
+
+
+def run(command, what):
+    """Run `command` (git or pip); when it fails, its last error line as one line, below all it printed."""
+    done = subprocess.run(command, capture_output=True, text=True)
+    output = re.sub(r"\\x1b\\[[0-9;]*m", "", done.stderr)  # (pip colours its build's lines even when captured)
+    sys.stderr.write(output)
+    if done.returncode:
+        said = re.findall(r"(?:ERROR|fatal): .*", output) or output.strip().splitlines()
+        said = said[-1].strip() if said else f"exit status {{done.returncode}}"
+        raise InstallFailed(f"{{what}} failed: {{said}} (without the internet nothing can be fetched: on Kaggle, "
+                            "switch the notebook's Internet on)")
 
 
 def project_folder(folder):
@@ -112,7 +133,7 @@ places = [PROJECT_DIR] * bool(PROJECT_DIR) + [mine, Path.cwd(), Path.cwd().paren
 places += [Path(spec.origin).parents[1]] if spec is not None and spec.origin else []
 found = next(filter(None, map(project_folder, places)), None) or installed_folder()
 if found is None and REPO_URL:
-    subprocess.run(["git", "clone", "--quiet", REPO_URL, str(mine)], check=True)
+    run(["git", "clone", "--quiet", REPO_URL, str(mine)], f"git clone {{REPO_URL}}")
     found = project_folder(mine)
 if found is None:
     raise ProjectNotFound(
@@ -132,7 +153,8 @@ if installed_folder() is None or missing:
     keep.write_text("".join(f"{{name}}=={{importlib.metadata.version(name)}}\\n" for name in ("torch", "torchvision")
                             if importlib.util.find_spec(name) is not None))
     print("Installing the project and its dependencies (pip install -e ., the installed torch kept) ...")
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "-e", ".", "-c", str(keep)], check=True)
+    pip = [sys.executable, "-m", "pip", "install", "--quiet", "-e", ".", "-c", str(keep)]
+    run(pip, f"pip install -e . in {{found}}")
     importlib.invalidate_caches()
 if str(found) not in sys.path:
     sys.path.insert(0, str(found))  # (an install made now is on the path of new processes only)

@@ -36,6 +36,7 @@ from nbclient.exceptions import CellExecutionError
 
 from homework import registry
 from tests.test_colab import NO_NETWORK
+from tests.test_notebook_output import NOWHERE
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
@@ -230,12 +231,11 @@ os.access = _read_only
 """
 
 
-def test_a_kernel_with_lightning_but_not_the_project_installs_it_and_runs_through(tmp_path, monkeypatch):
-    """A Kaggle Notebook: Lightning preinstalled, the project not; its folder added as a dataset (read-only) and named
-    by `PROJECT_DIR`, as docs/notebooks.md says. The install cell copies the project beside the notebook and installs
-    it there (`pip install -e .`, the installed torch kept), then every cell runs as in the tests above, the runs in
-    the copy (the default: no NTU_ML_HOME). Only HW1's notebook: the install cell is the same in every notebook
-    (notebooks/make_notebooks.py), and each run here costs a venv and an install more."""
+@pytest.fixture
+def kaggle(tmp_path, monkeypatch) -> tuple[Path, Path, Path, nbformat.NotebookNode]:
+    """A Kaggle Notebook: Lightning preinstalled, the project not (the kernel "kaggle"); the project's folder added as
+    a dataset (read-only), named by `PROJECT_DIR` as docs/notebooks.md says; the notebook in its own folder. Returns
+    the kernel's python, the dataset, the notebook's folder and HW1's notebook with the short run's parameters."""
     dataset = tmp_path / "input" / "ntu-ml-lightning"  # this checkout's files (Kaggle's /kaggle/input/<dataset>)
     listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
                             capture_output=True, text=True, check=True).stdout.split("\0")
@@ -243,7 +243,6 @@ def test_a_kernel_with_lightning_but_not_the_project_installs_it_and_runs_throug
         if (ROOT / name).is_file():  # (a file deleted but not yet committed is listed too)
             (dataset / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / name, dataset / name)
-    untouched = sorted(dataset.rglob("*"))
     python = kernel_without_the_project(tmp_path, monkeypatch)
     monkeypatch.delenv("PYTHONPATH", raising=False)
     monkeypatch.delenv("NTU_ML_HOME")  # the default: runs/ and data/ in the project folder
@@ -256,21 +255,34 @@ def test_a_kernel_with_lightning_but_not_the_project_installs_it_and_runs_throug
     book = with_parameters(nbformat.read(NOTEBOOKS / "hw1.ipynb", as_version=4),
                            {**short_run("hw1"), "PROJECT_DIR": str(dataset)})
     book.cells.insert(0, nbformat.v4.new_code_cell(READ_ONLY.format(folder=str(dataset))))
+    return python, dataset, working, book
+
+
+def printed(cell: nbformat.NotebookNode, stream: str = "stdout") -> list[str]:
+    """The lines a cell printed on one stream."""
+    return "".join(o.get("text", "") for o in cell.outputs if o.get("name") == stream).strip().splitlines()
+
+
+def test_a_kernel_with_lightning_but_not_the_project_installs_it_and_runs_through(kaggle, tmp_path, capfd):
+    """The install cell copies the read-only project beside the notebook and installs it there (`pip install -e .`,
+    the installed torch kept), then every cell runs as in the tests above, the runs in the copy (the default: no
+    NTU_ML_HOME). Only HW1's notebook: the install cell is the same in every notebook (notebooks/make_notebooks.py),
+    and each run here costs a venv and an install more."""
+    python, dataset, working, book = kaggle
+    untouched = sorted(dataset.rglob("*"))
     try:
         seconds = execute(book, working, kernel_name="kaggle")
     except CellExecutionError as error:
-        said = str(error) + "".join(text for _, text in outputs(book))
-        if any(sign in said for sign in NO_NETWORK):
+        if "InstallFailed: pip install -e . in" in str(error) and any(sign in str(error) for sign in NO_NETWORK):
             pytest.skip(f"the install cell's pip cannot reach PyPI (for the build backend) from here: {error}")
         raise
     project = working / "ntu-ml-lightning"
     check(book, "hw1", project)
     (install,) = [c for c in book.cells if c.source.startswith("import importlib.metadata")]
-    said = "".join(o.get("text", "") for o in install.outputs).strip().splitlines()
-    assert said == [f"{dataset} is read-only: copied to {project}, where the project is installed and its runs are "
-                    "kept",
-                    "Installing the project and its dependencies (pip install -e ., the installed torch kept) ...",
-                    f"Project folder: {project}"]
+    assert printed(install) == [
+        f"{dataset} is read-only: copied to {project}, where the project is installed and its runs are kept",
+        "Installing the project and its dependencies (pip install -e ., the installed torch kept) ...",
+        f"Project folder: {project}"]
     assert sorted(dataset.rglob("*")) == untouched
     assert subprocess.run([python, "-c", INSTALLED], capture_output=True, text=True, cwd=tmp_path,
                           check=True).stdout.split() == [project.as_uri(), "True", "True"]
@@ -279,3 +291,44 @@ def test_a_kernel_with_lightning_but_not_the_project_installs_it_and_runs_throug
         timing["iopub.execute_input"])
     print(f"hw1 notebook in a kernel without the project: {seconds:.1f} s, its install cell "
           f"{installed.total_seconds():.1f} s")
+
+
+def test_an_install_that_cannot_reach_pypi_stops_in_one_line(kaggle, tmp_path, monkeypatch):
+    """A Kaggle Notebook with its Internet off: pip can fetch neither the build backend nor a missing package. The
+    install cell prints pip's own lines, then stops the notebook with one line (no traceback), naming pip's error."""
+    python, dataset, working, book = kaggle
+    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)  # no configured index, links or constraints: only this index,
+    monkeypatch.setenv("PIP_INDEX_URL", "http://127.0.0.1:9/simple")  # where nothing listens
+    monkeypatch.delenv("PIP_FIND_LINKS", raising=False)
+    monkeypatch.setenv("PIP_CACHE_DIR", str(tmp_path / "empty-cache"))
+    monkeypatch.setenv("PIP_RETRIES", "0")
+    with pytest.raises(CellExecutionError):  # nbclient stops at the first cell that raises
+        execute(book, working, kernel_name="kaggle")
+    (install,) = [c for c in book.cells if c.source.startswith("import importlib.metadata")]
+    (error,) = [o for o in install.outputs if o.output_type == "error"]
+    project = working / "ntu-ml-lightning"
+    assert error.traceback == [
+        f"InstallFailed: pip install -e . in {project} failed: ERROR: No matching distribution found for "
+        "setuptools>=64 (without the internet nothing can be fetched: on Kaggle, switch the notebook's Internet on)"]
+    assert "ERROR: No matching distribution found for setuptools>=64" in "\n".join(printed(install, "stderr"))
+    assert [c for c in book.cells if c.get("execution_count")][-1] is install
+    assert subprocess.run([python, "-c", INSTALLED], capture_output=True, text=True, cwd=tmp_path,
+                          check=True).stdout.split() == ["not", "installed", "False", "True"]
+
+
+def test_a_repo_url_that_cannot_be_cloned_stops_in_one_line(tmp_path, monkeypatch):
+    """REPO_URL naming no repository (a typo; or no internet) in a kernel without the project: git's own lines, then
+    one line naming git's error, no traceback; nothing left behind."""
+    monkeypatch.delenv("PYTHONPATH", raising=False)
+    url = str(tmp_path / "no-such-repository")
+    book = with_parameters(nbformat.read(NOTEBOOKS / "hw1.ipynb", as_version=4), {**short_run("hw1"), "REPO_URL": url})
+    book.cells.insert(0, nbformat.v4.new_code_cell(NOWHERE))  # (this kernel finds no project, as Colab's does)
+    with pytest.raises(CellExecutionError):
+        execute(book, tmp_path)
+    (install,) = [c for c in book.cells if c.source.startswith("import importlib.metadata")]
+    (error,) = [o for o in install.outputs if o.output_type == "error"]
+    assert error.traceback == [
+        f"InstallFailed: git clone {url} failed: fatal: repository '{url}' does not exist (without the internet "
+        "nothing can be fetched: on Kaggle, switch the notebook's Internet on)"]
+    assert f"fatal: repository '{url}' does not exist" in printed(install, "stderr")
+    assert [p.name for p in tmp_path.iterdir()] == [".ipython"]  # nothing written but IPython's own (HOME is here)
