@@ -156,7 +156,7 @@ def test_the_notebooks_are_generated_and_committed_without_outputs(tmp_path, mon
 
 
 # --- a Kaggle Notebook: Lightning installed, the project not ---------------------------------------------------
-#: pip's cache, read before conftest points HOME at each test's folder: the install's build backend comes from it
+#: pip's cache, read before conftest points HOME at each test's folder (the install's build backend is kept there)
 PIP_CACHE = os.environ.get("PIP_CACHE_DIR") or str(Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
                                                    / "pip")
 #: the project's own entries in a site-packages folder (pip install -e: its metadata, the editable finder and .pth)
@@ -272,7 +272,7 @@ def printed(cell: nbformat.NotebookNode, stream: str = "stdout") -> list[str]:
     return "".join(o.get("text", "") for o in cell.outputs if o.get("name") == stream).strip().splitlines()
 
 
-def test_a_kernel_with_lightning_but_not_the_project_installs_it_and_runs_through(kaggle, tmp_path, capfd):
+def test_a_kernel_with_lightning_but_not_the_project_installs_it_and_runs_through(kaggle, tmp_path):
     """The install cell copies the read-only project beside the notebook and installs it there (`pip install -e .`,
     the installed torch kept), then every cell runs as in the tests above, the runs in the copy (the default: no
     NTU_ML_HOME). Only HW1's notebook: the install cell is the same in every notebook (notebooks/make_notebooks.py),
