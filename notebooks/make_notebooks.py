@@ -73,6 +73,7 @@ import re
 import shutil
 import subprocess
 import sys
+import urllib.parse
 from pathlib import Path
 
 IN_COLAB = "COLAB_RELEASE_TAG" in os.environ or "google.colab" in sys.modules
@@ -109,12 +110,13 @@ def project_folder(folder):
 
 
 def installed_folder():
-    """The folder of the installed project (pip install -e), None when it is not installed."""
-    try:
-        url = json.loads(importlib.metadata.distribution("ntu-ml-lightning").read_text("direct_url.json") or "{{}}")
-    except importlib.metadata.PackageNotFoundError:
-        return None
-    return project_folder(url["url"].removeprefix("file://")) if url.get("url", "").startswith("file://") else None
+    """The folder of the installed project (pip install -e), None when it is not installed. (The egg-info that
+    installing leaves in the project folder, found from there through the path's "", is not an installation.)"""
+    for found in importlib.metadata.distributions(name="ntu-ml-lightning"):
+        url = urllib.parse.urlparse(json.loads(found.read_text("direct_url.json") or "{{}}").get("url", ""))
+        if url.scheme == "file" and project_folder(urllib.parse.unquote(url.path)):
+            return project_folder(urllib.parse.unquote(url.path))
+    return None
 
 
 if PROJECT_DIR and IN_COLAB and PROJECT_DIR.startswith("/content/drive"):
@@ -142,7 +144,9 @@ if found is None:
 if not os.access(found, os.W_OK):  # e.g. a Kaggle dataset (/kaggle/input/...): installing and runs need to write
     if project_folder(mine) is None:
         shutil.copytree(found, mine, symlinks=True)
-    print(f"{{found}} is read-only: copied to {{mine}}, where the project is installed and its runs are kept")
+        print(f"{{found}} is read-only: copied to {{mine}}, where the project is installed and its runs are kept")
+    else:
+        print(f"{{found}} is read-only: using its copy {{mine}}, made before (delete that folder to copy it again)")
     found = mine
 os.chdir(found)
 # installed as a distribution (not merely importable from this folder), with every dependency; torch as it is

@@ -36,7 +36,6 @@ from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
 from homework import registry
-from tests.test_notebook_output import NOWHERE
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
@@ -241,7 +240,21 @@ os.access = _read_only
 
 
 @pytest.fixture
-def kaggle(tmp_path, monkeypatch) -> tuple[Path, Path, Path, nbformat.NotebookNode]:
+def bare_kernel(tmp_path, monkeypatch) -> Path:
+    """The kernel "kaggle" (kernel_without_the_project), checked to have Lightning but not the project, and the
+    environment a Kaggle Notebook has: no PYTHONPATH, no NTU_ML_HOME. Returns its python."""
+    python = kernel_without_the_project(tmp_path, monkeypatch)
+    monkeypatch.delenv("PYTHONPATH", raising=False)
+    monkeypatch.delenv("NTU_ML_HOME")  # the default: runs/ and data/ in the project folder
+    monkeypatch.setenv("PYTHONWARNINGS", "ignore::DeprecationWarning")
+    monkeypatch.setenv("PIP_CACHE_DIR", PIP_CACHE)
+    assert subprocess.run([python, "-c", INSTALLED], capture_output=True, text=True, cwd=tmp_path,
+                          check=True).stdout.split() == ["not", "installed", "False", "True"]
+    return python
+
+
+@pytest.fixture
+def kaggle(bare_kernel, tmp_path) -> tuple[Path, Path, Path, nbformat.NotebookNode]:
     """A Kaggle Notebook: Lightning preinstalled, the project not (the kernel "kaggle"); the project's folder added as
     a dataset (read-only), named by `PROJECT_DIR` as docs/notebooks.md says; the notebook in its own folder. Returns
     the kernel's python, the dataset, the notebook's folder and HW1's notebook with the short run's parameters."""
@@ -252,19 +265,12 @@ def kaggle(tmp_path, monkeypatch) -> tuple[Path, Path, Path, nbformat.NotebookNo
         if (ROOT / name).is_file():  # (a file deleted but not yet committed is listed too)
             (dataset / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / name, dataset / name)
-    python = kernel_without_the_project(tmp_path, monkeypatch)
-    monkeypatch.delenv("PYTHONPATH", raising=False)
-    monkeypatch.delenv("NTU_ML_HOME")  # the default: runs/ and data/ in the project folder
-    monkeypatch.setenv("PYTHONWARNINGS", "ignore::DeprecationWarning")
-    monkeypatch.setenv("PIP_CACHE_DIR", PIP_CACHE)
-    assert subprocess.run([python, "-c", INSTALLED], capture_output=True, text=True, cwd=tmp_path,
-                          check=True).stdout.split() == ["not", "installed", "False", "True"]
-    working = tmp_path / "working"  # the notebook's folder (Kaggle's /kaggle/working)
-    working.mkdir()
+    working = tmp_path / "kaggle working"  # the notebook's folder (Kaggle's /kaggle/working; with a space, as in
+    working.mkdir()                        # Drive's "Colab Notebooks", which the install's file:// URL quotes)
     book = with_parameters(nbformat.read(NOTEBOOKS / "hw1.ipynb", as_version=4),
                            {**short_run("hw1"), "PROJECT_DIR": str(dataset)})
     book.cells.insert(0, nbformat.v4.new_code_cell(READ_ONLY.format(folder=str(dataset))))
-    return python, dataset, working, book
+    return bare_kernel, dataset, working, book
 
 
 def printed(cell: nbformat.NotebookNode, stream: str = "stdout") -> list[str]:
@@ -279,6 +285,8 @@ def test_a_kernel_with_lightning_but_not_the_project_installs_it_and_runs_throug
     and each run here costs a venv and an install more."""
     python, dataset, working, book = kaggle
     untouched = sorted(dataset.rglob("*"))
+    (install,) = [c for c in book.cells if c.source.startswith("import importlib.metadata")]
+    book.cells.append(nbformat.v4.new_code_cell(install.source))  # and run again at the end, in the same kernel
     try:
         seconds = execute(book, working, kernel_name="kaggle")
     except CellExecutionError as error:
@@ -288,10 +296,12 @@ def test_a_kernel_with_lightning_but_not_the_project_installs_it_and_runs_throug
         raise
     project = working / "ntu-ml-lightning"
     check(book, "hw1", project)
-    (install,) = [c for c in book.cells if c.source.startswith("import importlib.metadata")]
     assert printed(install) == [
         f"{dataset} is read-only: copied to {project}, where the project is installed and its runs are kept",
         "Installing the project and its dependencies (pip install -e ., the installed torch kept) ...",
+        f"Project folder: {project}"]
+    assert printed(book.cells[-1]) == [  # the same copy, installed already (not copied again into itself)
+        f"{dataset} is read-only: using its copy {project}, made before (delete that folder to copy it again)",
         f"Project folder: {project}"]
     assert sorted(dataset.rglob("*")) == untouched
     assert subprocess.run([python, "-c", INSTALLED], capture_output=True, text=True, cwd=tmp_path,
@@ -326,19 +336,19 @@ def test_an_install_that_cannot_reach_pypi_stops_in_one_line(kaggle, tmp_path, m
                           check=True).stdout.split() == ["not", "installed", "False", "True"]
 
 
-def test_a_repo_url_that_cannot_be_cloned_stops_in_one_line(tmp_path, monkeypatch):
-    """REPO_URL naming no repository (a typo; or no internet) in a kernel without the project: git's own lines, then
-    one line naming git's error, no traceback; nothing left behind."""
-    monkeypatch.delenv("PYTHONPATH", raising=False)
+def test_a_repo_url_that_cannot_be_cloned_stops_in_one_line(bare_kernel, tmp_path):
+    """REPO_URL naming no repository (a typo; or no internet) where the project is not: git's own lines, then one
+    line naming git's error, no traceback; nothing left in the notebook's folder."""
     url = str(tmp_path / "no-such-repository")
     book = with_parameters(nbformat.read(NOTEBOOKS / "hw1.ipynb", as_version=4), {**short_run("hw1"), "REPO_URL": url})
-    book.cells.insert(0, nbformat.v4.new_code_cell(NOWHERE))  # (this kernel finds no project, as Colab's does)
+    working = tmp_path / "working"
+    working.mkdir()
     with pytest.raises(CellExecutionError):
-        execute(book, tmp_path)
+        execute(book, working, kernel_name="kaggle")
     (install,) = [c for c in book.cells if c.source.startswith("import importlib.metadata")]
     (error,) = [o for o in install.outputs if o.output_type == "error"]
     assert error.traceback == [
         f"InstallFailed: git clone {url} failed: fatal: repository '{url}' does not exist (without the internet "
         "nothing can be fetched: on Kaggle, switch the notebook's Internet on)"]
     assert f"fatal: repository '{url}' does not exist" in printed(install, "stderr")
-    assert [p.name for p in tmp_path.iterdir()] == [".ipython"]  # nothing written but IPython's own (HOME is here)
+    assert list(working.iterdir()) == []
