@@ -122,6 +122,8 @@ def check(book: nbformat.NotebookNode, homework: str, home: Path) -> None:
 def test_the_hw1_notebook_runs_top_to_bottom(tmp_path, monkeypatch):
     book, seconds = run_notebook("hw1", tmp_path, monkeypatch)
     check(book, "hw1", tmp_path)
+    (install,) = [c for c in book.cells if c.source.startswith("import importlib.metadata")]
+    assert printed(install) == [f"Project folder: {ROOT}"]  # installed already (CI: its venv), so not installed again
     fits = [d for d in (tmp_path / "runs" / "hw1").iterdir()
             if json.loads((d / "run.json").read_text())["command"] == "fit"]
     assert len(fits) == 1  # trained once: `hw1.fit(FIT)` is shown as the alternative to `!python homework/hw1.py fit`
