@@ -9,9 +9,10 @@ in the run's directory, the fit printed its last lines (Run directory, Next), an
 
 A Kaggle Notebook has Lightning but not this project, and every kernel of this machine (and of CI's venv) sees the
 checkout's editable install: so HW1's notebook also runs in a kernel of a venv that has every package this
-interpreter has except the project, from a copy of the checkout made read-only as a Kaggle dataset is; the install
-cell copies and installs it (pip install -e ., which needs PyPI or pip's cache for the build backend: without
-them the test skips), then every cell runs.
+interpreter has except the project (kernel_without_the_project), from a copy of the checkout made read-only as a
+Kaggle dataset is: the install cell copies and installs it (pip install -e .; its build backend comes from PyPI,
+and the test skips when PyPI cannot be reached), then every cell runs. In that kernel, an install without PyPI
+and a REPO_URL that cannot be cloned each stop the notebook with one line.
 
 Every notebook is in the default run, as CI runs it (each is ~15 s of imports in the kernel and in `!python`,
 then seconds of work). W&B is off here as in most tests (test_api.py checks a call with W&B offline leaves nothing
