@@ -112,8 +112,8 @@ def project_folder(folder):
 def installed_folder():
     """The folder of the installed project (pip install -e), None when it is not installed. (The egg-info that
     installing leaves in the project folder, found from there through the path's "", is not an installation.)"""
-    for found in importlib.metadata.distributions(name="ntu-ml-lightning"):
-        url = urllib.parse.urlparse(json.loads(found.read_text("direct_url.json") or "{{}}").get("url", ""))
+    for installed in importlib.metadata.distributions(name="ntu-ml-lightning"):
+        url = urllib.parse.urlparse(json.loads(installed.read_text("direct_url.json") or "{{}}").get("url", ""))
         if url.scheme == "file" and project_folder(urllib.parse.unquote(url.path)):
             return project_folder(urllib.parse.unquote(url.path))
     return None
@@ -129,25 +129,25 @@ except NameError:  # the notebook's own folder (Kaggle: /kaggle/working), kept w
     STARTED_IN = Path.cwd()
 # the project: PROJECT_DIR, cloned or copied here before, here, one level up (Jupyter opened in notebooks/), on
 # the path, installed, or cloned from REPO_URL
-mine = STARTED_IN / "ntu-ml-lightning"
+beside = STARTED_IN / "ntu-ml-lightning"
 spec = importlib.util.find_spec("homework")
-places = [PROJECT_DIR] * bool(PROJECT_DIR) + [mine, Path.cwd(), Path.cwd().parent]
+places = [PROJECT_DIR] * bool(PROJECT_DIR) + [beside, Path.cwd(), Path.cwd().parent]
 places += [Path(spec.origin).parents[1]] if spec is not None and spec.origin else []
 found = next(filter(None, map(project_folder, places)), None) or installed_folder()
 if found is None and REPO_URL:
-    run(["git", "clone", "--quiet", REPO_URL, str(mine)], f"git clone {{REPO_URL}}")
-    found = project_folder(mine)
+    run(["git", "clone", "--quiet", REPO_URL, str(beside)], f"git clone {{REPO_URL}}")
+    found = project_folder(beside)
 if found is None:
     raise ProjectNotFound(
         "the project is not here: put its folder beside this notebook (uploaded or unzipped), or set PROJECT_DIR "
         "to it (e.g. on Google Drive), or REPO_URL to the git URL of your copy, in the parameters cell")
 if not os.access(found, os.W_OK):  # e.g. a Kaggle dataset (/kaggle/input/...): installing and runs need to write
-    if project_folder(mine) is None:
-        shutil.copytree(found, mine, symlinks=True)
-        print(f"{{found}} is read-only: copied to {{mine}}, where the project is installed and its runs are kept")
+    if project_folder(beside) is None:
+        shutil.copytree(found, beside, symlinks=True)
+        print(f"{{found}} is read-only: copied to {{beside}}, where the project is installed and its runs are kept")
     else:
-        print(f"{{found}} is read-only: using its copy {{mine}}, made before (delete that folder to copy it again)")
-    found = mine
+        print(f"{{found}} is read-only: using its copy {{beside}}, made before (delete that folder to copy it again)")
+    found = beside
 os.chdir(found)
 # installed as a distribution (not merely importable from this folder), with every dependency; torch as it is
 missing = [m for m in ("pytorch_lightning", "jsonargparse", "torchmetrics", "optuna", "sacrebleu")
@@ -307,8 +307,9 @@ def notebook(hw: str) -> nbformat.NotebookNode:
                           "`--trainer.devices 2` asks for both (`docs/gpus.md`)."),
         new_code_cell(gpu()),
         new_markdown_cell("## 2. The project\n\nFound beside this notebook, at `PROJECT_DIR` (e.g. uploaded to "
-                          "Google Drive), installed already, or cloned from `REPO_URL`; installed with "
-                          "`pip install -e .` when it is not, keeping the torch already installed."),
+                          "Google Drive, or a Kaggle dataset: read-only, so it is copied beside the notebook), "
+                          "installed already, or cloned from `REPO_URL`; installed with `pip install -e .` when it "
+                          "is not, keeping the torch already installed."),
         new_code_cell(install(hw)),
         new_markdown_cell("## 3. Google Drive (Colab, optional)\n\nWith `USE_DRIVE`, the runs (checkpoints, "
                           "curves, submissions) live on your Drive: after a disconnect, rerun the cells above and "
