@@ -69,16 +69,39 @@ def install(hw: str) -> str:
 import importlib.util
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
+import urllib.parse
 from pathlib import Path
 
 IN_COLAB = "COLAB_RELEASE_TAG" in os.environ or "google.colab" in sys.modules
 
 
-class ProjectNotFound(Exception):
+class OneLine(Exception):
     def _render_traceback_(self):  # IPython shows this one line, not a traceback
-        return [f"ProjectNotFound: {{self}}"]
+        return [f"{{type(self).__name__}}: {{self}}"]
+
+
+class ProjectNotFound(OneLine):
+    pass
+
+
+class InstallFailed(OneLine):
+    pass
+
+
+def run(command, what):
+    """Run `command` (git or pip); when it fails, its last error line as one line, below all it printed."""
+    done = subprocess.run(command, capture_output=True, text=True)
+    output = re.sub(r"\\x1b\\[[0-9;]*m", "", done.stderr)  # (pip colours its build's lines even when captured)
+    sys.stderr.write(output)
+    if done.returncode:
+        said = re.findall(r"(?:ERROR|fatal): .*", output) or output.strip().splitlines()
+        said = said[-1].strip() if said else f"exit status {{done.returncode}}"
+        raise InstallFailed(f"{{what}} failed: {{said}} (without the internet nothing can be fetched: on Kaggle, "
+                            "switch the notebook's Internet on)")
 
 
 def project_folder(folder):
@@ -87,30 +110,44 @@ def project_folder(folder):
 
 
 def installed_folder():
-    """The folder of the installed project (pip install -e), None when it is not installed."""
-    try:
-        url = json.loads(importlib.metadata.distribution("ntu-ml-lightning").read_text("direct_url.json") or "{{}}")
-    except importlib.metadata.PackageNotFoundError:
-        return None
-    return project_folder(url["url"].removeprefix("file://")) if url.get("url", "").startswith("file://") else None
+    """The folder of the installed project (pip install -e), None when it is not installed. (The egg-info that
+    installing leaves in the project folder, found from there through the path's "", is not an installation.)"""
+    for installed in importlib.metadata.distributions(name="ntu-ml-lightning"):
+        url = urllib.parse.urlparse(json.loads(installed.read_text("direct_url.json") or "{{}}").get("url", ""))
+        if url.scheme == "file" and project_folder(urllib.parse.unquote(url.path)):
+            return project_folder(urllib.parse.unquote(url.path))
+    return None
 
 
 if PROJECT_DIR and IN_COLAB and PROJECT_DIR.startswith("/content/drive"):
     from google.colab import drive
 
     drive.mount("/content/drive")
-# the project: PROJECT_DIR, here, one level up (Jupyter opened in notebooks/), on the path, installed, or cloned
+try:
+    STARTED_IN
+except NameError:  # the notebook's own folder (Kaggle: /kaggle/working), kept when this cell runs again
+    STARTED_IN = Path.cwd()
+# the project: PROJECT_DIR, cloned or copied here before, here, one level up (Jupyter opened in notebooks/), on
+# the path, installed, or cloned from REPO_URL
+beside = STARTED_IN / "ntu-ml-lightning"
 spec = importlib.util.find_spec("homework")
-places = [PROJECT_DIR] * bool(PROJECT_DIR) + [Path.cwd(), Path.cwd().parent]
+places = [PROJECT_DIR] * bool(PROJECT_DIR) + [beside, Path.cwd(), Path.cwd().parent]
 places += [Path(spec.origin).parents[1]] if spec is not None and spec.origin else []
 found = next(filter(None, map(project_folder, places)), None) or installed_folder()
 if found is None and REPO_URL:
-    subprocess.run(["git", "clone", "--quiet", REPO_URL, "ntu-ml-lightning"], check=True)
-    found = project_folder("ntu-ml-lightning")
+    run(["git", "clone", "--quiet", REPO_URL, str(beside)], f"git clone {{REPO_URL}}")
+    found = project_folder(beside)
 if found is None:
     raise ProjectNotFound(
         "the project is not here: put its folder beside this notebook (uploaded or unzipped), or set PROJECT_DIR "
         "to it (e.g. on Google Drive), or REPO_URL to the git URL of your copy, in the parameters cell")
+if not os.access(found, os.W_OK):  # e.g. a Kaggle dataset (/kaggle/input/...): installing and runs need to write
+    if project_folder(beside) is None:
+        shutil.copytree(found, beside, symlinks=True)
+        print(f"{{found}} is read-only: copied to {{beside}}, where the project is installed and its runs are kept")
+    else:
+        print(f"{{found}} is read-only: using its copy {{beside}}, made before (delete that folder to copy it again)")
+    found = beside
 os.chdir(found)
 # installed as a distribution (not merely importable from this folder), with every dependency; torch as it is
 missing = [m for m in ("pytorch_lightning", "jsonargparse", "torchmetrics", "optuna", "sacrebleu")
@@ -120,7 +157,8 @@ if installed_folder() is None or missing:
     keep.write_text("".join(f"{{name}}=={{importlib.metadata.version(name)}}\\n" for name in ("torch", "torchvision")
                             if importlib.util.find_spec(name) is not None))
     print("Installing the project and its dependencies (pip install -e ., the installed torch kept) ...")
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "-e", ".", "-c", str(keep)], check=True)
+    pip = [sys.executable, "-m", "pip", "install", "--quiet", "-e", ".", "-c", str(keep)]
+    run(pip, f"pip install -e . in {{found}}")
     importlib.invalidate_caches()
 if str(found) not in sys.path:
     sys.path.insert(0, str(found))  # (an install made now is on the path of new processes only)
@@ -269,8 +307,9 @@ def notebook(hw: str) -> nbformat.NotebookNode:
                           "`--trainer.devices 2` asks for both (`docs/gpus.md`)."),
         new_code_cell(gpu()),
         new_markdown_cell("## 2. The project\n\nFound beside this notebook, at `PROJECT_DIR` (e.g. uploaded to "
-                          "Google Drive), installed already, or cloned from `REPO_URL`; installed with "
-                          "`pip install -e .` when it is not, keeping the torch already installed."),
+                          "Google Drive, or a Kaggle dataset: read-only, so it is copied beside the notebook), "
+                          "installed already, or cloned from `REPO_URL`; installed with `pip install -e .` when it "
+                          "is not, keeping the torch already installed."),
         new_code_cell(install(hw)),
         new_markdown_cell("## 3. Google Drive (Colab, optional)\n\nWith `USE_DRIVE`, the runs (checkpoints, "
                           "curves, submissions) live on your Drive: after a disconnect, rerun the cells above and "

@@ -130,6 +130,8 @@ def _no_project(name, *args):
         raise importlib.metadata.PackageNotFoundError(name)
     return _distribution(name, *args)
 importlib.metadata.distribution = _no_project
+_distributions = importlib.metadata.distributions
+importlib.metadata.distributions = lambda **kw: [] if kw.get("name") == "ntu-ml-lightning" else _distributions(**kw)
 importlib.util.find_spec = lambda name, *args: None if name.split(".")[0] == "homework" else _find_spec(name, *args)
 '''
 
