@@ -75,6 +75,63 @@ def test_the_rule_in_one_place(tmp_path):
         outputs.target(tmp_path / "x.ckpt", "a")
 
 
+def test_a_users_file_where_a_picture_goes_is_kept_and_the_line_says_where_it_went(capsys, caplog):
+    run = main(["fit", "--trainer.max_epochs", "1", *QUIET]).run_dir
+    # the student's own picture at the learning curve's name (not in the folder's record of what the project wrote)
+    record = json.loads((run / outputs.MANIFEST).read_text())
+    assert record.pop("learning_curve.png") == str(run.resolve())  # the curve went through the rule, from this run
+    (run / outputs.MANIFEST).write_text(json.dumps(record))
+    (run / "learning_curve.png").write_bytes(b"my picture")
+    capsys.readouterr()
+    main(["fit", "--resume", str(run), "--trainer.max_epochs", "2", *QUIET])
+    said = capsys.readouterr().out + caplog.text
+    assert (run / "learning_curve.png").read_bytes() == b"my picture"
+    assert (run / "learning_curve-2.png").read_bytes().startswith(b"\x89PNG")
+    assert (f"Learning curve: {run / 'learning_curve-2.png'} (learning_curve.png there was not written by this "
+            f"project, so it is kept)") in said, said[-2000:]
+
+
+@pytest.mark.parametrize("callback", ["callbacks.size_accuracy.SizeAccuracyPlot",
+                                      "callbacks.domain_features.DomainFeaturesTSNE"])
+def test_a_picture_named_by_the_user_is_refused_before_training(tmp_path, callback):
+    # (the callbacks alone, on the trainer's run directory: their homeworks' fits take minutes; the rule is shared)
+    from importlib import import_module
+    from types import SimpleNamespace
+
+    module, name = callback.rsplit(".", 1)
+    plot_class = getattr(import_module(module), name)
+    (tmp_path / "report.png").write_bytes(b"mine")
+    plot = plot_class(filename="report.png")
+    trainer = SimpleNamespace(is_global_zero=True, default_root_dir=str(tmp_path))
+    with pytest.raises(DataError, match=rf"^{name}.filename {tmp_path / 'report.png'}: a file "
+                                        rf"is already there and this project did not write it, so it is kept"):
+        plot.on_fit_start(trainer, None)
+    assert (tmp_path / "report.png").read_bytes() == b"mine"
+    (tmp_path / "run.json").write_text("{}")
+    with pytest.raises(DataError, match="a run's own file"):
+        plot_class(filename="config.yaml").on_fit_start(trainer, None)
+
+
+def test_a_users_folder_where_the_demo_set_goes_is_kept(capsys):
+    Path("data/hw1-demo").mkdir(parents=True)
+    Path("data/hw1-demo/notes.txt").write_text("mine\n")
+    line = user_error(capsys, main, ["fit", *FAST])
+    assert line == ("error: 'data/hw1-demo': a folder this project did not make is there and it is not the demo "
+                    "set, so it is kept; move it away (a folder of your data: pass it with --data.data_dir)")
+    assert [p.name for p in Path("data/hw1-demo").iterdir()] == ["notes.txt"]
+
+
+def test_an_older_versions_demo_set_is_rebuilt_saying_so(capsys, caplog):
+    # what an older version left: its build lock beside the folder (build_once keeps it), no mark, an older layout
+    Path("data/hw1-demo").mkdir(parents=True)
+    Path("data/hw1-demo/covid.train.csv").write_text("id,old\n")
+    Path("data/.hw1-demo.lock").touch()
+    main(["fit", "--trainer.max_epochs", "1", *QUIET])
+    assert "Replacing data/hw1-demo: this project made it, but it is not the demo set this version reads" in \
+        capsys.readouterr().out + caplog.text
+    assert Path("data/hw1-demo/.ntu-ml-built").exists() and Path("data/hw1-demo/covid.test.csv").is_file()
+
+
 # --- a full disk, a read-only folder ----------------------------------------------------------------------------
 class FillDisk(__import__("pytorch_lightning").Callback):
     """After the second epoch, fills the disk the run writes to (as Colab's disk or a Drive quota fills); once in
