@@ -150,17 +150,6 @@ class FillDisk(__import__("pytorch_lightning").Callback):
                     pass
 
 
-@pytest.fixture
-def small_disk(tmp_path):
-    """A 3 MB tmpfs at `disk/` (root can mount one; else the test is skipped and the faked one below stands)."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    if os.geteuid() != 0 or os.system(f"mount -t tmpfs -o size=3m tmpfs {mount} 2>/dev/null") != 0:
-        pytest.skip("cannot mount a small tmpfs here (not root, or no permission)")
-    yield mount
-    os.system(f"umount -l {mount}")
-
-
 def one_line(capsys, args) -> str:
     """Like conftest's `user_error`, for a condition that keeps what was written: exit 2, one `error:` line, last."""
     with pytest.raises(SystemExit) as exit_info:
