@@ -70,6 +70,22 @@ MUTANTS = [
     ("callbacks/interrupt.py", "    return 128 + (_received if _received is not None else signal.SIGINT)",
      "    return 130", ["tests/test_preemption.py::test_sigterm_stops_predict_at_once_and_writes_nothing"],
      "SIGTERM exits as Ctrl-C does (130): a scheduler cannot tell the two apart"),
+    ("homework/runs/__init__.py", 'if record.get("status") != "running" or still_training(run_dir) is not False:',
+     "if True:", ["tests/test_preemption.py::test_a_fit_killed_without_a_word_reads_as_stopped_and_resumes"],
+     "a run killed by SIGKILL or the OOM killer reads `running` for ever"),
+    ("datamodules/atomic.py", "    if target.exists() and not made_here(target):", "    if False:",
+     ["tests/test_reliability.py::test_a_users_folder_where_the_demo_set_goes_is_kept"],
+     "a folder of the user's at data/hwN-demo is deleted and replaced by the demo set"),
+    ("callbacks/plots.py", 'path = outputs.save_figure(fig, path, inputs, dpi=110, bbox_inches="tight")',
+     'fig.savefig(path, dpi=110, bbox_inches="tight")',
+     ["tests/test_reliability.py::test_a_users_file_where_a_picture_goes_is_kept_and_the_line_says_where_it_went"],
+     "the learning curve replaces a picture of the user's"),
+    ("homework/runs/tracking.py", "            tempfile.TemporaryFile(dir=folder).close()", "            pass",
+     ["tests/test_tracking.py::test_a_read_only_wandb_folder_is_one_line_before_training"],
+     "a read-only W&B folder is found only when W&B (quietly) fails"),
+    ("homework/cli/main.py", '"save_to_log_dir": False', '"save_to_log_dir": True',
+     ["tests/test_tracking.py::test_a_wandb_folder_of_the_users_keeps_its_files_and_the_run_its_config"],
+     "the run's config.yaml replaces a user's file in W&B's folder"),
 ]
 
 
