@@ -183,6 +183,7 @@ def test_a_wandb_folder_that_fills_mid_run_is_one_line_naming_the_file(network, 
 def test_a_read_only_wandb_folder_is_one_line_before_training(network, small_disk, capsys):
     # (a Drive folder shared read-only): refused before training, naming the option and the folder
     folder = small_disk / "wandb-files"
+    folder.mkdir()  # (there already: only a write tells)
     assert os.system(f"mount -o remount,ro {small_disk}") == 0
     line = user_error(capsys, main, [*FIT, "--trainer.logger.init_args.save_dir", str(folder)])
     assert line == (f"error: --trainer.logger.init_args.save_dir {folder}: W&B's folder cannot be written (a "
