@@ -95,10 +95,13 @@ def test_a_fit_killed_without_a_word_reads_as_stopped_and_resumes(tmp_path, caps
     command = Command(tmp_path, ["fit", *ENDLESS, *FAST])
     command.wait_for(lambda: "epoch 2" in command.out.read_text() and last_checkpoint(tmp_path) is not None,
                      "three epochs and last.ckpt")
-    command.kill()  # SIGKILL: the OOM killer, a power cut, `kill -9`; nothing runs after it
     run = run_dir(tmp_path)
+    assert runs.read_record(run)["status"] == "running"  # alive: its lock is held
+    command.kill()  # SIGKILL: the OOM killer, a power cut, `kill -9`; nothing runs after it
     assert json.loads((run / "run.json").read_text())["status"] == "running"  # the last thing it wrote
     assert runs.read_record(run)["status"] == "stopped"  # its lock is free: no process trains there
+    assert runs.find_best(tmp_path / "runs" / "hw1").reason.startswith(
+        f"the best of 1 comparable run(s) (same data and split): {run.name} (stopped without saying why (killed?)), ")
 
     main(["diagnose", str(run)])  # (in this process: the commands after a kill are the student's next ones)
     out = capsys.readouterr().out
