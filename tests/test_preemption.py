@@ -100,13 +100,18 @@ def test_a_fit_killed_without_a_word_reads_as_stopped_and_resumes(tmp_path, caps
     command.kill()  # SIGKILL: the OOM killer, a power cut, `kill -9`; nothing runs after it
     assert json.loads((run / "run.json").read_text())["status"] == "running"  # the last thing it wrote
     assert runs.read_record(run)["status"] == "stopped"  # its lock is free: no process trains there
+    # killed while saving a new best, the record names a file never written (the hook that records it runs first)
+    record = json.loads((run / "run.json").read_text())
+    (run / "run.json").write_text(json.dumps({**record, "best_checkpoint": "checkpoints/best-epoch=999.ckpt"}))
+    found = runs.read_record(run)  # the best the folder holds, found by its own saved state
+    assert (run / found["best_checkpoint"]).is_file() and f"{found['best_score']:.4f}" in found["best_checkpoint"]
     assert runs.find_best(tmp_path / "runs" / "hw1").reason.startswith(
         f"the best of 1 comparable run(s) (same data and split): {run.name} (stopped without saying why (killed?)), ")
 
     main(["diagnose", str(run)])  # (in this process: the commands after a kill are the student's next ones)
     out = capsys.readouterr().out
-    assert out.startswith(f"Run {run} (stopped without saying why (killed?), "), out[:300]
     epochs = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["epoch"] + 1
+    assert out.startswith(f"Run {run} (stopped without saying why (killed?), {epochs} epochs)"), out[:300]
     main(["fit", "--resume", str(run), "--trainer.max_epochs", str(epochs + 1), *QUIET])
     assert capsys.readouterr().out.startswith(f"Resuming run {run.name}, which stopped without saying why (killed?), "
                                               f"from last.ckpt (the end of epoch {epochs - 1})")

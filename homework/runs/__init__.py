@@ -202,13 +202,41 @@ def still_training(run_dir: Path) -> bool | None:
 def settled(run_dir: Path, record: dict) -> dict:
     """`record` as it stands: a `running` one whose process has ended (its lock is free, and the record still says
     `running` after the lock was looked at, so not a run that just finished) is `stopped`, with STOPPED as its
-    error. Not written back: reading never changes a run (it may be read-only, or resumed meanwhile)."""
+    error, the epochs its last.ckpt holds and the best checkpoint its folder holds (`best_on_disk`). Not written
+    back: reading never changes a run (it may be read-only, or resumed meanwhile)."""
     if record.get("status") != "running" or still_training(run_dir) is not False:
         return record
     again = _read(run_dir)
     if not isinstance(again, dict) or again.get("status") != "running":
         return again if isinstance(again, dict) else record
-    return {**again, "status": "stopped", "error": STOPPED}
+    last = run_dir / "checkpoints" / "last.ckpt"  # (run.json is saved at each new best: its count may lag)
+    done = epochs_done(last) if last.is_file() else None
+    again = best_on_disk(run_dir, again)
+    return {**again, "status": "stopped", "error": STOPPED, **({"epochs": done} if done is not None else {})}
+
+
+def best_on_disk(run_dir: Path, record: dict) -> dict:
+    """`record` naming the best checkpoint its run's folder holds. A run killed while saving a new best names a file
+    that was never written: Lightning calls the hook that records it (`RunRecord.on_save_checkpoint`) before writing
+    the file, and deletes the previous best only after. That previous best is then found by its own saved state
+    (its ModelCheckpoint state names itself as the best, with its score)."""
+    import torch
+
+    named = record.get("best_checkpoint")
+    if not named or (run_dir / named).is_file():
+        return record
+    for path in sorted((run_dir / "checkpoints").glob("*.ckpt")):
+        try:
+            saved = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except Exception:  # (not a checkpoint this project wrote)
+            continue
+        for name, state in (saved.get("callbacks") or {}).items():
+            score = state.get("best_model_score") if "Checkpoint" in name and isinstance(state, dict) else None
+            if score is not None and Path(str(state.get("best_model_path"))).name == path.name:
+                score = float(score)
+                return {**record, "best_checkpoint": os.path.relpath(path, run_dir), "best_epoch": saved.get("epoch"),
+                        "best_score": score if math.isfinite(score) else None}
+    return {**record, "best_checkpoint": None, "best_score": None}
 
 
 def describe_status(record: dict) -> str:
