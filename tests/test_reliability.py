@@ -9,6 +9,7 @@ import pytest
 
 from datamodules import outputs
 from datamodules.errors import DataError
+from homework import runs
 from homework.hw1 import main
 from tests.conftest import QUIET, user_error
 
@@ -170,6 +171,8 @@ def assert_full_disk_line(capsys, args, root):
     assert record["status"] == "failed" and "no space left on the disk" in record["error"]  # not "running"
     last = __import__("torch").load(run / "checkpoints" / "last.ckpt", weights_only=False)  # whole
     assert last["epoch"] >= 0 and not list(run.rglob(".*tmp*"))
+    # the best checkpoint as read (`best`, `--ckpt_path <run>`) is one the disk holds, not the one it had no room for
+    assert (run / runs.read_record(run)["best_checkpoint"]).is_file()
     return run
 
 

@@ -205,10 +205,10 @@ def settled(run_dir: Path, record: dict) -> dict:
     error, the epochs its last.ckpt holds and the best checkpoint its folder holds (`best_on_disk`). Not written
     back: reading never changes a run (it may be read-only, or resumed meanwhile)."""
     if record.get("status") != "running" or still_training(run_dir) is not False:
-        return record
+        return best_on_disk(run_dir, record) if record.get("status") != "running" else record
     again = _read(run_dir)
     if not isinstance(again, dict) or again.get("status") != "running":
-        return again if isinstance(again, dict) else record
+        return best_on_disk(run_dir, again) if isinstance(again, dict) else record
     last = run_dir / "checkpoints" / "last.ckpt"  # (run.json is saved at each new best: its count may lag)
     done = epochs_done(last) if last.is_file() else None
     again = best_on_disk(run_dir, again)
@@ -216,10 +216,11 @@ def settled(run_dir: Path, record: dict) -> dict:
 
 
 def best_on_disk(run_dir: Path, record: dict) -> dict:
-    """`record` naming the best checkpoint its run's folder holds. A run killed while saving a new best names a file
-    that was never written: Lightning calls the hook that records it (`RunRecord.on_save_checkpoint`) before writing
-    the file, and deletes the previous best only after. That previous best is then found by its own saved state
-    (its ModelCheckpoint state names itself as the best, with its score)."""
+    """`record` naming the best checkpoint its run's folder holds. A run killed (or stopped by a full disk) while
+    saving a new best names a file that was never written: Lightning calls the hook that records it
+    (`RunRecord.on_save_checkpoint`) before writing the file, and deletes the previous best only after. That
+    previous best is then found by its own saved state (its ModelCheckpoint state names itself as the best, with its
+    score)."""
     import torch
 
     named = record.get("best_checkpoint")
