@@ -32,7 +32,7 @@ MUTANTS = [
     ("models/translation.py", 'tokenize="zh"', 'tokenize="13a"',
      ["tests/test_pinned.py::test_bleu_counts_each_chinese_character_as_a_word"],
      "HW5's BLEU without Chinese tokenisation: about 0 unless exact"),
-    ("homework/lab/advisor.py", " and t_end < c.train_at.get(best_epoch, math.inf)", "",
+    ("homework/lab/advisor.py", "c.noise(v_best) \\\n        and train_fell", "c.noise(v_best)",
      ["tests/test_pinned.py::test_validation_rising_while_training_stays_is_not_overfitting"],
      "the advisor calls 'overfitting' when validation rises and training does not fall"),
     ("homework/lab/tune.py", "states=(TrialState.COMPLETE, TrialState.PRUNED,\n", "states=(TrialState.COMPLETE,\n",
