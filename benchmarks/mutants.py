@@ -52,7 +52,7 @@ MUTANTS = [
      ["tests/test_reliability.py::test_a_user_named_file_that_exists_is_refused_and_kept"],
      "predict writes beside the file the user named, without a word"),
     ("datamodules/disk.py", "    if torch_write_failed(err):", "    if False:",
-     ["tests/test_reliability.py::test_a_disk_that_fills_mid_fit_is_one_line_and_the_run_resumes"],
+     ["tests/test_reliability.py::test_a_full_disk_faked_at_the_checkpoint_write_is_one_line"],
      "a full disk while saving a checkpoint is torch's traceback"),
     ("homework/runs/__init__.py", "            if not ending:\n                raise",
      "            if True:\n                raise",
