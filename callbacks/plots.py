@@ -76,6 +76,7 @@ class LearningCurvePlot(pl.Callback):
         self.stop_reason: str | None = None
         self.recorded_epochs = 0
         self.recipe: str | None = None  # the optimizer, schedule and batch the curve shows (compare's variants)
+        self.written: Path | None = None  # where the curve went (beside a file of the user's at `filename`)
         self._best_path: str | None = None
 
     # --- recording ------------------------------------------------------------------------------
@@ -159,6 +160,7 @@ class LearningCurvePlot(pl.Callback):
         path = self.plot(chosen, getattr(pl_module, "monitor", None), getattr(pl_module, "mode", "min"), run)
         # the numbers behind it (`diagnose` reads them)
         outputs.write(path.with_suffix(".json"), json.dumps(self.state_dict()), run)
+        self.written = path
         if path != chosen:  # (said only then: the run directory's listing names the curve)
             rank_zero_info(f"Learning curve: {path}{outputs.kept(chosen, path)}")
         log.info("Learning curve: %s", path)

@@ -84,10 +84,13 @@ def test_a_users_file_where_a_picture_goes_is_kept_and_the_line_says_where_it_we
     (run / outputs.MANIFEST).write_text(json.dumps(record))
     (run / "learning_curve.png").write_bytes(b"my picture")
     capsys.readouterr()
-    main(["fit", "--resume", str(run), "--trainer.max_epochs", "2", *QUIET])
+    from homework import hw1  # (the Python API: its result shows the curve in a notebook)
+
+    result = hw1.fit(resume=str(run), max_epochs=2, trainer={"enable_progress_bar": False}, diagnose=False)
     said = capsys.readouterr().out + caplog.text
     assert (run / "learning_curve.png").read_bytes() == b"my picture"
     assert (run / "learning_curve-2.png").read_bytes().startswith(b"\x89PNG")
+    assert result.learning_curve == run / "learning_curve-2.png"  # what a notebook shows: the curve, not the picture
     assert (f"Learning curve: {run / 'learning_curve-2.png'} (learning_curve.png there was not written by this "
             f"project, so it is kept)") in said, said[-2000:]
 
