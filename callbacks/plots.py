@@ -158,8 +158,8 @@ class LearningCurvePlot(pl.Callback):
         chosen = Path(trainer.default_root_dir) / self.filename
         run = str(chosen.parent.resolve())  # the inputs: this run (redrawn when it is resumed)
         path = self.plot(chosen, getattr(pl_module, "monitor", None), getattr(pl_module, "mode", "min"), run)
-        # the numbers behind it (`diagnose` reads them)
-        outputs.write(path.with_suffix(".json"), json.dumps(self.state_dict()), run)
+        # the numbers behind it, under their own name (`diagnose` reads learning_curve.json), by the same rule
+        outputs.write(chosen.with_suffix(".json"), json.dumps(self.state_dict()), run)
         self.written = path
         if path != chosen:  # (said only then: the run directory's listing names the curve)
             rank_zero_info(f"Learning curve: {path}{outputs.kept(chosen, path)}")

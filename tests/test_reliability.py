@@ -91,6 +91,7 @@ def test_a_users_file_where_a_picture_goes_is_kept_and_the_line_says_where_it_we
     assert (run / "learning_curve.png").read_bytes() == b"my picture"
     assert (run / "learning_curve-2.png").read_bytes().startswith(b"\x89PNG")
     assert result.learning_curve == run / "learning_curve-2.png"  # what a notebook shows: the curve, not the picture
+    assert json.loads((run / "learning_curve.json").read_text())["recorded_epochs"] == 2  # (`diagnose` reads it)
     assert (f"Learning curve: {run / 'learning_curve-2.png'} (learning_curve.png there was not written by this "
             f"project, so it is kept)") in said, said[-2000:]
 
