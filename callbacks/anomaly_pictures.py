@@ -19,6 +19,7 @@ from pytorch_lightning.utilities import rank_zero_info
 
 from callbacks.plots import pyplot
 from callbacks.submission import KaggleSubmissionWriter
+from datamodules import outputs
 
 
 class AnomalyPictures(pl.Callback):
@@ -65,12 +66,13 @@ class AnomalyPictures(pl.Callback):
         if not trainer.is_global_zero or self.best is None:
             return
         best, denormalize = self.best, trainer.datamodule.denormalize
-        path = Path(trainer.default_root_dir) / "reconstructions.png"
+        chosen = Path(trainer.default_root_dir) / "reconstructions.png"
         captions = [f"{c}\n{s:.3g}" for c, s in zip(best["captions"], best["scores"].tolist())]
-        plot_pairs(denormalize(best["images"]), denormalize(best["recon"]), captions, path,
-                   f"Validation images (top) and reconstructions (below), anomaly score under each\n"
-                   f"best epoch {best['epoch']}, {pl_module.monitor} {best['score']:.4f}", self.per_row)
-        rank_zero_info(f"Validation reconstructions: {path}")
+        path = plot_pairs(denormalize(best["images"]), denormalize(best["recon"]), captions, chosen,
+                          f"Validation images (top) and reconstructions (below), anomaly score under each\n"
+                          f"best epoch {best['epoch']}, {pl_module.monitor} {best['score']:.4f}", self.per_row,
+                          str(chosen.parent.resolve()))
+        rank_zero_info(f"Validation reconstructions: {path}{outputs.kept(chosen, path)}")
         if isinstance(trainer.logger, WandbLogger):
             trainer.logger.log_image(key="reconstructions", images=[str(path)])
 
@@ -99,16 +101,20 @@ class AnomalyPictures(pl.Callback):
         with torch.no_grad():
             recon = pl_module.score(images.to(pl_module.device))[1].cpu()
         pl_module.train(was_training)
-        path = writer.written_path.parent / "anomalies.png"
-        plot_pairs(datamodule.denormalize(images), datamodule.denormalize(recon), captions, path,
-                   f"The {count} most (first row) and least (third row) anomalous of {len(scores)} test images, "
-                   f"their scores,\nand their reconstructions (below each row)", count)
-        writer.summary = (writer.summary or "") + f"\nPictures of the most and least anomalous test images: {path}"
+        # beside the submission, which may be a folder of the user's (--submission.output_dir): by the output rule
+        chosen = writer.written_path.parent / "anomalies.png"
+        path = plot_pairs(datamodule.denormalize(images), datamodule.denormalize(recon), captions, chosen,
+                          f"The {count} most (first row) and least (third row) anomalous of {len(scores)} test images, "
+                          f"their scores,\nand their reconstructions (below each row)", count,
+                          str(writer.written_path.resolve()))
+        writer.summary = ((writer.summary or "") + f"\nPictures of the most and least anomalous test images: {path}"
+                          + outputs.kept(chosen, path))
 
 
 def plot_pairs(images: torch.Tensor, recon: torch.Tensor, captions: list[str], path: Path, title: str,
-               per_row: int) -> None:
-    """Rows of (3, H, W) images in [0, 1], each row followed by a row of their reconstructions."""
+               per_row: int, inputs: str = "") -> Path:
+    """Rows of (3, H, W) images in [0, 1], each row followed by a row of their reconstructions; saved by the output
+    rule (datamodules/outputs.py), made from `inputs`: returns where it went."""
     plt = pyplot()
     groups = -(-len(images) // per_row)
     fig, axes = plt.subplots(2 * groups, per_row, figsize=(1.45 * per_row, 3.2 * groups + 0.9), squeeze=False)
@@ -123,6 +129,6 @@ def plot_pairs(images: torch.Tensor, recon: torch.Tensor, captions: list[str], p
             axes[row + 1][col].set_title("reconstruction", fontsize=7, color="dimgray")
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    path = outputs.save_figure(fig, path, inputs, dpi=110)
     plt.close(fig)
+    return path

@@ -11,6 +11,9 @@ from pytorch_lightning.utilities import rank_zero_info
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from callbacks.plots import pyplot
+from datamodules import outputs
+
+DEFAULT_NAMES = {"confusion_filename": "confusion_matrix.png", "errors_filename": "misclassified.png"}
 
 
 class ClassificationPlots(pl.Callback):
@@ -30,6 +33,17 @@ class ClassificationPlots(pl.Callback):
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.confusion = MulticlassConfusionMatrix(pl_module.hparams.num_classes)
         self.best = None
+        root = Path(trainer.default_root_dir)
+        for name, path in self.targets(root).items():  # a name the user chose, refused before training, not after
+            if trainer.is_global_zero and getattr(self, name) != DEFAULT_NAMES[name]:
+                outputs.check(path, str(root.resolve()), f"ClassificationPlots.{name}")
+
+    def targets(self, root: Path) -> dict[str, Path]:
+        return {name: root / getattr(self, name) for name in DEFAULT_NAMES}
+
+    def option(self, name: str) -> str | None:
+        """The option that named a picture's file (None: the default name, which goes beside a file in its way)."""
+        return f"ClassificationPlots.{name}" if getattr(self, name) != DEFAULT_NAMES[name] else None
 
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.state.fn != "fit":  # `validate` / `test` runs draw nothing
@@ -70,22 +84,31 @@ class ClassificationPlots(pl.Callback):
         rank_zero_info(f"Per-class validation accuracy (epoch {self.best['epoch']}, "
                        f"{pl_module.monitor} {self.best['score']:.4f}):\n" + per_class_accuracy(confusion, names))
         root = Path(trainer.default_root_dir)
+        run = str(root.resolve())  # the inputs: this run
         title = f"epoch {self.best['epoch']}, {pl_module.monitor} {self.best['score']:.4f}"
-        paths = {"confusion_matrix": root / self.confusion_filename, "misclassified": root / self.errors_filename}
-        plot_confusion(confusion, names, paths["confusion_matrix"], f"Validation confusion matrix ({title})")
+        chosen = self.targets(root)
+        paths = {"confusion_matrix": plot_confusion(confusion, names, chosen["confusion_filename"],
+                                                    f"Validation confusion matrix ({title})", run,
+                                                    self.option("confusion_filename"))}
         denormalize = getattr(datamodule, "denormalize", lambda x: (x - x.min()) / (x.max() - x.min() + 1e-8))
         wrong = self.best["wrong"]
         images = denormalize(torch.cat([w[0] for w in wrong])) if wrong else torch.empty(0)
         labels = [(names[t], names[p]) for w in wrong for t, p in zip(w[1].tolist(), w[2].tolist())]
-        plot_misclassified(images, labels, paths["misclassified"], f"Misclassified validation images ({title})")
-        rank_zero_info(f"Validation pictures: {paths['confusion_matrix']}, {paths['misclassified']}")
+        paths["misclassified"] = plot_misclassified(images, labels, chosen["errors_filename"],
+                                                    f"Misclassified validation images ({title})", run,
+                                                    self.option("errors_filename"))
+        rank_zero_info(f"Validation pictures: {paths['confusion_matrix']}, {paths['misclassified']}"
+                       + outputs.kept(chosen["confusion_filename"], paths["confusion_matrix"])
+                       + outputs.kept(chosen["errors_filename"], paths["misclassified"]))
         if isinstance(trainer.logger, WandbLogger):
             for key, path in paths.items():
                 trainer.logger.log_image(key=key, images=[str(path)])
 
 
-def plot_confusion(confusion: np.ndarray, names: list[str], path: Path, title: str) -> None:
+def plot_confusion(confusion: np.ndarray, names: list[str], path: Path, title: str, inputs: str = "",
+                   option: str | None = None) -> Path:
     """Cells coloured by the share of each true class (row), labelled with counts; accuracy per class on the rows.
+    Saved by the output rule (datamodules/outputs.py): returns where it went.
 
     Hand-drawn: sklearn's and torchmetrics' displays colour by count or print shares, not both.
     """
@@ -103,14 +126,15 @@ def plot_confusion(confusion: np.ndarray, names: list[str], path: Path, title: s
     ax.set_ylabel("true class  (its accuracy)")
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    path = outputs.save_figure(fig, path, inputs, option, dpi=110)
     plt.close(fig)
+    return path
 
 
 def plot_misclassified(images: torch.Tensor, labels: list[tuple[str, str]], path: Path, title: str,
-                       columns: int = 8) -> None:
-    """A grid of (3, H, W) images in [0, 1], each captioned with its true and predicted class."""
+                       inputs: str = "", option: str | None = None, columns: int = 8) -> Path:
+    """A grid of (3, H, W) images in [0, 1], each captioned with its true and predicted class (saved as
+    `plot_confusion` saves)."""
     plt = pyplot()
     rows = max(1, math.ceil(len(images) / columns))
     fig, axes = plt.subplots(rows, columns, figsize=(1.7 * columns, 2.0 * rows + 0.5), squeeze=False)
@@ -124,9 +148,9 @@ def plot_misclassified(images: torch.Tensor, labels: list[tuple[str, str]], path
         axes[0][0].text(0, 0.5, "no misclassified validation images", fontsize=11)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    path = outputs.save_figure(fig, path, inputs, option, dpi=110)
     plt.close(fig)
+    return path
 
 
 def per_class_accuracy(confusion, names: list[str]) -> str:

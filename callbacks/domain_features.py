@@ -10,6 +10,9 @@ from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities import move_data_to_device, rank_zero_info
 
 from callbacks.plots import pyplot
+from datamodules import outputs
+
+DEFAULT_NAME = "tsne.png"
 
 
 class DomainFeaturesTSNE(pl.Callback):
@@ -23,9 +26,18 @@ class DomainFeaturesTSNE(pl.Callback):
     its 2-D points in checkpoints, so a resumed run still draws both.
     """
 
-    def __init__(self, max_points: int = 300, filename: str = "tsne.png", perplexity: float = 30.0) -> None:
+    def __init__(self, max_points: int = 300, filename: str = DEFAULT_NAME, perplexity: float = 30.0) -> None:
         self.max_points, self.filename, self.perplexity = max_points, filename, perplexity
         self.snapshots: dict[str, dict] = {}
+
+    def option(self) -> str | None:
+        """The option that named the file (None: the default name, which goes beside a file in its way)."""
+        return "DomainFeaturesTSNE.filename" if self.filename != DEFAULT_NAME else None
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.is_global_zero and self.option():  # a name the user chose: refused before training, not after
+            run_dir = Path(trainer.default_root_dir)
+            outputs.check(run_dir / self.filename, str(run_dir.resolve()), self.option())
 
     @torch.no_grad()
     def features(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict:
@@ -76,9 +88,10 @@ class DomainFeaturesTSNE(pl.Callback):
             return
         self.snapshots["last"] = self.snapshot(trainer, pl_module, "last")
         names = [str(n) for n in getattr(trainer.datamodule, "class_names", range(pl_module.hparams.num_classes))]
-        path = Path(trainer.default_root_dir) / self.filename
-        plot_tsne([self.snapshots[k] for k in ("early", "last") if k in self.snapshots], names, path)
-        rank_zero_info(f"t-SNE of the features, before and after adaptation: {path}")
+        chosen = Path(trainer.default_root_dir) / self.filename
+        path = plot_tsne([self.snapshots[k] for k in ("early", "last") if k in self.snapshots], names, chosen,
+                         str(chosen.parent.resolve()), self.option())
+        rank_zero_info(f"t-SNE of the features, before and after adaptation: {path}{outputs.kept(chosen, path)}")
         if isinstance(trainer.logger, WandbLogger):
             trainer.logger.log_image(key="tsne", images=[str(path)])
 
@@ -94,9 +107,10 @@ class DomainFeaturesTSNE(pl.Callback):
                           for name, snap in state.items()}
 
 
-def plot_tsne(snapshots: list[dict], class_names: list[str], path: Path) -> None:
+def plot_tsne(snapshots: list[dict], class_names: list[str], path: Path, inputs: str = "",
+              option: str | None = None) -> Path:
     """One row per snapshot: the points coloured by domain (left) and by class (right; photos as dots,
-    drawings as crosses)."""
+    drawings as crosses). Saved by the output rule (datamodules/outputs.py): returns where it went."""
     plt = pyplot()
     fig, axes = plt.subplots(len(snapshots), 2, figsize=(11.5, 4.6 * len(snapshots)), squeeze=False)
     domain_colors = {1: ("tab:blue", "source (photos)"), 0: ("tab:orange", "target (drawings)")}
@@ -125,6 +139,6 @@ def plot_tsne(snapshots: list[dict], class_names: list[str], path: Path) -> None
     fig.suptitle("Features of the feature extractor (t-SNE): aligned domains overlap; classes should stay apart",
                  fontsize=11)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+    path = outputs.save_figure(fig, path, inputs, option, dpi=110, bbox_inches="tight")
     plt.close(fig)
+    return path

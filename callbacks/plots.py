@@ -7,8 +7,9 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytorch_lightning as pl
+from pytorch_lightning.utilities import rank_zero_info
 
-from datamodules.atomic import replacing
+from datamodules import outputs
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,7 @@ class LearningCurvePlot(pl.Callback):
         self.stop_reason: str | None = None
         self.recorded_epochs = 0
         self.recipe: str | None = None  # the optimizer, schedule and batch the curve shows (compare's variants)
+        self.written: Path | None = None  # where the curve went (beside a file of the user's at `filename`)
         self._best_path: str | None = None
 
     # --- recording ------------------------------------------------------------------------------
@@ -153,10 +155,14 @@ class LearningCurvePlot(pl.Callback):
     def _draw(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> Path | None:
         if not trainer.is_global_zero or not self.history:
             return None
-        path = Path(trainer.default_root_dir) / self.filename
-        self.plot(path, getattr(pl_module, "monitor", None), getattr(pl_module, "mode", "min"))
-        with replacing(path.with_suffix(".json"), "w") as f:  # the numbers behind it (`diagnose` reads them)
-            json.dump(self.state_dict(), f)
+        chosen = Path(trainer.default_root_dir) / self.filename
+        run = str(chosen.parent.resolve())  # the inputs: this run (redrawn when it is resumed)
+        path = self.plot(chosen, getattr(pl_module, "monitor", None), getattr(pl_module, "mode", "min"), run)
+        # the numbers behind it, under their own name (`diagnose` reads learning_curve.json), by the same rule
+        outputs.write(chosen.with_suffix(".json"), json.dumps(self.state_dict()), run)
+        self.written = path
+        if path != chosen:  # (said only then: the run directory's listing names the curve)
+            rank_zero_info(f"Learning curve: {path}{outputs.kept(chosen, path)}")
         log.info("Learning curve: %s", path)
         return path
 
@@ -170,11 +176,12 @@ class LearningCurvePlot(pl.Callback):
             return None
         return (min if mode == "min" else max)(finite, key=lambda p: p[1])
 
-    def plot(self, path: Path, monitor: str | None = None, mode: str = "min") -> None:
+    def plot(self, path: Path, monitor: str | None = None, mode: str = "min", inputs: str = "") -> Path:
+        """Save the figure as `path` by the project's output rule (datamodules/outputs.py); returns where it went."""
         fig = self.figure(monitor, mode)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=110, bbox_inches="tight")
+        path = outputs.save_figure(fig, path, inputs, dpi=110, bbox_inches="tight")
         pyplot().close(fig)
+        return path
 
     def figure(self, monitor: str | None = None, mode: str = "min"):
         """The figure `plot` saves: loss panel, main-metric panel (when the monitor is not the loss

@@ -10,6 +10,9 @@ import pytorch_lightning as pl
 from pytorch_lightning.utilities import rank_zero_info
 
 from callbacks.plots import pyplot
+from datamodules import outputs
+
+DEFAULT_NAME = "size_accuracy.png"
 
 
 def sibling_runs(run_dir: Path) -> list[tuple[str, dict]]:
@@ -33,8 +36,17 @@ class SizeAccuracyPlot(pl.Callback):
     runs of the same homework and data beside it; the budget (`run_record()["max_params"]`) as a vertical line, and
     the DataModule's ceiling reference (`reference_score()`: HW13's teacher) as a horizontal one."""
 
-    def __init__(self, filename: str = "size_accuracy.png") -> None:
+    def __init__(self, filename: str = DEFAULT_NAME) -> None:
         self.filename = filename
+
+    def option(self) -> str | None:
+        """The option that named the file (None: the default name, which goes beside a file in its way)."""
+        return "SizeAccuracyPlot.filename" if self.filename != DEFAULT_NAME else None
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.is_global_zero and self.option():  # a name the user chose: refused before training, not after
+            run_dir = Path(trainer.default_root_dir)
+            outputs.check(run_dir / self.filename, str(run_dir.resolve()), self.option())
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         ckpt = trainer.checkpoint_callback
@@ -55,15 +67,18 @@ class SizeAccuracyPlot(pl.Callback):
                                record.get("loss_fn_type", "")))
         reference = datamodule.reference_score(0) if hasattr(datamodule, "reference_score") else None
         ceiling = reference if reference is not None and reference.ceiling else None
-        path = run_dir / self.filename
-        draw(points, own.get("max_params"), ceiling, pl_module.monitor, path,
-             f"{datamodule.homework}: size against {pl_module.monitor}, {len(points)} run(s) on "
-             f"{'the demo data' if datamodule.is_demo else Path(data_dir).name}")
-        rank_zero_info(f"Size/accuracy picture: {path}")
+        chosen = run_dir / self.filename
+        path = draw(points, own.get("max_params"), ceiling, pl_module.monitor, chosen,
+                    f"{datamodule.homework}: size against {pl_module.monitor}, {len(points)} run(s) on "
+                    f"{'the demo data' if datamodule.is_demo else Path(data_dir).name}", str(run_dir.resolve()),
+                    self.option())
+        rank_zero_info(f"Size/accuracy picture: {path}{outputs.kept(chosen, path)}")
 
 
-def draw(points, budget, ceiling, monitor: str, path: Path, title: str) -> None:
-    """Points (label, parameters, score, kind) on a log parameter axis; the budget and the ceiling as lines."""
+def draw(points, budget, ceiling, monitor: str, path: Path, title: str, inputs: str = "",
+         option: str | None = None) -> Path:
+    """Points (label, parameters, score, kind) on a log parameter axis; the budget and the ceiling as lines.
+    Saved by the output rule (datamodules/outputs.py): returns where it went."""
     from matplotlib.ticker import FuncFormatter
 
     plt = pyplot()
@@ -97,6 +112,6 @@ def draw(points, budget, ceiling, monitor: str, path: Path, title: str) -> None:
     ax.legend(fontsize=8.5, loc="lower right")
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    path = outputs.save_figure(fig, path, inputs, option, dpi=110)
     plt.close(fig)
+    return path

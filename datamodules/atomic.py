@@ -5,7 +5,8 @@ builds into a hidden temporary sibling and renames that into place (`os.replace`
 system). A run started at the same moment waits for the lock, then finds the finished result and reuses
 it instead of doing the same minutes of work. Readers take no lock: they see nothing or the whole result,
 never a half-written one, and a run killed mid-build leaves no partial result (the lock is released by the
-OS when its process dies, so the next run builds it).
+OS when its process dies, so the next run builds it). Something else at the target's path that is not the
+result is the user's unless this project made it (`made_here`): never replaced, one line instead.
 """
 
 import os
@@ -22,6 +23,9 @@ from datamodules.errors import DataError
 
 #: Every temporary sibling's name ends with this (before the target's own suffix): easy to spot and clean.
 TMP_MARK = ".tmp"
+#: An empty file inside every folder `build_once` makes: how a later run tells the project's folder (rebuilt when it
+#: is not ready, e.g. an older version's demo set) from a folder of the user's at the same path (never replaced).
+MADE_HERE = ".ntu-ml-built"
 
 
 def lock_path(target: Path) -> Path:
@@ -101,24 +105,42 @@ def write_atomically(path: Path, data: str | bytes) -> None:
         f.write(data.encode() if isinstance(data, str) else data)
 
 
+def made_here(target: Path) -> bool:
+    """Whether `build_once` made `target`: a folder holding MADE_HERE; a file, or a folder an older version made
+    (before the mark), with the lock `build_once` takes (and leaves) beside it."""
+    return (target.is_dir() and (target / MADE_HERE).exists()) or lock_path(target).exists()
+
+
 def build_once(target: Path, build: Callable[[Path], None], ready: Callable[[Path], bool] = Path.exists,
                directory: bool = False, what: str = "writing") -> bool:
     """Make `target` (a file, or a folder with `directory=True`) unless `ready(target)` says it is there.
 
     `build(tmp)` writes the result to `tmp`, a temporary sibling (a folder already created, or an empty
     file), under `target`'s lock; it is then renamed to `target`. Another process doing the same waits for
-    the lock and finds `target` ready. A target that exists but is not ready (left by an older version, say)
-    is replaced. Returns True when this call built it; raises what `build` raised, leaving nothing behind.
+    the lock and finds `target` ready. A target that exists but is not ready is replaced only when this project
+    made it (`made_here`: an older version's), saying so; anything else there is
+    the user's, kept, and refused in one line (a DataError). Returns True when this call built it; raises what
+    `build` raised, leaving nothing behind.
     """
     if ready(target):
         return False
+    result = what.split(" ", 1)[-1]  # "writing the demo set" -> "the demo set"
+    if target.exists() and not made_here(target):  # (looked at before taking the lock: refusing makes nothing)
+        kind = "folder" if target.is_dir() else "file"
+        raise DataError(f"'{target}': a {kind} this project did not make is there and it is not {result}, so it "
+                        f"is kept; move it away (a folder of your data: pass it with --data.data_dir)")
     target.parent.mkdir(parents=True, exist_ok=True)
     with locked(target, what):
         if ready(target):  # another process built it while we waited
             return False
+        if target.exists():
+            rank_zero_info(f"Replacing {target}: this project made it, but it is not {result} this version reads "
+                           f"(an older version's)")
         tmp = temporary_sibling(target, directory)
         try:
             build(tmp)
+            if directory:
+                (tmp / MADE_HERE).touch()
             if directory and target.exists():  # os.replace cannot replace a non-empty folder
                 stale = temporary_sibling(target, directory=True)
                 os.replace(target, stale)

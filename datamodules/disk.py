@@ -36,17 +36,29 @@ def _size(n: int) -> str:
 
 
 def os_error(err: BaseException | None) -> OSError | None:
-    """The full-disk or no-permission OSError behind `err` (itself, its cause or its context), None if none."""
+    """The full-disk or no-permission OSError behind `err` (itself, its cause or its context), None if none. Not
+    a context raised `from None`: the error raised instead already says it (naming the option, say)."""
     seen = 0
     while err is not None and seen < 10:
         if isinstance(err, OSError) and err.errno in NO_SPACE | NO_WRITE:
             return err
-        err, seen = err.__cause__ or err.__context__, seen + 1
+        err, seen = err.__cause__ or (None if err.__suppress_context__ else err.__context__), seen + 1
     return None
 
 
 def torch_write_failed(err: BaseException) -> bool:
     return isinstance(err, RuntimeError) and any(mark in str(err) for mark in TORCH_WRITE_FAILED)
+
+
+def reason(err: OSError, path: Path | None = None) -> str:
+    """What a full-disk or no-permission OSError means, in words ("no space left on the disk (1.2 MB free)")."""
+    if err.errno in NO_SPACE:
+        free = free_space(path) if path is not None else None
+        what = "the disk quota is used up" if err.errno == errno.EDQUOT else "no space left on the disk"
+        return what + (f" ({_size(free)} free)" if free is not None else "")
+    if err.errno in NO_WRITE:
+        return "a read-only file system" if err.errno == errno.EROFS else "permission denied"
+    return err.strerror or type(err).__name__
 
 
 def problem(err: BaseException) -> str | None:
@@ -57,12 +69,9 @@ def problem(err: BaseException) -> str | None:
     path = Path(found.filename) if found.filename else None
     where = f"cannot write '{path}'" if path is not None else "cannot write"
     if found.errno in NO_SPACE:
-        free = free_space(path) if path is not None else None
-        what = "the disk quota is used up" if found.errno == errno.EDQUOT else "no space left on the disk"
-        return (f"{where}: {what}" + (f" ({_size(free)} free)" if free is not None else "") +
-                "; free some space, or write elsewhere with --trainer.default_root_dir DIR (or set NTU_ML_HOME)")
-    what = "a read-only file system" if found.errno == errno.EROFS else "permission denied"
-    return (f"{where}: {what}; write elsewhere: --trainer.default_root_dir DIR for runs, "
+        return (f"{where}: {reason(found, path)}; free some space, or write elsewhere with --trainer.default_root_dir "
+                f"DIR (or set NTU_ML_HOME)")
+    return (f"{where}: {reason(found)}; write elsewhere: --trainer.default_root_dir DIR for runs, "
             f"--submission.output_dir DIR for predictions, or set NTU_ML_HOME")
 
 

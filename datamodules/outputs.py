@@ -11,7 +11,9 @@ Each folder the project writes an output into (a submission, a plot, a study's f
     chose (an option) the command is refused in one line naming the option and the file.
 Why a record and not the file's age or contents: a student's `report.md` and an old `pred.csv` look alike to a
 program; only what this project wrote, and from what, tells them apart.
+Pictures follow it through `save_figure`; a command says where an output went instead with `kept`.
 """
+import io
 import json
 from pathlib import Path
 
@@ -89,3 +91,31 @@ def write(path: Path, data: str | bytes, inputs: str = "", option: str | None = 
     write_atomically(path, data)
     remember(path, inputs)
     return path
+
+
+def save_figure(figure, path: Path, inputs: str = "", option: str | None = None, **savefig) -> Path:
+    """Save a matplotlib figure (or a PIL image) as the output `path` by the rule: drawn in memory, then `write`.
+    Returns where it went (beside `path` when a file not to replace is there; the caller says so with `kept`)."""
+    buffer = io.BytesIO()
+    kind = path.suffix.lstrip(".").lower() or "png"
+    if hasattr(figure, "savefig"):
+        figure.savefig(buffer, format=kind, **savefig)
+    else:  # a PIL image
+        figure.save(buffer, format="JPEG" if kind == "jpg" else kind.upper())
+    return write(path, buffer.getvalue(), inputs, option)
+
+
+def kept(chosen: Path, went: Path) -> str:
+    """What a command adds to the line naming an output that went to `went` instead of `chosen`: why the file at
+    `chosen` was left alone ("" when nothing was in the way)."""
+    if Path(went) == Path(chosen):
+        return ""
+    why = "made from other inputs" if chosen.name in written(chosen.parent) else "not written by this project"
+    return f" ({chosen.name} there was {why}, so it is kept)"
+
+
+def check(path: Path, inputs: str = "", option: str | None = None) -> None:
+    """Refuse now (a one-line DataError) the output `path` that `write` would refuse later: a name the user chose
+    (`option`) where a file not to replace is, or a run's own file. Called before the work that makes the output
+    (a fit's pictures are drawn at its end: the mistake is said before training, not after)."""
+    target(path, inputs, option)

@@ -45,6 +45,20 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 3 MB tmpfs at `disk/`, to fill or make read-only (root can mount one; else the test is skipped: a test that
+    fakes the OSError at the write stands for it)."""
+    import os
+
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    if os.geteuid() != 0 or os.system(f"mount -t tmpfs -o size=3m tmpfs {mount} 2>/dev/null") != 0:
+        pytest.skip("cannot mount a small tmpfs here (not root, or no permission)")
+    yield mount
+    os.system(f"umount -l {mount}")
+
+
 def shared_data(*parts: str) -> Path:
     """A path under ../shared/data, skipping the test when it is absent."""
     path = SHARED_DATA.joinpath(*parts)

@@ -2,7 +2,8 @@
 
 A fit stopped by SIGTERM exits with 143 (128 + 15), records `interrupted`, keeps its last checkpoint and prints the
 `--resume` command, which continues it; `predict` stops at once and writes nothing; on two processes (DDP) every
-process stops and none prints a traceback. The commands run for real, in their own process, as a student's do.
+process stops and none prints a traceback. A fit killed without a word (SIGKILL, the OOM killer, a power cut) is
+read as stopped, not `running`, and resumes. The commands run for real, in their own process, as a student's do.
 """
 import json
 import os
@@ -14,7 +15,10 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from tests.test_interrupt import (DDP, ENDLESS, FAST, SCRIPT, Command, interrupt_after_first_epochs,
+from homework import runs
+from homework.hw1 import main
+from tests.conftest import QUIET
+from tests.test_interrupt import (DDP, ENDLESS, FAST, SCRIPT, Command, interrupt_after_first_epochs, last_checkpoint,
                                   living_processes, run_dir)
 
 
@@ -85,3 +89,31 @@ def test_sigterm_to_every_process_of_a_two_process_fit_ends_without_a_traceback(
     assert json.loads((run / "run.json").read_text())["status"] == "interrupted"
     assert command.last_lines(1) == [f"Continue: python {SCRIPT} fit --resume {run.relative_to(tmp_path)}"]
     assert "Traceback" not in command.err.read_text(), command.err.read_text()[-3000:]
+
+
+def test_a_fit_killed_without_a_word_reads_as_stopped_and_resumes(tmp_path, capsys):
+    command = Command(tmp_path, ["fit", *ENDLESS, *FAST])
+    command.wait_for(lambda: "epoch 2" in command.out.read_text() and last_checkpoint(tmp_path) is not None,
+                     "three epochs and last.ckpt")
+    run = run_dir(tmp_path)
+    assert runs.read_record(run)["status"] == "running"  # alive: its lock is held
+    command.kill()  # SIGKILL: the OOM killer, a power cut, `kill -9`; nothing runs after it
+    assert json.loads((run / "run.json").read_text())["status"] == "running"  # the last thing it wrote
+    assert runs.read_record(run)["status"] == "stopped"  # its lock is free: no process trains there
+    # killed while saving a new best, the record names a file never written (the hook that records it runs first)
+    record = json.loads((run / "run.json").read_text())
+    (run / "run.json").write_text(json.dumps({**record, "best_checkpoint": "checkpoints/best-epoch=999.ckpt"}))
+    found = runs.read_record(run)  # the best the folder holds, found by its own saved state
+    assert (run / found["best_checkpoint"]).is_file() and f"{found['best_score']:.4f}" in found["best_checkpoint"]
+    assert runs.find_best(tmp_path / "runs" / "hw1").reason.startswith(
+        f"the best of 1 comparable run(s) (same data and split): {run.name} (stopped without saying why (killed?)), ")
+
+    main(["diagnose", str(run)])  # (in this process: the commands after a kill are the student's next ones)
+    out = capsys.readouterr().out
+    epochs = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["epoch"] + 1
+    assert out.startswith(f"Run {run} (stopped without saying why (killed?), {epochs} epochs)"), out[:300]
+    main(["fit", "--resume", str(run), "--trainer.max_epochs", str(epochs + 1), *QUIET])
+    assert capsys.readouterr().out.startswith(f"Resuming run {run.name}, which stopped without saying why (killed?), "
+                                              f"from last.ckpt (the end of epoch {epochs - 1})")
+    record = json.loads((run / "run.json").read_text())
+    assert record["status"] == "finished" and record["epochs"] == epochs + 1 and "error" not in record

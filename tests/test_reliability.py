@@ -9,6 +9,7 @@ import pytest
 
 from datamodules import outputs
 from datamodules.errors import DataError
+from homework import runs
 from homework.hw1 import main
 from tests.conftest import QUIET, user_error
 
@@ -75,6 +76,67 @@ def test_the_rule_in_one_place(tmp_path):
         outputs.target(tmp_path / "x.ckpt", "a")
 
 
+def test_a_users_file_where_a_picture_goes_is_kept_and_the_line_says_where_it_went(capsys, caplog):
+    run = main(["fit", "--trainer.max_epochs", "1", *QUIET]).run_dir
+    # the student's own picture at the learning curve's name (not in the folder's record of what the project wrote)
+    record = json.loads((run / outputs.MANIFEST).read_text())
+    assert record.pop("learning_curve.png") == str(run.resolve())  # the curve went through the rule, from this run
+    (run / outputs.MANIFEST).write_text(json.dumps(record))
+    (run / "learning_curve.png").write_bytes(b"my picture")
+    capsys.readouterr()
+    from homework import hw1  # (the Python API: its result shows the curve in a notebook)
+
+    result = hw1.fit(resume=str(run), max_epochs=2, trainer={"enable_progress_bar": False}, diagnose=False)
+    said = capsys.readouterr().out + caplog.text
+    assert (run / "learning_curve.png").read_bytes() == b"my picture"
+    assert (run / "learning_curve-2.png").read_bytes().startswith(b"\x89PNG")
+    assert result.learning_curve == run / "learning_curve-2.png"  # what a notebook shows: the curve, not the picture
+    assert json.loads((run / "learning_curve.json").read_text())["recorded_epochs"] == 2  # (`diagnose` reads it)
+    assert (f"Learning curve: {run / 'learning_curve-2.png'} (learning_curve.png there was not written by this "
+            f"project, so it is kept)") in said, said[-2000:]
+
+
+@pytest.mark.parametrize("callback", ["callbacks.size_accuracy.SizeAccuracyPlot",
+                                      "callbacks.domain_features.DomainFeaturesTSNE"])
+def test_a_picture_named_by_the_user_is_refused_before_training(tmp_path, callback):
+    # (the callbacks alone, on the trainer's run directory: their homeworks' fits take minutes; the rule is shared)
+    from importlib import import_module
+    from types import SimpleNamespace
+
+    module, name = callback.rsplit(".", 1)
+    plot_class = getattr(import_module(module), name)
+    (tmp_path / "report.png").write_bytes(b"mine")
+    plot = plot_class(filename="report.png")
+    trainer = SimpleNamespace(is_global_zero=True, default_root_dir=str(tmp_path))
+    with pytest.raises(DataError, match=rf"^{name}.filename {tmp_path / 'report.png'}: a file "
+                                        rf"is already there and this project did not write it, so it is kept"):
+        plot.on_fit_start(trainer, None)
+    assert (tmp_path / "report.png").read_bytes() == b"mine"
+    (tmp_path / "run.json").write_text("{}")
+    with pytest.raises(DataError, match="a run's own file"):
+        plot_class(filename="config.yaml").on_fit_start(trainer, None)
+
+
+def test_a_users_folder_where_the_demo_set_goes_is_kept(capsys):
+    Path("data/hw1-demo").mkdir(parents=True)
+    Path("data/hw1-demo/notes.txt").write_text("mine\n")
+    line = user_error(capsys, main, ["fit", *FAST])
+    assert line == ("error: 'data/hw1-demo': a folder this project did not make is there and it is not the demo "
+                    "set, so it is kept; move it away (a folder of your data: pass it with --data.data_dir)")
+    assert [p.name for p in Path("data/hw1-demo").iterdir()] == ["notes.txt"]
+
+
+def test_an_older_versions_demo_set_is_rebuilt_saying_so(capsys, caplog):
+    # what an older version left: its build lock beside the folder (build_once keeps it), no mark, an older layout
+    Path("data/hw1-demo").mkdir(parents=True)
+    Path("data/hw1-demo/covid.train.csv").write_text("id,old\n")
+    Path("data/.hw1-demo.lock").touch()
+    main(["fit", "--trainer.max_epochs", "1", *QUIET])
+    assert "Replacing data/hw1-demo: this project made it, but it is not the demo set this version reads" in \
+        capsys.readouterr().out + caplog.text
+    assert Path("data/hw1-demo/.ntu-ml-built").exists() and Path("data/hw1-demo/covid.test.csv").is_file()
+
+
 # --- a full disk, a read-only folder ----------------------------------------------------------------------------
 class FillDisk(__import__("pytorch_lightning").Callback):
     """After the second epoch, fills the disk the run writes to (as Colab's disk or a Drive quota fills); once in
@@ -91,17 +153,6 @@ class FillDisk(__import__("pytorch_lightning").Callback):
                         f.write(b"\0" * 65536)
                 except OSError:
                     pass
-
-
-@pytest.fixture
-def small_disk(tmp_path):
-    """A 3 MB tmpfs at `disk/` (root can mount one; else the test is skipped and the faked one below stands)."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    if os.geteuid() != 0 or os.system(f"mount -t tmpfs -o size=3m tmpfs {mount} 2>/dev/null") != 0:
-        pytest.skip("cannot mount a small tmpfs here (not root, or no permission)")
-    yield mount
-    os.system(f"umount -l {mount}")
 
 
 def one_line(capsys, args) -> str:
@@ -124,6 +175,8 @@ def assert_full_disk_line(capsys, args, root):
     assert record["status"] == "failed" and "no space left on the disk" in record["error"]  # not "running"
     last = __import__("torch").load(run / "checkpoints" / "last.ckpt", weights_only=False)  # whole
     assert last["epoch"] >= 0 and not list(run.rglob(".*tmp*"))
+    # the best checkpoint as read (`best`, `--ckpt_path <run>`) is one the disk holds, not the one it had no room for
+    assert (run / runs.read_record(run)["best_checkpoint"]).is_file()
     return run
 
 
@@ -136,8 +189,11 @@ def test_a_disk_that_fills_mid_fit_is_one_line_and_the_run_resumes(capsys, small
     assert json.loads((run / "run.json").read_text())["status"] == "finished"
 
 
-def test_a_full_disk_faked_at_the_checkpoint_write_is_one_line(capsys, monkeypatch):
-    # where no tmpfs can be mounted: the OSError a full disk raises, at the write, from the third checkpoint on
+@pytest.mark.parametrize("error", [OSError(errno.ENOSPC, "No space left on device"),
+                                   # torch's zip writer, when the write under it failed (torch 2.x)
+                                   RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0")])
+def test_a_full_disk_faked_at_the_checkpoint_write_is_one_line(capsys, monkeypatch, error):
+    # where no tmpfs can be mounted: the error a full disk raises, at the write, from the third checkpoint on
     import callbacks.checkpointing
 
     saves, save = [], callbacks.checkpointing.torch.save
@@ -145,7 +201,7 @@ def test_a_full_disk_faked_at_the_checkpoint_write_is_one_line(capsys, monkeypat
     def full_after_two(obj, f, *args, **kwargs):
         saves.append(1)
         if len(saves) > 2:
-            raise OSError(errno.ENOSPC, "No space left on device")
+            raise error
         save(obj, f, *args, **kwargs)
 
     monkeypatch.setattr(callbacks.checkpointing.torch, "save", full_after_two)

@@ -1,15 +1,17 @@
 """W&B never stops training: offline without a login (and then no network at all), a CSV log in the run
 directory when W&B cannot start or fails while writing, said in one line; the run id to continue a run."""
+import os
 import socket
 import threading
 from pathlib import Path
 
 import pandas as pd
 import pytest
+import pytorch_lightning as pl
 
 from homework.runs import tracking
 from homework.hw1 import main
-from tests.conftest import QUIET
+from tests.conftest import QUIET, user_error
 
 EPOCHS = 3
 FIT = ["fit", "--trainer.max_epochs", str(EPOCHS), "--early_stopping.patience", "10", *QUIET]
@@ -116,8 +118,8 @@ def test_wandb_failing_while_writing_falls_back_to_a_csv_log_in_one_line(failing
     captured = capsys.readouterr()
     (run,) = Path("runs/hw1").iterdir()
     (line,) = fallback_lines(captured.err)
-    assert line == (f"W&B stopped logging (OSError: [Errno 28] No space left on device): "
-                    f"logging to {run}/metrics.csv instead")
+    assert line.startswith("W&B stopped logging (no space left on the disk (") and \
+        line.endswith(f"): logging to {run}/metrics.csv instead"), line
     assert epochs_in(run / "metrics.csv") == list(range(EPOCHS))
     assert tracking.run_id(cli.trainer) is not None  # the W&B run itself started
     assert network.connections == 0
@@ -139,3 +141,51 @@ def test_the_logger_continues_a_run_by_id_and_starts_with_a_short_timeout(monkey
     other = tracking.WandbLogger(save_dir="w")
     tracking.prepare(Trainer(logger=other, enable_checkpointing=False, enable_progress_bar=False))
     assert "init_timeout" not in other._wandb_init["settings"]
+
+
+def test_a_wandb_folder_of_the_users_keeps_its_files_and_the_run_its_config(network):
+    # W&B's folder given apart from the run directory: Lightning wrote the run's config.yaml there (its log_dir),
+    # replacing a file of the user's, and leaving the run without the config `--resume` reads
+    Path("mine").mkdir()
+    Path("mine/config.yaml").write_text("my own config\n")
+    main([*FIT, "--trainer.logger.init_args.save_dir", "mine"])
+    (run,) = Path("runs/hw1").iterdir()
+    assert Path("mine/config.yaml").read_text() == "my own config\n" and list(Path("mine/wandb").glob("offline-run-*"))
+    assert "save_dir: mine" in (run / "config.yaml").read_text()
+    main(["fit", "--resume", str(run), "--trainer.max_epochs", str(EPOCHS + 1), *QUIET])
+
+
+class FillFolder(pl.Callback):
+    """After the first epoch, fills the disk W&B's folder is on."""
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.current_epoch == 0:
+            with open(Path(trainer.logger.save_dir).parent / "filler", "wb") as f:
+                try:
+                    while True:
+                        f.write(b"\0" * 65536)
+                except OSError:
+                    pass
+
+
+def test_a_wandb_folder_that_fills_mid_run_is_one_line_naming_the_file(network, small_disk, capsys):
+    folder = small_disk / "wandb-files"
+    # filled mid-run: training goes on, the line names the file W&B could not write, the CSV log is in the run
+    main([*FIT, "--trainer.logger.init_args.save_dir", str(folder), f"--trainer.callbacks+={__name__}.FillFolder"])
+    captured = capsys.readouterr()
+    (run,) = Path("runs/hw1").iterdir()
+    (line,) = fallback_lines(captured.err)
+    assert line.startswith(f"W&B stopped logging (cannot write '{folder}/wandb/") and \
+        "': no space left on the disk (" in line and line.endswith(f"logging to {run}/metrics.csv instead"), line
+    check_finished(captured.out)
+
+
+def test_a_read_only_wandb_folder_is_one_line_before_training(network, small_disk, capsys):
+    # (a Drive folder shared read-only): refused before training, naming the option and the folder
+    folder = small_disk / "wandb-files"
+    folder.mkdir()  # (there already: only a write tells)
+    assert os.system(f"mount -o remount,ro {small_disk}") == 0
+    line = user_error(capsys, main, [*FIT, "--trainer.logger.init_args.save_dir", str(folder)])
+    assert line == (f"error: --trainer.logger.init_args.save_dir {folder}: W&B's folder cannot be written (a "
+                    f"read-only file system); give a folder you can write to, or leave the option out (W&B then "
+                    f"writes in the run directory)")

@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from callbacks import KaggleSubmissionWriter, SubmissionError
+from callbacks import KaggleSubmissionWriter, LearningCurvePlot, SubmissionError
 from datamodules.console import in_notebook
 from datamodules.errors import DataError
 from homework import runs
@@ -114,8 +114,11 @@ class Result:
 
     @property
     def learning_curve(self) -> Path | None:
-        """The fit's learning_curve.png, when it drew one."""
-        path = self.run_dir / "learning_curve.png" if self.run_dir else None
+        """The fit's learning_curve.png, when it drew one (where it went: beside a picture of the user's there)."""
+        curve = next((c for c in getattr(getattr(self.cli, "trainer", None), "callbacks", [])
+                      if isinstance(c, LearningCurvePlot)), None)
+        path = curve.written if curve is not None and curve.written else \
+            self.run_dir / "learning_curve.png" if self.run_dir else None
         return path if path is not None and path.is_file() else None
 
     def show(self) -> None:

@@ -35,6 +35,7 @@ from callbacks import (AtomicCheckpointIO, HomeworkCheckpoint, KaggleSubmissionW
                        ReproducibleEpochs, StopOnCtrlC, StopOnNonFiniteLoss, SubmissionError,
                        launched_processes_ignore_ctrl_c)
 from callbacks import interrupt
+from datamodules.atomic import write_atomically
 from datamodules.console import redraws
 from datamodules.base import HomeworkDataModule
 from datamodules import disk
@@ -72,7 +73,12 @@ for _name, _method in commands.trainer_methods().items():
 
 class RunConfigSaver(SaveConfigCallback):
     """Saves `config.yaml` in the run's directory (as the user configured it: re-running it makes a new
-    run) and records the full config on the W&B run."""
+    run) and records the full config on the W&B run.
+
+    Written here, not by Lightning's `setup` (`save_to_log_dir` is off): that writes into `trainer.log_dir`, the
+    first logger's folder, which is the run directory only while W&B's `save_dir` is left alone; given one
+    (`--trainer.logger.init_args.save_dir ~/wandb`), it replaced a `config.yaml` of the user's there and left the
+    run without the config `--resume` reads."""
 
     def setup(self, trainer: Trainer, pl_module, stage: str) -> None:
         if stage == "fit":  # evaluating makes no run directory
@@ -81,10 +87,11 @@ class RunConfigSaver(SaveConfigCallback):
     def save_config(self, trainer: Trainer, pl_module, stage: str) -> None:
         from pytorch_lightning.loggers import WandbLogger
 
+        config = self.parser.dump(self.config, skip_none=False)
+        write_atomically(Path(trainer.default_root_dir) / self.config_filename, config)  # (process 0 only)
         if isinstance(trainer.logger, WandbLogger):
             import yaml
 
-            config = self.parser.dump(self.config, skip_none=False)  # what setup wrote to config.yaml
             trainer.logger.log_hyperparams(yaml.safe_load(config))
             # a copy inside the W&B run's files is uploaded with it (W&B keeps its own config.yaml there).
             # Not read back from `trainer.log_dir`: that is a broadcast, and this runs on process 0 only, so
@@ -118,7 +125,8 @@ class HomeworkCLI(LightningCLI):
                 warnings.filterwarnings("ignore", message=".*args parameter is intended to run from within Python")
                 super().__init__(model_class, datamodule_class, save_config_callback=RunConfigSaver,
                                  trainer_class=HomeworkTrainer,
-                                 save_config_kwargs={"overwrite": True},  # a resumed run's config is the updated one
+                                 # a resumed run's config is the updated one; written by RunConfigSaver itself
+                                 save_config_kwargs={"overwrite": True, "save_to_log_dir": False},
                                  auto_configure_optimizers=False, args=self.args,
                                  parser_kwargs={**no_exit, "description": commands.describe(),
                                                 "formatter_class": commands.KeepLines,

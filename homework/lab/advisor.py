@@ -698,7 +698,7 @@ def diagnose_run(run_dir: Path, model_class=None, datamodule_class=None) -> str:
     diagnosis = diagnose(history, reference, remedies_of(model_class, datamodule_class), settings, this, sizes, why,
                          run_dir, stopped_early, monitor, mode,
                          record.get("val_samples") or (reference.val_total if reference is not None else None), score)
-    head = f"Run {run_dir} ({record.get('status')}, {record.get('epochs')} epochs)"
+    head = f"Run {run_dir} ({runs.describe_status(record)}, {record.get('epochs')} epochs)"
     text = format_diagnosis(diagnosis, reference, score) if diagnosis else "no validation curve to diagnose"
     return head + "\n" + text
 

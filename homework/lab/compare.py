@@ -215,8 +215,8 @@ def compare_command(args: list[str], make_cli: Callable[[list[str]], object], da
         del cli  # the next variant builds its own model and data
     results = _one_metric(results)
     monitor = results[0].monitor
-    figure = compare_dir / "comparison.png"
-    plot_comparison(results, figure, f"{homework}: {len(names)} {kind[2:]}, {max_epochs} epochs each")
+    figure = plot_comparison(results, compare_dir / "comparison.png",
+                             f"{homework}: {len(names)} {kind[2:]}, {max_epochs} epochs each", str(compare_dir))
     table = comparison_table(results)
     heading = (f"# {homework} {kind[2:]} compared\n\nSame recipe, seed and budget ({max_epochs} epochs, early "
                f"stopping {'off' if option(rest, '--early_stopping.patience') is None else 'as given'}); "
@@ -296,10 +296,10 @@ def comparison_table(results: list[Result]) -> str:
     return "\n".join(lines)
 
 
-def plot_comparison(results: list[Result], path: Path, title: str) -> None:
+def plot_comparison(results: list[Result], path: Path, title: str, inputs: str = "") -> Path:
     """Training loss (dashed) and validation loss (solid) per epoch, one colour per variant, side by side on
     one y scale (log where the curves span more than 20x); a third panel for the monitored metric when it is
-    not the validation loss itself (accuracy, BLEU)."""
+    not the validation loss itself (accuracy, BLEU). Saved by the output rule: returns where it went."""
     from matplotlib.ticker import MaxNLocator
 
     from callbacks.plots import pyplot
@@ -349,6 +349,6 @@ def plot_comparison(results: list[Result], path: Path, title: str) -> None:
         handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(len(labels), 7),
                fontsize=9.5, frameon=False)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+    path = outputs.save_figure(fig, path, inputs, dpi=110, bbox_inches="tight")
     plt.close(fig)
+    return path

@@ -16,6 +16,7 @@ from pytorch_lightning.tuner import Tuner
 
 from adapters import lr_finder_without_progress_bar
 
+from datamodules import outputs
 from datamodules.console import redraws
 from datamodules.errors import DataError
 
@@ -96,8 +97,8 @@ def find_lr(trainer: pl.Trainer, model: pl.LightningModule, datamodule, run_dir:
         raise DataError("--find_lr: the range test recorded nothing (no training batches?)")
     lrs, losses = finder.results["lr"], finder.results["loss"]
     suggestion = suggest_lr(lrs, losses)
-    plot = run_dir / "lr_find.png"
-    plot_lr_finder(lrs, losses, suggestion, plot)
+    chosen = run_dir / "lr_find.png"
+    plot = plot_lr_finder(lrs, losses, suggestion, chosen, str(run_dir.resolve()))
     return suggestion, plot
 
 
@@ -115,8 +116,9 @@ def progress_bar_only_on_a_terminal():
         yield
 
 
-def plot_lr_finder(lrs, losses, suggestion: LrSuggestion, path: Path) -> None:
-    """The range test's curve, the smoothed curve the rule reads, the falling stretch and the suggestion."""
+def plot_lr_finder(lrs, losses, suggestion: LrSuggestion, path: Path, inputs: str = "") -> Path:
+    """The range test's curve, the smoothed curve the rule reads, the falling stretch and the suggestion; saved by
+    the output rule (datamodules/outputs.py): returns where it went."""
     from callbacks.plots import pyplot
 
     plt = pyplot()
@@ -146,8 +148,9 @@ def plot_lr_finder(lrs, losses, suggestion: LrSuggestion, path: Path) -> None:
     ax.set_title(title, fontsize=11)
     ax.grid(alpha=0.3)
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), fontsize=8.5, frameon=False)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
+    path = outputs.save_figure(fig, path, inputs, dpi=120, bbox_inches="tight")
     plt.close(fig)
+    return path
 
 
 def find_batch_size(trainer: pl.Trainer, model: pl.LightningModule, datamodule) -> int:
@@ -160,13 +163,13 @@ def find_batch_size(trainer: pl.Trainer, model: pl.LightningModule, datamodule) 
 
 def plot_schedule(trainer: pl.Trainer, model: pl.LightningModule, datamodule, run_dir: Path) -> Path:
     """Build the fit as configured, draw its learning-rate schedule (`schedule.png`) and stop before training."""
-    path = run_dir / "schedule.png"
-    trainer.callbacks.append(PlotSchedule(path))
+    plotter = PlotSchedule(run_dir / "schedule.png")
+    trainer.callbacks.append(plotter)
     try:
         trainer.fit(model, datamodule=datamodule)
     except _SchedulePlotted:
         pass
-    return path
+    return plotter.path  # (where it went: beside a file in its way, see datamodules/outputs.py)
 
 
 def run(trainer: pl.Trainer, model: pl.LightningModule, datamodule, run_dir: Path, lr: bool, batch_size: bool,
@@ -243,6 +246,7 @@ class PlotSchedule(pl.Callback):
         if trainer.max_epochs not in (None, -1):
             epochs = axes.secondary_xaxis("top", functions=(lambda s: s / per_epoch, lambda e: e * per_epoch))
             epochs.set_xlabel("epoch")
-        figure.savefig(self.path, dpi=120, bbox_inches="tight")
+        self.path = outputs.save_figure(figure, self.path, str(self.path.parent.resolve()), dpi=120,
+                                        bbox_inches="tight")
         plt.close(figure)
         raise _SchedulePlotted

@@ -32,8 +32,7 @@ def report(study, study_dir: Path, homework: str, monitor: str, root: Path, diag
     config_path = study_dir / "best_config.yaml"
     if best.user_attrs.get("config"):
         write_best_config(best, config_path, study.study_name, monitor, root, diagnose_given, homework)
-    figure = study_dir / "study.png"
-    plot_study(study, figure, f"{homework}: study {study.study_name}, {summary}", monitor)
+    figure = plot_study(study, study_dir / "study.png", f"{homework}: study {study.study_name}, {summary}", monitor)
     table = trials_table(study, monitor)
     heading = (f"# {homework} study {study.study_name}\n\n{summary}; best {monitor} {best.value:.4f} (trial "
                f"{best.number}); {dt.datetime.now().isoformat(timespec='seconds')}.\n\n")
@@ -99,10 +98,10 @@ def trials_table(study, monitor: str, top: int = 10) -> str:
     return "\n".join(lines)
 
 
-def plot_study(study, path: Path, title: str, monitor: str) -> None:
+def plot_study(study, path: Path, title: str, monitor: str, inputs: str = "") -> Path:
     """Optuna's matplotlib plots side by side: the metric of each trial with the best so far (log scale where
     the values span more than 20x: one diverging trial would flatten the rest), and the parameters' importances
-    (from the second complete trial on)."""
+    (from the second complete trial on). Saved by the output rule: returns where it went."""
     import matplotlib
     import optuna.visualization.matplotlib as plots
     from matplotlib.ticker import MaxNLocator
@@ -152,5 +151,4 @@ def plot_study(study, path: Path, title: str, monitor: str) -> None:
     fig.savefig(buffer, dpi=110)
     plt.close(fig)
     canvas.paste(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"), (0, 0))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    canvas.save(path)
+    return outputs.save_figure(canvas, path, inputs)

@@ -113,7 +113,8 @@ class RunRecord(pl.Callback):
         """Continue the record of the run being resumed (`fit --resume`): its best so far, and when it resumed."""
         old = read_record(self.path.parent) or {}
         resumed = old.get("resumed", []) + [self.record["started"]]
-        self.record = {**self.record, **{k: v for k, v in old.items() if k != "status"}, "resumed": resumed}
+        self.record = {**self.record, **{k: v for k, v in old.items() if k not in ("status", "error")},
+                       "resumed": resumed}  # (what ended the earlier part is not this part's end)
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         seed = os.environ.get("PL_GLOBAL_SEED")  # set by seed_everything: what makes the run reproducible
@@ -172,11 +173,90 @@ class RunRecord(pl.Callback):
         self._save(trainer)
 
 
-def read_record(run_dir: Path) -> dict | None:
+#: What a run record says when the process that wrote `running` has ended without a last word (SIGKILL, the
+#: OOM killer, a power cut): its training lock is free (the OS released it with the process).
+STOPPED = "stopped without saying why (killed?)"
+LOCK = ".training.lock"
+
+
+def still_training(run_dir: Path) -> bool | None:
+    """Whether a process holds `run_dir`'s training lock (`hold`): False when the lock is free or gone, None when
+    it cannot tell (a folder it may not open the lock in). Probed by taking the lock for an instant: `hold` waits a
+    second for it, so a resume starting meanwhile is not refused."""
+    from filelock import FileLock, Timeout
+
+    lock_file = run_dir / LOCK
+    if not lock_file.exists():  # (`release` removes it; a run that never locked is not training either)
+        return False
+    lock = FileLock(lock_file)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        return True
+    except OSError:
+        return None
+    lock.release()
+    return False
+
+
+def settled(run_dir: Path, record: dict) -> dict:
+    """`record` as it stands: a `running` one whose process has ended (its lock is free, and the record still says
+    `running` after the lock was looked at, so not a run that just finished) is `stopped`, with STOPPED as its
+    error, the epochs its last.ckpt holds and the best checkpoint its folder holds (`best_on_disk`). Not written
+    back: reading never changes a run (it may be read-only, or resumed meanwhile)."""
+    if record.get("status") != "running" or still_training(run_dir) is not False:
+        return best_on_disk(run_dir, record) if record.get("status") != "running" else record
+    again = _read(run_dir)
+    if not isinstance(again, dict) or again.get("status") != "running":
+        return best_on_disk(run_dir, again) if isinstance(again, dict) else record
+    last = run_dir / "checkpoints" / "last.ckpt"  # (run.json is saved at each new best: its count may lag)
+    done = epochs_done(last) if last.is_file() else None
+    again = best_on_disk(run_dir, again)
+    return {**again, "status": "stopped", "error": STOPPED, **({"epochs": done} if done is not None else {})}
+
+
+def best_on_disk(run_dir: Path, record: dict) -> dict:
+    """`record` naming the best checkpoint its run's folder holds. A run killed (or stopped by a full disk) while
+    saving a new best names a file that was never written: Lightning calls the hook that records it
+    (`RunRecord.on_save_checkpoint`) before writing the file, and deletes the previous best only after. That
+    previous best is then found by its own saved state (its ModelCheckpoint state names itself as the best, with its
+    score)."""
+    import torch
+
+    named = record.get("best_checkpoint")
+    if not named or (run_dir / named).is_file():
+        return record
+    for path in sorted((run_dir / "checkpoints").glob("*.ckpt")):
+        try:
+            saved = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except Exception:  # (not a checkpoint this project wrote)
+            continue
+        for name, state in (saved.get("callbacks") or {}).items():
+            score = state.get("best_model_score") if "Checkpoint" in name and isinstance(state, dict) else None
+            if score is not None and Path(str(state.get("best_model_path"))).name == path.name:
+                score = float(score)
+                return {**record, "best_checkpoint": os.path.relpath(path, run_dir), "best_epoch": saved.get("epoch"),
+                        "best_score": score if math.isfinite(score) else None}
+    return {**record, "best_checkpoint": None, "best_score": None}
+
+
+def describe_status(record: dict) -> str:
+    """The record's status in words (`diagnose`'s heading, `best`'s choice)."""
+    status = record.get("status")
+    return STOPPED if status == "stopped" else str(status)
+
+
+def _read(run_dir: Path):
     try:
         return json.loads((run_dir / RECORD).read_text())
     except (OSError, ValueError):
         return None
+
+
+def read_record(run_dir: Path) -> dict | None:
+    """The run's run.json (a `running` one whose process has ended reads `stopped`: `settled`), None if unreadable."""
+    record = _read(run_dir)
+    return settled(run_dir, record) if isinstance(record, dict) else None
 
 
 def own_record(run_dir: Path, homework: str | None, flag: str) -> dict | None:
@@ -198,7 +278,7 @@ def own_record(run_dir: Path, homework: str | None, flag: str) -> dict | None:
     if homework is not None and trained_by is not None and trained_by != homework:
         raise DataError(f"{flag} {run_dir}: that is a run of {trained_by} ({path}), not of {homework}; use "
                         f"homework/{trained_by}.py with it")
-    return record
+    return settled(run_dir, record)
 
 
 def saved_at(checkpoint: Path) -> str:
@@ -345,6 +425,8 @@ def resume_args(args: list[str], homework: str) -> tuple[list[str], Path | None]
         if not longer:
             raise DataError(f"--resume: run {run_dir.name} finished (after {record.get('epochs')} epochs); nothing "
                             f"to resume. To train it longer: fit --resume {run_dir} --trainer.max_epochs N")
+    if record.get("status") == "stopped" and launched_rank() == 0:  # (SIGKILL, the OOM killer: it said nothing)
+        print(f"Resuming run {run_dir.name}, which {STOPPED}, from {last.name} ({saved_at(last)})", flush=True)
     at = rest.index("fit") + 1
     return rest[:at] + ["--config", str(run_dir / "config.yaml"), "--ckpt_path", str(last)] + rest[at:], run_dir
 
@@ -357,7 +439,7 @@ def hold(run_dir: Path) -> None:
     even by SIGKILL): `--resume` refuses a run that is still training elsewhere."""
     from filelock import FileLock, Timeout
 
-    lock = FileLock(run_dir / ".training.lock")
+    lock = FileLock(run_dir / LOCK)
     try:  # (a second, not 0: a lock won on the file of a run just releasing it is tried again, see `release`)
         lock.acquire(timeout=1)
     except Timeout:
@@ -424,6 +506,8 @@ def find_best(root: Path, data_dir: Path | None = None, split: dict | None = Non
     # a trial of a `tune` study (run.json names them): say which study's best trial this is
     name = (f"trial {record['trial']} of study {record['study']} ({run_dir.parent.name}/{run_dir.name})"
             if record.get("study") is not None and record.get("trial") is not None else run_dir.name)
+    if record.get("status") in ("running", "stopped"):  # (its best so far: say the run did not end normally)
+        name += f" ({describe_status(record)})"
     return Choice(path, f"the best of {len(comparable)} comparable run(s) (same data and split): {name}, "
                         f"epoch {record['best_epoch']}, {record['monitor']} {record['best_score']:.4f}")
 

@@ -11,6 +11,7 @@ directory (`<run>/metrics.csv`) and says so in one line. Offline runs never touc
 import netrc
 import os
 import sys
+import tempfile
 import warnings
 import weakref
 from pathlib import Path
@@ -25,6 +26,8 @@ from pytorch_lightning.loggers import WandbLogger as LightningWandbLogger
 from pytorch_lightning.utilities import rank_zero_only
 
 from adapters import started_wandb_run, wandb_init_arguments
+from datamodules import disk
+from datamodules.errors import DataError
 
 WANDB_LOGGER = "homework.runs.tracking.WandbLogger"
 WANDB_LOGGERS = (WANDB_LOGGER, "homework.tracking.WandbLogger",  # (its path before homework/runs/)
@@ -82,15 +85,24 @@ class WandbLogger(LightningWandbLogger):
 
     # --- falling back to a CSV log ------------------------------------------------------------------
     def fall_back(self, problem: str, error: BaseException) -> CSVLogger:
-        """From now on log to `<save_dir>/metrics.csv` (Lightning's CSVLogger); say so once, in one line."""
+        """From now on log to `<save_dir>/metrics.csv` (Lightning's CSVLogger); say so once, in one line. When
+        W&B's folder is full or may not be written (`--trainer.logger.init_args.save_dir` on another disk), the
+        line names the file W&B could not write, and the CSV log goes to the run directory instead."""
         if self.fallback is None:
-            csv = CSVLogger(self.save_dir or ".", name="", version="")
+            folder, why = self.save_dir or ".", one_line(error)
+            full = disk.os_error(error)
+            if full is not None:
+                failed = full.filename2 or full.filename  # (a copy's destination: the file being written)
+                why = (f"cannot write '{failed}': " if failed else "") + disk.reason(full, Path(failed or folder))
+                trainer = self._trainer() if self._trainer is not None else None
+                folder = trainer.default_root_dir if trainer is not None else folder
+            csv = CSVLogger(folder, name="", version="")
             with warnings.catch_warnings():  # the run directory is not empty (config, W&B's files): expected
                 warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
                 _ = csv.experiment
             self.fallback = csv
-            print(f"W&B {problem} ({one_line(error)}): logging to {shown(Path(csv.log_dir) / 'metrics.csv')} "
-                  f"instead", file=sys.stderr, flush=True)
+            print(f"W&B {problem} ({why}): logging to {shown(Path(csv.log_dir) / 'metrics.csv')} instead",
+                  file=sys.stderr, flush=True)
         return self.fallback
 
     @property
@@ -223,7 +235,7 @@ def prepare(trainer: Trainer) -> None:
     for logger in trainer.loggers:
         if isinstance(logger, LightningWandbLogger):
             if trainer.is_global_zero:  # (the other processes of a multi-device run write nothing)
-                Path(logger.save_dir).mkdir(parents=True, exist_ok=True)  # W&B warns when its root does not exist
+                check_folder(Path(logger.save_dir), Path(trainer.default_root_dir))
             init = wandb_init_arguments(logger)
             init.pop("anonymous", None)
             settings = init.get("settings")
@@ -235,6 +247,21 @@ def prepare(trainer: Trainer) -> None:
                 init["settings"] = settings
         if isinstance(logger, WandbLogger):
             logger._trainer = weakref.ref(trainer)
+
+
+def check_folder(folder: Path, run_dir: Path) -> None:
+    """Make W&B's folder (W&B warns when its root does not exist) and, when it is not the run directory (given with
+    --trainer.logger.init_args.save_dir), try a write there: a full disk or a folder the user may not write to is
+    one line naming it, before training. (W&B would fail in its own process, quietly, and the CSV log meant to take
+    over is written to the same folder.) The run directory is checked by the run's own first writes."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        if folder.resolve() != run_dir.resolve():
+            tempfile.TemporaryFile(dir=folder).close()
+    except OSError as err:
+        raise DataError(f"--trainer.logger.init_args.save_dir {folder}: W&B's folder cannot be written "
+                        f"({disk.reason(err, folder)}); give a folder you can write to, or leave the option out "
+                        f"(W&B then writes in the run directory)") from None
 
 
 def run_id(trainer: Trainer | None) -> str | None:
