@@ -128,4 +128,8 @@ def main(chosen: list[int]) -> None:
 
 
 if __name__ == "__main__":
-    main([int(a) for a in sys.argv[1:]])
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Apply each mutant to a copy of HEAD and run its tests.")
+    parser.add_argument("mutants", nargs="*", type=int, help=f"which mutants (1-{len(MUTANTS)}); none: all")
+    main(parser.parse_args().mutants)
