@@ -10,13 +10,10 @@ from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities import rank_zero_info
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-from callbacks.plots import pyplot
+from callbacks.plots import RunPictures, pyplot
 from datamodules import outputs
 
-DEFAULT_NAMES = {"confusion_filename": "confusion_matrix.png", "errors_filename": "misclassified.png"}
-
-
-class ClassificationPlots(pl.Callback):
+class ClassificationPlots(RunPictures):
     """At the end of fit, draws the best epoch's validation confusion matrix and misclassified images.
 
     Collected while validating (the model's `validation_step` returns `{"preds": ...}`), so no
@@ -30,20 +27,15 @@ class ClassificationPlots(pl.Callback):
         self.confusion_filename, self.errors_filename = confusion_filename, errors_filename
         self.best: dict | None = None
 
+    DEFAULT_NAMES = {"confusion_filename": "confusion_matrix.png", "errors_filename": "misclassified.png"}
+
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_fit_start(trainer, pl_module)
         self.confusion = MulticlassConfusionMatrix(pl_module.hparams.num_classes)
         self.best = None
-        root = Path(trainer.default_root_dir)
-        for name, path in self.targets(root).items():  # a name the user chose, refused before training, not after
-            if trainer.is_global_zero and getattr(self, name) != DEFAULT_NAMES[name]:
-                outputs.check(path, str(root.resolve()), f"ClassificationPlots.{name}")
 
     def targets(self, root: Path) -> dict[str, Path]:
-        return {name: root / getattr(self, name) for name in DEFAULT_NAMES}
-
-    def option(self, name: str) -> str | None:
-        """The option that named a picture's file (None: the default name, which goes beside a file in its way)."""
-        return f"ClassificationPlots.{name}" if getattr(self, name) != DEFAULT_NAMES[name] else None
+        return {name: root / getattr(self, name) for name in self.DEFAULT_NAMES}
 
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.state.fn != "fit":  # `validate` / `test` runs draw nothing

@@ -9,13 +9,13 @@ import torch
 from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities import move_data_to_device, rank_zero_info
 
-from callbacks.plots import pyplot
+from callbacks.plots import RunPictures, pyplot
 from datamodules import outputs
 
 DEFAULT_NAME = "tsne.png"
 
 
-class DomainFeaturesTSNE(pl.Callback):
+class DomainFeaturesTSNE(RunPictures):
     """Saves `tsne.png` in the run directory at the end of fit: scikit-learn's t-SNE of the feature extractor's
     output on the validation photos and drawings (at most `max_points` of each), after the first epoch and
     after the last; left coloured by domain, right by class (the drawings' true class where labels were
@@ -26,18 +26,11 @@ class DomainFeaturesTSNE(pl.Callback):
     its 2-D points in checkpoints, so a resumed run still draws both.
     """
 
+    DEFAULT_NAMES = {"filename": DEFAULT_NAME}
+
     def __init__(self, max_points: int = 300, filename: str = DEFAULT_NAME, perplexity: float = 30.0) -> None:
         self.max_points, self.filename, self.perplexity = max_points, filename, perplexity
         self.snapshots: dict[str, dict] = {}
-
-    def option(self) -> str | None:
-        """The option that named the file (None: the default name, which goes beside a file in its way)."""
-        return "DomainFeaturesTSNE.filename" if self.filename != DEFAULT_NAME else None
-
-    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.is_global_zero and self.option():  # a name the user chose: refused before training, not after
-            run_dir = Path(trainer.default_root_dir)
-            outputs.check(run_dir / self.filename, str(run_dir.resolve()), self.option())
 
     @torch.no_grad()
     def features(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict:

@@ -56,6 +56,25 @@ def pyplot() -> _Figures:
     return _Figures()
 
 
+class RunPictures(pl.Callback):
+    """A callback that draws pictures into the run directory under file names a user may choose: `DEFAULT_NAMES`,
+    {init argument: its default file name}. A chosen name is an option (`Class.argument`): where a file not to
+    replace is, it is refused in one line before training, not after it (`outputs.check`); a default name goes
+    beside such a file instead (`outputs.save_figure`, then `outputs.kept` for the line)."""
+
+    DEFAULT_NAMES: dict[str, str] = {}
+
+    def option(self, name: str = "filename") -> str | None:
+        """The option that named the picture's file; None for the default name."""
+        return f"{type(self).__name__}.{name}" if getattr(self, name) != self.DEFAULT_NAMES[name] else None
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        root = Path(trainer.default_root_dir)
+        for name in self.DEFAULT_NAMES:
+            if trainer.is_global_zero and self.option(name):
+                outputs.check(root / getattr(self, name), str(root.resolve()), self.option(name))
+
+
 class LearningCurvePlot(pl.Callback):
     """Saves `learning_curve.png` in the run directory at the end of every fit, and logs it to W&B.
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 from pytorch_lightning.utilities import rank_zero_info
 
-from callbacks.plots import pyplot
+from callbacks.plots import RunPictures, pyplot
 from datamodules import outputs
 
 DEFAULT_NAME = "size_accuracy.png"
@@ -30,23 +30,16 @@ def sibling_runs(run_dir: Path) -> list[tuple[str, dict]]:
     return found
 
 
-class SizeAccuracyPlot(pl.Callback):
+class SizeAccuracyPlot(RunPictures):
     """At the end of fit, `size_accuracy.png` in the run directory: each run's parameter count (the task's
     `run_record()["student_parameters"]`, as the course counts it) against its best `monitor`, for this run and the
     runs of the same homework and data beside it; the budget (`run_record()["max_params"]`) as a vertical line, and
     the DataModule's ceiling reference (`reference_score()`: HW13's teacher) as a horizontal one."""
 
+    DEFAULT_NAMES = {"filename": DEFAULT_NAME}
+
     def __init__(self, filename: str = DEFAULT_NAME) -> None:
         self.filename = filename
-
-    def option(self) -> str | None:
-        """The option that named the file (None: the default name, which goes beside a file in its way)."""
-        return "SizeAccuracyPlot.filename" if self.filename != DEFAULT_NAME else None
-
-    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.is_global_zero and self.option():  # a name the user chose: refused before training, not after
-            run_dir = Path(trainer.default_root_dir)
-            outputs.check(run_dir / self.filename, str(run_dir.resolve()), self.option())
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         ckpt = trainer.checkpoint_callback

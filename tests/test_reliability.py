@@ -96,9 +96,13 @@ def test_a_users_file_where_a_picture_goes_is_kept_and_the_line_says_where_it_we
             f"project, so it is kept)") in said, said[-2000:]
 
 
-@pytest.mark.parametrize("callback", ["callbacks.size_accuracy.SizeAccuracyPlot",
-                                      "callbacks.domain_features.DomainFeaturesTSNE"])
-def test_a_picture_named_by_the_user_is_refused_before_training(tmp_path, callback):
+@pytest.mark.parametrize("callback, argument", [("callbacks.size_accuracy.SizeAccuracyPlot", "filename"),
+                                                ("callbacks.domain_features.DomainFeaturesTSNE", "filename"),
+                                                ("callbacks.classification_plots.ClassificationPlots",
+                                                 "confusion_filename"),
+                                                ("callbacks.classification_plots.ClassificationPlots",
+                                                 "errors_filename")])
+def test_a_picture_named_by_the_user_is_refused_before_training(tmp_path, callback, argument):
     # (the callbacks alone, on the trainer's run directory: their homeworks' fits take minutes; the rule is shared)
     from importlib import import_module
     from types import SimpleNamespace
@@ -106,15 +110,15 @@ def test_a_picture_named_by_the_user_is_refused_before_training(tmp_path, callba
     module, name = callback.rsplit(".", 1)
     plot_class = getattr(import_module(module), name)
     (tmp_path / "report.png").write_bytes(b"mine")
-    plot = plot_class(filename="report.png")
+    plot = plot_class(**{argument: "report.png"})
     trainer = SimpleNamespace(is_global_zero=True, default_root_dir=str(tmp_path))
-    with pytest.raises(DataError, match=rf"^{name}.filename {tmp_path / 'report.png'}: a file "
+    with pytest.raises(DataError, match=rf"^{name}.{argument} {tmp_path / 'report.png'}: a file "
                                         rf"is already there and this project did not write it, so it is kept"):
         plot.on_fit_start(trainer, None)
     assert (tmp_path / "report.png").read_bytes() == b"mine"
     (tmp_path / "run.json").write_text("{}")
     with pytest.raises(DataError, match="a run's own file"):
-        plot_class(filename="config.yaml").on_fit_start(trainer, None)
+        plot_class(**{argument: "config.yaml"}).on_fit_start(trainer, None)
 
 
 def test_a_users_folder_where_the_demo_set_goes_is_kept(capsys):
