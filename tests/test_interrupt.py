@@ -110,21 +110,20 @@ def interrupt_after_first_epochs(command: Command) -> None:
     command.ctrl_c()
 
 
-def test_ctrl_c_keeps_the_run_and_its_resume_command_continues_it(tmp_path):
-    command = Command(tmp_path, ["fit", *ENDLESS, *FAST])
+def stopped_kept_and_resumed(tmp_path: Path, command: Command, code: int, word: str) -> Path:
+    """Stop `command` (a fit) after its first epochs as `word` does (Ctrl-C, SIGTERM): exit `code`, the run kept as
+    `interrupted` with its last lines, then the printed `--resume` command continues it to the end. Its run."""
     interrupt_after_first_epochs(command)
-    assert command.finish() == 130, command.text()[-3000:]
+    assert command.finish() == code, command.text()[-3000:]
     run = run_dir(tmp_path)
     record = json.loads((run / "run.json").read_text())
-    assert record["status"] == "interrupted" and record["epochs"] >= 1
-    assert (run / "learning_curve.png").is_file()
+    assert record["status"] == "interrupted" and record["epochs"] >= 1  # not "failed": it can go on
     saved = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
     kept, where, resume = command.last_lines()
-    assert kept.startswith("Interrupted (Ctrl-C). Kept ") and "last.ckpt" in kept, kept
+    assert kept.startswith(f"Interrupted ({word}). Kept ") and "last.ckpt" in kept, kept
     assert where == f"Run directory: {run.relative_to(tmp_path)}"
     assert resume == f"Continue: python {SCRIPT} fit --resume {run.relative_to(tmp_path)}"
-    assert "Traceback" not in command.err.read_text() and "W&B could not close" not in command.text()
-    assert list(run.glob("wandb/offline-run-*"))  # W&B ran, offline, as without a login, and was closed
+    assert "Traceback" not in command.err.read_text()
 
     # the printed command continues the run, in its directory (two epochs more, so that it ends)
     more = ["--trainer.max_epochs", str(saved["epoch"] + 3)]
@@ -135,6 +134,14 @@ def test_ctrl_c_keeps_the_run_and_its_resume_command_continues_it(tmp_path):
     record = json.loads((run / "run.json").read_text())
     assert record["status"] == "finished" and record["epochs"] == saved["epoch"] + 3 and len(record["resumed"]) == 1
     assert resumed.out.read_text().splitlines()[0].startswith(f"epoch {saved['epoch'] + 1}/")
+    return run
+
+
+def test_ctrl_c_keeps_the_run_and_its_resume_command_continues_it(tmp_path):
+    command = Command(tmp_path, ["fit", *ENDLESS, *FAST])
+    run = stopped_kept_and_resumed(tmp_path, command, 130, "Ctrl-C")
+    assert (run / "learning_curve.png").is_file() and "W&B could not close" not in command.text()
+    assert list(run.glob("wandb/offline-run-*"))  # W&B ran, offline, as without a login, and was closed
 
 
 class SlowShutdown(pl.Callback):

@@ -18,8 +18,8 @@ import torch
 from homework import runs
 from homework.hw1 import main
 from tests.conftest import QUIET
-from tests.test_interrupt import (DDP, ENDLESS, FAST, SCRIPT, Command, interrupt_after_first_epochs, last_checkpoint,
-                                  living_processes, run_dir)
+from tests.test_interrupt import (DDP, ENDLESS, FAST, SCRIPT, Command, last_checkpoint,
+                                  living_processes, run_dir, stopped_kept_and_resumed)
 
 
 class Term(Command):
@@ -30,25 +30,7 @@ class Term(Command):
 
 
 def test_sigterm_keeps_the_run_and_its_resume_command_continues_it(tmp_path):
-    command = Term(tmp_path, ["fit", *ENDLESS, *FAST])
-    interrupt_after_first_epochs(command)
-    assert command.finish() == 143, command.text()[-3000:]
-    run = run_dir(tmp_path)
-    record = json.loads((run / "run.json").read_text())
-    assert record["status"] == "interrupted" and record["epochs"] >= 1  # not "failed": it can go on
-    saved = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
-    kept, where, resume = command.last_lines()
-    assert kept.startswith("Interrupted (SIGTERM). Kept ") and "last.ckpt" in kept, kept
-    assert where == f"Run directory: {run.relative_to(tmp_path)}"
-    assert resume == f"Continue: python {SCRIPT} fit --resume {run.relative_to(tmp_path)}"
-    assert "Traceback" not in command.err.read_text()
-
-    more = ["--trainer.max_epochs", str(saved["epoch"] + 2)]
-    resumed = Command(tmp_path, [*resume.removeprefix(f"Continue: python {SCRIPT} ").split(), *more, *FAST],
-                      name="resume")
-    assert resumed.finish(timeout=180) == 0, resumed.text()[-3000:]
-    record = json.loads((run / "run.json").read_text())
-    assert record["status"] == "finished" and record["epochs"] == saved["epoch"] + 2
+    stopped_kept_and_resumed(tmp_path, Term(tmp_path, ["fit", *ENDLESS, *FAST]), 143, "SIGTERM")
 
 
 class SlowPredict(pl.Callback):
