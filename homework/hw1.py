@@ -10,11 +10,9 @@ if not __package__:  # `python homework/hwN.py` in a checkout not installed with
 
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import homework.cli.startup  # noqa: F401  first: a Ctrl-C while the rest loads ends in one line
-from pytorch_lightning.cli import ArgsType
 
 from datamodules.covid import CovidDataModule
 from homework.cli.api import Homework
-from homework.cli.main import HomeworkCLI
 from models.regression import CovidRegressor
 
 
@@ -23,11 +21,7 @@ HOMEWORK = Homework(CovidRegressor, CovidDataModule, "hw1.yaml",
                     links={"data.num_features": "model.in_features",
                            "data.minibatches_per_step": "model.minibatches_per_step"})
 
-
-def main(args: ArgsType = None) -> HomeworkCLI:
-    """The command line: `python homework/hw1.py ARGS`."""
-    return HOMEWORK.main(args)
-
+main = HOMEWORK.main  # the command line: `python homework/hw1.py ARGS`
 
 # the Python API (docs/notebooks.md): `from homework import hw1; result = hw1.fit(max_epochs=3)`
 fit, validate, test, predict, critical, compare, diagnose = HOMEWORK.commands()

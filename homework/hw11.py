@@ -14,11 +14,9 @@ if not __package__:  # `python homework/hwN.py` in a checkout not installed with
 
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import homework.cli.startup  # noqa: F401  first: a Ctrl-C while the rest loads ends in one line
-from pytorch_lightning.cli import ArgsType
 
 from datamodules.real_or_drawing import RealOrDrawingDataModule
 from homework.cli.api import Homework
-from homework.cli.main import HomeworkCLI
 from models.domain_adaptation import DomainAdversarialClassifier
 
 
@@ -26,11 +24,7 @@ from models.domain_adaptation import DomainAdversarialClassifier
 HOMEWORK = Homework(DomainAdversarialClassifier, RealOrDrawingDataModule, "hw11.yaml",
                     links={"data.num_classes": "model.num_classes", "data.net_width": "model.width"})
 
-
-def main(args: ArgsType = None) -> HomeworkCLI:
-    """The command line: `python homework/hw11.py ARGS`."""
-    return HOMEWORK.main(args)
-
+main = HOMEWORK.main  # the command line: `python homework/hw11.py ARGS`
 
 # the Python API (docs/notebooks.md): `from homework import hw11; result = hw11.fit(max_epochs=3)`
 fit, validate, test, predict, critical, compare, diagnose = HOMEWORK.commands()

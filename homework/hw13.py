@@ -12,11 +12,9 @@ if not __package__:  # `python homework/hwN.py` in a checkout not installed with
 
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import homework.cli.startup  # noqa: F401  first: a Ctrl-C while the rest loads ends in one line
-from pytorch_lightning.cli import ArgsType
 
 from datamodules.compression import CompressionDataModule
 from homework.cli.api import Homework
-from homework.cli.main import HomeworkCLI
 from models.distillation import Student
 
 
@@ -25,11 +23,7 @@ HOMEWORK = Homework(Student, CompressionDataModule, "hw13.yaml",
                     links={"data.num_classes": "model.num_classes", "data.image_size": "model.image_size",
                            "data.from_data": "model.from_data"})
 
-
-def main(args: ArgsType = None) -> HomeworkCLI:
-    """The command line: `python homework/hw13.py ARGS`."""
-    return HOMEWORK.main(args)
-
+main = HOMEWORK.main  # the command line: `python homework/hw13.py ARGS`
 
 # the Python API (docs/notebooks.md): `from homework import hw13; result = hw13.fit(max_epochs=3)`
 fit, validate, test, predict, critical, compare, diagnose = HOMEWORK.commands()

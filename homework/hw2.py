@@ -11,11 +11,9 @@ if not __package__:  # `python homework/hwN.py` in a checkout not installed with
 
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import homework.cli.startup  # noqa: F401  first: a Ctrl-C while the rest loads ends in one line
-from pytorch_lightning.cli import ArgsType
 
 from datamodules.libriphone import LibriPhoneDataModule
 from homework.cli.api import Homework
-from homework.cli.main import HomeworkCLI
 from models.phoneme import PhonemeClassifier
 
 
@@ -24,11 +22,7 @@ HOMEWORK = Homework(PhonemeClassifier, LibriPhoneDataModule, "hw2.yaml",
                     links={"data.num_classes": "model.num_classes", "data.feature_dim": "model.feature_dim",
                            "data.concat_nframes": "model.concat_nframes"})
 
-
-def main(args: ArgsType = None) -> HomeworkCLI:
-    """The command line: `python homework/hw2.py ARGS`."""
-    return HOMEWORK.main(args)
-
+main = HOMEWORK.main  # the command line: `python homework/hw2.py ARGS`
 
 # the Python API (docs/notebooks.md): `from homework import hw2; result = hw2.fit(max_epochs=3)`
 fit, validate, test, predict, critical, compare, diagnose = HOMEWORK.commands()

@@ -11,11 +11,9 @@ if not __package__:  # `python homework/hwN.py` in a checkout not installed with
 
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import homework.cli.startup  # noqa: F401  first: a Ctrl-C while the rest loads ends in one line
-from pytorch_lightning.cli import ArgsType
 
 from datamodules.voxceleb import VoxCelebDataModule
 from homework.cli.api import Homework
-from homework.cli.main import HomeworkCLI
 from models.speaker import SpeakerClassifier
 
 
@@ -23,11 +21,7 @@ from models.speaker import SpeakerClassifier
 HOMEWORK = Homework(SpeakerClassifier, VoxCelebDataModule, "hw4.yaml",
                     links={"data.num_speakers": "model.num_speakers", "data.n_mels": "model.n_mels"})
 
-
-def main(args: ArgsType = None) -> HomeworkCLI:
-    """The command line: `python homework/hw4.py ARGS`."""
-    return HOMEWORK.main(args)
-
+main = HOMEWORK.main  # the command line: `python homework/hw4.py ARGS`
 
 # the Python API (docs/notebooks.md): `from homework import hw4; result = hw4.fit(max_epochs=3)`
 fit, validate, test, predict, critical, compare, diagnose = HOMEWORK.commands()

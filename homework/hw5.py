@@ -12,11 +12,9 @@ if not __package__:  # `python homework/hwN.py` in a checkout not installed with
 
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import homework.cli.startup  # noqa: F401  first: a Ctrl-C while the rest loads ends in one line
-from pytorch_lightning.cli import ArgsType
 
 from datamodules.translation import TranslationDataModule
 from homework.cli.api import Homework
-from homework.cli.main import HomeworkCLI
 from models.translation import Translator
 
 
@@ -24,11 +22,7 @@ from models.translation import Translator
 HOMEWORK = Homework(Translator, TranslationDataModule, "hw5.yaml",
                     links={"data.vocab_size": "model.vocab_size"})
 
-
-def main(args: ArgsType = None) -> HomeworkCLI:
-    """The command line: `python homework/hw5.py ARGS`."""
-    return HOMEWORK.main(args)
-
+main = HOMEWORK.main  # the command line: `python homework/hw5.py ARGS`
 
 # the Python API (docs/notebooks.md): `from homework import hw5; result = hw5.fit(max_epochs=3)`
 fit, validate, test, predict, critical, compare, diagnose = HOMEWORK.commands()

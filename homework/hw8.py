@@ -11,22 +11,16 @@ if not __package__:  # `python homework/hwN.py` in a checkout not installed with
 
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import homework.cli.startup  # noqa: F401  first: a Ctrl-C while the rest loads ends in one line
-from pytorch_lightning.cli import ArgsType
 
 from datamodules.faces import FacesDataModule
 from homework.cli.api import Homework
-from homework.cli.main import HomeworkCLI
 from models.anomaly import AnomalyDetector
 
 
 #: what makes HW8: its task, its data and its recipe
 HOMEWORK = Homework(AnomalyDetector, FacesDataModule, "hw8.yaml")
 
-
-def main(args: ArgsType = None) -> HomeworkCLI:
-    """The command line: `python homework/hw8.py ARGS`."""
-    return HOMEWORK.main(args)
-
+main = HOMEWORK.main  # the command line: `python homework/hw8.py ARGS`
 
 # the Python API (docs/notebooks.md): `from homework import hw8; result = hw8.fit(max_epochs=3)`
 fit, validate, test, predict, critical, compare, diagnose = HOMEWORK.commands()

@@ -39,13 +39,14 @@ from typing import Any
 
 import numpy as np
 import torch
+from pytorch_lightning.cli import ArgsType
 
 from callbacks import KaggleSubmissionWriter, LearningCurvePlot, SubmissionError
 from datamodules.console import in_notebook
 from datamodules.errors import DataError
 from homework import runs
 from homework.cli import startup
-from homework.cli.main import execute, run
+from homework.cli.main import HomeworkCLI, execute, run
 from homework.command_line import FROM_PYTHON
 from homework.lab.advisor import Diagnosed
 
@@ -299,7 +300,7 @@ class Homework:
         self.name = datamodule_class.homework
         startup.loaded()  # the entry point's imports are done
 
-    def main(self, args=None):
+    def main(self, args: ArgsType = None) -> HomeworkCLI:
         """The command line: `python homework/hwN.py ARGS` (a mistake: one line on stderr and exit code 2)."""
         return run(self.model_class, self.datamodule_class, self.config_file, args, self.links)
 
