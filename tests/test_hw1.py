@@ -387,7 +387,8 @@ def test_predict_reads_the_data_dir_the_checkpoint_was_trained_on(tmp_path):
                                    ["--trainer.limit_train_batches", "0.5"]])
 def test_what_needs_one_minibatch_per_step_says_so(capsys, flags):
     """The whole-epoch step (HW1's default) can't clip or accumulate: a clear error, not a Lightning traceback.
-    (Several devices need no flag: test_distributed.py.)"""
+    (Several devices need no flag: test_distributed.py, with W&B offline as without a login. These fits are on one
+    device and about the step rule, so W&B stays off as conftest sets it.)"""
     expect_user_error(capsys, ["fit", *FAST, *flags], "add --data.minibatches_per_step 1")
     cli = main(["fit", *FAST, *flags[:2], "--data.minibatches_per_step", "1", "--trainer.devices", "1"])
     assert cli.model.automatic_optimization and cli.trainer.global_step > 0  # then it trains, one minibatch a step
