@@ -270,3 +270,13 @@ def test_predicted_scores_are_the_models_scores_of_the_test_images(tmp_path):
         val_scores = model(to_float(images)).numpy()
     assert validated.trainer.callback_metrics["val_auroc"].item() == pytest.approx(
         roc_auc_score(labels.numpy(), val_scores), abs=1e-6)
+
+
+def test_compare_runs_each_variant_and_names_no_ceiling(capsys):
+    """HW8's reference (PCA) is a baseline, not a ceiling: `compare` must not score it again after each variant
+    (it once called the hook with 0 samples: sklearn's traceback after the first variant)."""
+    results = main(["compare", "--optimizers", "sgd,adam", *tiny("hw8"), *QUIET])
+    assert [r.variant for r in results] == ["sgd", "adam"]
+    assert all(r.monitor == "val_auroc" and r.mode == "max" for r in results)
+    (table,) = Path("runs/hw8").glob("*compare*/comparison.md")
+    assert "Ceiling:" not in table.read_text()
