@@ -10,6 +10,7 @@ import pytorch_lightning as pl
 from pytorch_lightning.utilities import rank_zero_info
 
 from datamodules import outputs
+from datamodules.atomic import write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -177,8 +178,8 @@ class LearningCurvePlot(pl.Callback):
         chosen = Path(trainer.default_root_dir) / self.filename
         run = str(chosen.parent.resolve())  # the inputs: this run (redrawn when it is resumed)
         path = self.plot(chosen, getattr(pl_module, "monitor", None), getattr(pl_module, "mode", "min"), run)
-        # the numbers behind it, under their own name (`diagnose` reads learning_curve.json), by the same rule
-        outputs.write(chosen.with_suffix(".json"), json.dumps(self.state_dict()), run)
+        # the numbers behind it: the run's own file (`diagnose` reads learning_curve.json), always under that name
+        write_atomically(chosen.with_suffix(".json"), json.dumps(self.state_dict()))
         self.written = path
         if path != chosen:  # (said only then: the run directory's listing names the curve)
             rank_zero_info(f"Learning curve: {path}{outputs.kept(chosen, path)}")

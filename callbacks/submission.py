@@ -211,7 +211,7 @@ class KaggleSubmissionWriter(BasePredictionWriter):
         what = "Kaggle submission" if competition and not demo else "predictions"
         lines = [f"Wrote {what} {path} ({rows} {'rows' if competition else 'lines'})"
                  + (", replacing the previous one (same inputs)" if self.replaced else "")
-                 + (f"; {self.kept.name} there was made from other inputs and is kept" if self.kept else "")]
+                 + (outputs.kept(self.kept, path).replace(" (", "; ", 1).removesuffix(")") if self.kept else "")]
         if demo:
             lines.append("(made from the generated demo data: nothing to submit to Kaggle)")
         elif competition:

@@ -22,7 +22,7 @@ from datamodules.errors import DataError
 
 MANIFEST = ".ntu-ml-outputs.json"
 LEGACY = "predictions.json"  # what the submission writer kept before this record (still read)
-RUN_FILES = {"config.yaml", "run.json", ".training.lock", MANIFEST, LEGACY}
+RUN_FILES = {"config.yaml", "run.json", "learning_curve.json", ".training.lock", MANIFEST, LEGACY}
 
 
 def run_file(path: Path) -> bool:

@@ -40,6 +40,8 @@ def test_no_command_or_a_mistyped_one_names_every_command(capsys):
     assert user_error(capsys, main, []) == f"error: no command given: one of {listed} (--help says what each does)"
     assert user_error(capsys, main, ["fitt", "--trainer.max_epochs", "1"]) == (
         f"error: 'fitt' is not a command; did you mean fit? The commands: {listed} (--help says what each does)")
+    assert user_error(capsys, main, ["xyzzy"]) == (
+        f"error: 'xyzzy' is not a command. The commands: {listed} (--help says what each does)")
     with pytest.raises(DataError, match="'tunee' is not a command; did you mean tune?"):
         commands.check_command(["--config", "x.yaml", "tunee"])
 

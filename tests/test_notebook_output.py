@@ -3,6 +3,7 @@ function (`tune` too), and after Ctrl-C the kept epoch as the last one printed a
 import contextlib
 import io
 import logging
+import re
 import sys
 
 import pytest
@@ -106,6 +107,21 @@ def test_a_script_in_a_checkout_not_installed_runs_that_checkouts_code(tmp_path)
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False)
     out = done.stdout.strip().splitlines()
     assert out[-2:] == ["exit 0", str(copy / "homework" / "__init__.py")], done.stderr[-2000:]
+
+
+def test_the_startup_check_names_every_dependency_of_setup_cfg():
+    """`check_installed` looks for each package setup.cfg installs (a new dependency added there and not here
+    would be an import traceback in a kernel that lacks it)."""
+    import configparser
+
+    from homework.cli import startup
+
+    config = configparser.ConfigParser()
+    config.read(ROOT / "setup.cfg")
+    required = {re.split(r"[\[<>=!~ ]", line.strip())[0].lower()
+                for line in config["options"]["install_requires"].splitlines()
+                if line.strip() and not line.strip().startswith("#")}
+    assert {package.lower() for package in startup.REQUIRED.values()} == required
 
 
 def test_a_missing_dependency_is_one_line_saying_pip_install(monkeypatch, capsys):

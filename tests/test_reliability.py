@@ -53,7 +53,7 @@ def test_the_default_name_goes_beside_a_file_the_project_did_not_write(capsys):
     main(["predict", "--ckpt_path", str(run), *QUIET])
     out = capsys.readouterr().out
     assert (run / "pred.csv").read_text() == "the student's own edit\n"
-    assert "pred-2.csv" in out and "pred.csv there was made from other inputs and is kept" in out
+    assert "pred-2.csv (" in out and "; pred.csv there was not written by this project, so it is kept" in out
 
 
 def test_the_rule_in_one_place(tmp_path):

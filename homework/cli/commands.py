@@ -88,7 +88,7 @@ def check_command(args: list[str]) -> str | None:
             return None
         raise DataError(f"no command given: one of {listed} (--help says what each does)")
     close = difflib.get_close_matches(word, names(), n=1)
-    raise DataError(f"'{word}' is not a command{f'; did you mean {close[0]}?' if close else ''} The commands: "
+    raise DataError(f"'{word}' is not a command{f'; did you mean {close[0]}?' if close else '.'} The commands: "
                     f"{listed} (--help says what each does)")
 
 

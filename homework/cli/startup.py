@@ -16,7 +16,8 @@ _before = sys.excepthook
 REQUIRED = {"torch": "torch", "torchvision": "torchvision", "pytorch_lightning": "pytorch-lightning",
             "jsonargparse": "jsonargparse", "torchmetrics": "torchmetrics", "wandb": "wandb", "pandas": "pandas",
             "sklearn": "scikit-learn", "matplotlib": "matplotlib", "PIL": "pillow", "sentencepiece": "sentencepiece",
-            "sacrebleu": "sacrebleu", "filelock": "filelock", "optuna": "optuna"}
+            "sacrebleu": "sacrebleu", "filelock": "filelock", "optuna": "optuna", "numpy": "numpy", "yaml": "PyYAML",
+            "tqdm": "tqdm", "scipy": "scipy", "threadpoolctl": "threadpoolctl", "cv2": "opencv-python-headless"}
 
 
 def check_installed() -> None:
