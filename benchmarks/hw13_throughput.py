@@ -6,6 +6,7 @@ run, as ratios. The sample StudentNet and a ResNet-18 teacher (random weights: s
     python benchmarks/hw13_throughput.py [--images 256] [--epochs 2] [--image-size 224] [--workers N]
 """
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -17,6 +18,7 @@ import torchvision
 from torch.utils.data import DataLoader
 from torchvision.transforms import v2
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python benchmarks/...` from a checkout
 from benchmarks.hw3_pipeline import SampleStyleImages, write_photos
 from datamodules.base import available_cpus
 from datamodules.compression import TEACHER_FILE, CompressionDataModule

@@ -65,7 +65,7 @@ for epoch in range(num_epochs):
     for data_ in train_dataloader:
         img = data_.float()
         output = model(img)
-        loss = vae_loss(*output, img) if model_type == "vae" else criterion(output, img)
+        loss = vae_loss(output[0], img, output[1], output[2]) if model_type == "vae" else criterion(output, img)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
