@@ -99,12 +99,13 @@ class MappedFaces:
 
 def to_float(images: torch.Tensor) -> torch.Tensor:
     """uint8 (B, 64, 64, 3) -> float (B, 3, 64, 64) in [-1, 1], the sample's `2 * x / 255 - 1`."""
-    return 2.0 * images.permute(0, 3, 1, 2).float() / 255.0 - 1.0
+    # (in place on a fresh copy: three full-size temporaries less per batch, the same values bit for bit)
+    return images.permute(0, 3, 1, 2).to(torch.float32, copy=True).mul_(2.0).div_(255.0).sub_(1.0)
 
 
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
     """The inverse of `to_float`, rounded: (B, 3, 64, 64) in [-1, 1] -> uint8 (B, 64, 64, 3)."""
-    return ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+    return images.clamp(-1, 1).add_(1).mul_(127.5).round_().to(torch.uint8).permute(0, 2, 3, 1).contiguous()
 
 
 class FaceBatches(Dataset):
