@@ -74,7 +74,8 @@ class Student(ImageClassifier):
     """
 
     remedies = BaseTask.remedies + (
-        Remedy("bias", "a wider student (within the budget)", "--model.width", ladder=WIDTHS),
+        Remedy("bias", "a wider student, if it fits the parameter budget (a fit over it is refused)", "--model.width",
+               ladder=WIDTHS),
         Remedy("bias", "knowledge distillation", "--model.loss_fn_type", ladder=("CE", "KD")),
         Remedy("overfitting", "a narrower student", "--model.width", ladder=WIDTHS, plus=-1),
         Remedy("overfitting", "label smoothing", "--model.label_smoothing", plus=0.1, start=0.1, most=0.3),
