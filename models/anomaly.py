@@ -101,12 +101,15 @@ class AnomalyDetector(BaseTask):
         out = self.net(x)
         return out[0] if isinstance(self.net, VAE) else out
 
-    def reconstruction_loss(self, x: torch.Tensor) -> torch.Tensor:
-        """The sample's training loss: the mean squared error (the VAE's plus its KL divergence)."""
+    def reconstruction_loss(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The sample's training loss, the mean squared error (the VAE's plus its KL divergence), and the
+        reconstructions it was computed on (one pass of the network: its BatchNorm statistics move once, and the
+        VAE's error is that of the code it trained on)."""
         if isinstance(self.net, VAE):
             recon, mu, logvar = self.net(x)
-            return vae_loss(recon, x, mu, logvar)
-        return nn.functional.mse_loss(self.net(x), x)
+            return vae_loss(recon, x, mu, logvar), recon
+        recon = self.net(x)
+        return nn.functional.mse_loss(recon, x), recon
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Anomaly scores of (B, 3, 64, 64) images in [-1, 1]: higher is more anomalous."""
@@ -135,14 +138,14 @@ class AnomalyDetector(BaseTask):
 
     def batch_loss(self, batch) -> tuple[torch.Tensor, int]:
         """The training loss of one batch of images and its size (the lab's hook: datamodules/lab_hooks.py)."""
-        loss = self.reconstruction_loss(batch)
+        loss = self.reconstruction_loss(batch)[0]
         if self.classifier is not None:
             loss = loss + self.classifier_loss(batch)[0]
         return loss, len(batch)
 
     # --- Lightning's steps ---------------------------------------------------------------------------
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
-        loss = self.reconstruction_loss(batch)
+        loss, recon = self.reconstruction_loss(batch)
         # train_loss is the autoencoder's loss alone, as val_loss: the two compare (the course's diagnosis)
         self.train_loss.update(loss.detach(), weight=len(batch))
         self.log("train_loss", self.train_loss, on_step=False, on_epoch=True)
@@ -151,9 +154,7 @@ class AnomalyDetector(BaseTask):
             self.train_classifier_loss.update(bce.detach(), weight=len(batch))
             self.log("classifier/train_loss", self.train_classifier_loss, on_step=False, on_epoch=True)
             loss = loss + bce
-            with torch.no_grad():
-                error = ((self.reconstruct(batch) - batch) ** 2).sum((1, 2, 3)).sqrt()
-                self._track(error, logits)
+            self._track(((recon.detach() - batch) ** 2).sum((1, 2, 3)).sqrt(), logits)
         return loss
 
     @torch.no_grad()
@@ -166,7 +167,7 @@ class AnomalyDetector(BaseTask):
         images, labels, kinds = batch
         scores, recon = self.score(images)
         normal = labels == 0
-        self.val_loss.update(self.reconstruction_loss(images[normal]), weight=int(normal.sum()))
+        self.val_loss.update(self.reconstruction_loss(images[normal])[0], weight=int(normal.sum()))
         self.val_auroc.update(ranked(scores), labels)
         self.log("val_loss", self.val_loss)  # the training loss on held-out normal images
         self.log("val_auroc", self.val_auroc, prog_bar=True)

@@ -280,3 +280,12 @@ def test_compare_runs_each_variant_and_names_no_ceiling(capsys):
     assert all(r.monitor == "val_auroc" and r.mode == "max" for r in results)
     (table,) = Path("runs/hw8").glob("*compare*/comparison.md")
     assert "Ceiling:" not in table.read_text()
+
+
+def test_a_training_step_with_the_classifier_runs_the_autoencoder_once(tmp_path):
+    """The boss hint's classifier tracks the reconstruction error of the very pass it trained on: BatchNorm's
+    running statistics move once per step (they moved twice: a second, no-grad pass in train mode)."""
+    folder = faces(tmp_path / "data")
+    cli = main(["fit", "--data.data_dir", str(folder), *tiny("hw8"), "--trainer.limit_val_batches", "0", *QUIET])
+    counts = {int(m.num_batches_tracked) for m in cli.model.net.modules() if isinstance(m, torch.nn.BatchNorm2d)}
+    assert counts == {cli.trainer.global_step} and cli.model.classifier is not None
