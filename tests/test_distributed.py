@@ -30,11 +30,13 @@ HOMEWORKS = registry.names()
 
 
 def in_default_suite(homework: str) -> bool:
-    """DDP of a homework whose task is not a `ClassificationTask` runs by default (today HW1: three processes,
-    tensor rows, its whole-epoch step falling back, cross-validation; HW5: dict batches, generated sentences), which
-    takes every shared DDP path (run directory and record from process 0, W&B offline, synced epoch metrics, the
-    gathered predictions written once). A classification homework (HW2-HW4) adds only its own batches to the
-    `ClassificationTask` paths, at ~40 s a fit or predict on 2 cores: `pytest -m slow` runs those."""
+    """DDP of a homework whose task is not a `ClassificationTask` runs by default: each such task has its own
+    steps and metrics under DDP (today HW1: three processes, tensor rows, its whole-epoch step falling back,
+    cross-validation; HW5: dict batches, generated sentences; HW8: ROC AUC over gathered scores, the classifier's
+    statistics; HW11: two loaders a step, the domain loss, lambda's schedule), and together they take every shared
+    DDP path (run directory and record from process 0, W&B offline, synced epoch metrics, the gathered predictions
+    written once). A `ClassificationTask` homework (HW2-HW4, HW13) adds only its own batches to paths those
+    already take, at ~40 s a fit or predict on 2 cores: `pytest -m slow` runs those."""
     from models.base import ClassificationTask
 
     return not issubclass(registry.module(homework).HOMEWORK.model_class, ClassificationTask)

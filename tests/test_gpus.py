@@ -229,14 +229,12 @@ def test_out_of_memory_in_a_cnns_first_epoch_keeps_nothing_and_predict_says_its_
                     "--trainer.accumulate_grad_batches 2 (the same effective batch), or --find_batch_size true (the "
                     "largest batch that fits), or a smaller --data.image_size")
 
-    forward = ImageClassifier.forward
     monkeypatch.setattr(ImageClassifier, "forward", lambda self, x: (_ for _ in ()).throw(
         torch.OutOfMemoryError("CUDA out of memory.")))
     line, _ = failed(capsys, hw3.main, ["predict", "--ckpt_path", "best", *tiny])
     assert line == ("error: predict ran out of GPU memory (CUDA out of memory) with --data.batch_size 8, "
                     "--data.image_size 32, 32-true. Try --data.batch_size 4 (a smaller evaluation batch), or "
                     "--trainer.precision 16-mixed (half the activations' memory), or a smaller --data.image_size")
-    monkeypatch.setattr(ImageClassifier, "forward", forward)
 
 
 def test_a_data_loader_worker_killed_by_a_bus_error_is_one_line(monkeypatch, capsys):
