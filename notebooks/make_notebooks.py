@@ -92,7 +92,7 @@ class InstallFailed(OneLine):
     pass
 
 
-def run(command, what):
+def run_tool(command, what):
     """Run `command` (git or pip); when it fails, its last error line as one line, below all it printed."""
     done = subprocess.run(command, capture_output=True, text=True)
     output = re.sub(r"\\x1b\\[[0-9;]*m", "", done.stderr)  # (pip colours its build's lines even when captured)
@@ -135,7 +135,7 @@ places = [PROJECT_DIR] * bool(PROJECT_DIR) + [beside, Path.cwd(), Path.cwd().par
 places += [Path(spec.origin).parents[1]] if spec is not None and spec.origin else []
 found = next(filter(None, map(project_folder, places)), None) or installed_folder()
 if found is None and REPO_URL:
-    run(["git", "clone", "--quiet", REPO_URL, str(beside)], f"git clone {{REPO_URL}}")
+    run_tool(["git", "clone", "--quiet", REPO_URL, str(beside)], f"git clone {{REPO_URL}}")
     found = project_folder(beside)
 if found is None:
     raise ProjectNotFound(
@@ -158,7 +158,7 @@ if installed_folder() is None or missing:
                             if importlib.util.find_spec(name) is not None))
     print("Installing the project and its dependencies (pip install -e ., the installed torch kept) ...")
     pip = [sys.executable, "-m", "pip", "install", "--quiet", "-e", ".", "-c", str(keep)]
-    run(pip, f"pip install -e . in {{found}}")
+    run_tool(pip, f"pip install -e . in {{found}}")
     importlib.invalidate_caches()
 if str(found) not in sys.path:
     sys.path.insert(0, str(found))  # (an install made now is on the path of new processes only)
