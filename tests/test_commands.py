@@ -77,7 +77,11 @@ def test_fit_help_states_the_recipes_defaults_only(capsys):
     text = " ".join(help_of(capsys, "fit").split())
     assert "--trainer.max_epochs MAX_EPOCHS Stop training once this number of epochs is reached. To enable infinite " \
            "training, set ``max_epochs = -1``. (type: Optional[int], default: 600)" in text
-    assert "1000" not in text and "Default: ``" not in text
+    assert "1000" not in text and "Default: ``" not in text and "Disabled by default" not in text
+    # only sentences stating a default go: these say something else, and stay
+    assert "If there is a non-default number of validation runs per training epoch" in text
+    assert "Whether to enable to progress bar by default." in text
+    assert "- best: the best model checkpoint from the previous ``trainer.fit`` call will be loaded" in text
 
 
 def test_k_fold_reads_the_command_as_the_first_word_not_a_value():

@@ -18,8 +18,11 @@ SECTIONS = ("trainer", "model", "data", "early_stopping", "checkpoint", "submiss
 
 
 #: A sentence of Lightning's docstrings that states its own default (``Default: ``True``.``, ``defaults to
-#: ``max_epochs = 1000``.``): the help's "(default: ...)" says the homework's, which is what runs.
-LIGHTNING_DEFAULT = re.compile(r"(?i)\bdefault(s|ed)?\b.*``|``.*\bdefaults?\b|^disabled by default")
+#: ``max_epochs = 1000``.``, ``Disabled by default (None).``): the help's "(default: ...)" says the homework's,
+#: which is what runs. Only such sentences: "a non-default number of validation runs" or "whether to enable the
+#: progress bar by default" say something else, and stay.
+LIGHTNING_DEFAULT = re.compile(r"(?i)^default:|\bdefaults? to\b|^\W*by default\b|\bby default \(|``\s*by default\b"
+                               r"|\(default(: [^)]*)?\)")
 
 
 def tidy_help(parser, trainer_class: type, summaries: dict[str, str], usage: str) -> None:
