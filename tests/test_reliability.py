@@ -288,3 +288,17 @@ def test_a_damaged_run_record_is_one_line_naming_it(capsys, command):
     flag = {"fit": "--resume", "predict": "--ckpt_path", "diagnose": "diagnose"}[command[0]]
     assert line.startswith(f"error: {flag} {run}: its run record {run / 'run.json'} cannot be read (it is not valid "
                            f"JSON)"), line
+
+
+def test_a_users_best_config_in_the_study_folder_is_kept_and_the_header_names_the_new_file(tmp_path, capsys):
+    from types import SimpleNamespace
+
+    from homework.lab.study_results import write_best_config
+
+    (tmp_path / "best_config.yaml").write_text("mine\n")
+    best = SimpleNamespace(number=3, value=0.5, user_attrs={"config": "trainer: {}\nmodel: {}\n"})
+    went = write_best_config(best, tmp_path / "best_config.yaml", "s", "val_mse", tmp_path / "runs", False, "hw1")
+    assert went == tmp_path / "best_config-2.yaml" and (tmp_path / "best_config.yaml").read_text() == "mine\n"
+    assert f"--config {went}" in went.read_text().splitlines()[1]
+    assert f"Best config: {went} (best_config.yaml there was not written by this project, so it is kept)" in \
+        capsys.readouterr().out

@@ -31,7 +31,7 @@ def report(study, study_dir: Path, homework: str, monitor: str, root: Path, diag
     best = study.best_trial
     config_path = study_dir / "best_config.yaml"
     if best.user_attrs.get("config"):
-        write_best_config(best, config_path, study.study_name, monitor, root, diagnose_given, homework)
+        config_path = write_best_config(best, config_path, study.study_name, monitor, root, diagnose_given, homework)
     figure = plot_study(study, study_dir / "study.png", f"{homework}: study {study.study_name}, {summary}", monitor)
     table = trials_table(study, monitor)
     heading = (f"# {homework} study {study.study_name}\n\n{summary}; best {monitor} {best.value:.4f} (trial "
@@ -51,9 +51,10 @@ def report(study, study_dir: Path, homework: str, monitor: str, root: Path, diag
 
 
 def write_best_config(best, path: Path, study_name: str, monitor: str, root: Path, diagnose_given: bool,
-                      homework: str) -> None:
+                      homework: str) -> Path:
     """The best trial's config.yaml as a normal fit's: no pruning callback, no study group, runs in the
-    homework's runs folder, the advisor back on (unless the search's command line set it)."""
+    homework's runs folder, the advisor back on (unless the search's command line set it). Returns where it went
+    (beside a file of the user's in `path`'s place, which it names: the output rule, datamodules/outputs.py)."""
     config = yaml.safe_load(best.user_attrs["config"])
     trainer = config.setdefault("trainer", {})
     callbacks = trainer.get("callbacks")
@@ -68,9 +69,13 @@ def write_best_config(best, path: Path, study_name: str, monitor: str, root: Pat
     trainer["default_root_dir"] = str(root)
     if not diagnose_given and "diagnose" in config:
         config["diagnose"] = True
+    went = outputs.target(path)
     header = (f"# The best trial ({best.number}) of study {study_name}: {monitor} {best.value:.4f}.\n"
-              f"# Train it again as a normal run: {command(homework, 'fit', '--config', path)}\n")
-    outputs.write(path, header + yaml.safe_dump(config, sort_keys=False, default_flow_style=None, width=110))
+              f"# Train it again as a normal run: {command(homework, 'fit', '--config', went)}\n")
+    outputs.write(went, header + yaml.safe_dump(config, sort_keys=False, default_flow_style=None, width=110))
+    if went != path:
+        print(f"Best config: {went}{outputs.kept(path, went)}")
+    return went
 
 
 def format_value(value: object) -> str:
