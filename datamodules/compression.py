@@ -10,13 +10,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader
 from torchvision.transforms import v2
 
 from datamodules.errors import DataError
 from datamodules.food import FoodDataModule, FoodFiles, FoodLayout, list_images, match_layout
 from datamodules.food_demo import write_demo_food
-from datamodules.food_images import FoodImages
 from datamodules.lab_hooks import ReferenceScore
 
 #: The course's layout: `food11-hw13/{training,validation,evaluation}`, Ids 0000.. in sorted-name order (both years).
@@ -148,10 +146,6 @@ class CompressionDataModule(FoodDataModule):
         if images.shape[-1] == size and images.shape[-2] == size:
             return images
         return v2.functional.resize(images, [size, size], antialias=True)
-
-    def teacher_loader(self) -> DataLoader:
-        """The validation images, for scoring the teacher before training."""
-        return self._loader(FoodImages(self.valid))
 
     def reference_score(self, max_samples: int) -> ReferenceScore | None:
         """The teacher's validation accuracy, the student's ceiling (known once a distilling fit measured it)."""

@@ -167,8 +167,10 @@ class Student(ImageClassifier):
 
     def run_record(self) -> dict:
         """What run.json keeps about this student (homework/runs: the run record's hook)."""
-        return {"student_parameters": self.parameter_count, "max_params": self.budget,
-                "loss_fn_type": self.hparams.loss_fn_type}
+        # `parameters`: the student's own, as the course counts them (FitNet's adapter trains too, but is no part of
+        # the model that is handed in): what the advisor compares runs' sizes by
+        return {"student_parameters": self.parameter_count, "parameters": self.parameter_count,
+                "max_params": self.budget, "loss_fn_type": self.hparams.loss_fn_type}
 
     def setup(self, stage: str) -> None:
         super().setup(stage)
@@ -200,7 +202,7 @@ class Student(ImageClassifier):
 
     def teacher_accuracy(self) -> tuple[float, int]:
         datamodule, correct, count = self.trainer.datamodule, 0, 0
-        for batch in datamodule.teacher_loader():
+        for batch in datamodule.val_dataloader():  # (scoring the teacher on the validation images)
             images, labels = datamodule.teacher_batch([t.to(self.device) for t in batch])
             with self.trainer.precision_plugin.forward_context():
                 logits = self._teacher.logits(images.to(next(self.net.parameters()).dtype))

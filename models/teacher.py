@@ -30,10 +30,6 @@ class Teacher:
     image_size: int
     source: str  # "the course's ResNet-18 (data/hw13/food11-hw13/resnet18_teacher.ckpt)"
 
-    @property
-    def parameters(self) -> int:
-        return sum(p.numel() for p in self.net.parameters())
-
     @torch.no_grad()
     def logits(self, images: torch.Tensor) -> torch.Tensor:
         """Its logits, without gradients and in eval mode (BatchNorm's running statistics, no dropout)."""

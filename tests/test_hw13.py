@@ -285,3 +285,14 @@ def test_every_hw3_data_option_is_hw13s_with_hw3s_default_and_help(capsys):
     help_text = " ".join(capsys.readouterr().out.split())
     assert "--data.random_erasing RANDOM_ERASING Probability of erasing a random rectangle." in help_text
     assert CompressionDataModule(hflip=0.25, random_erasing=0.5).hparams["random_erasing"] == 0.5
+
+
+def test_a_fitnet_runs_recorded_size_is_the_students_not_its_adapters(tmp_path):
+    """FitNet trains an adapter beside the student (a Linear onto the teacher's features); the size the advisor
+    compares runs by is the student's, as for KD or CE (it counted the adapter: 2x the student here)."""
+    root = make_hw13(tmp_path / "data", resnet18())
+    cli = main(["fit", *TINY, "--data.data_dir", str(root), "--model.loss_fn_type", "FitNet",
+                "--data.teacher_image_size", "24"])
+    record = json.loads((cli.trainer.default_root_dir / Path("run.json")).read_text())
+    assert record["parameters"] == record["student_parameters"] == cli.model.parameter_count
+    assert sum(p.numel() for p in cli.model.parameters() if p.requires_grad) > record["parameters"]  # the adapter
