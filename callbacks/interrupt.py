@@ -82,7 +82,7 @@ def restore_signals(previous: dict) -> None:
 
 def stopped_by() -> str:
     """What stopped the run, in the words printed: "SIGTERM", "SIGUSR1" or "Ctrl-C"."""
-    return NAMES.get(_received, "Ctrl-C") if _received is not None else "Ctrl-C"
+    return NAMES.get(_received, "Ctrl-C")
 
 
 def exit_code() -> int:

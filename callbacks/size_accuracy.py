@@ -58,7 +58,7 @@ class SizeAccuracyPlot(RunPictures):
                     and record.get("student_parameters") and record.get("best_score") is not None:
                 points.append((f"seed {record.get('seed')}", record["student_parameters"], record["best_score"],
                                record.get("loss_fn_type", "")))
-        reference = datamodule.reference_score(0) if hasattr(datamodule, "reference_score") else None
+        reference = datamodule.reference_score(0)
         ceiling = reference if reference is not None and reference.ceiling else None
         chosen = run_dir / self.filename
         path = draw(points, own.get("max_params"), ceiling, pl_module.monitor, chosen,

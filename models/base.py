@@ -74,6 +74,11 @@ class BaseTask(pl.LightningModule):
         """The training loss of one batch and its size: what `critical` differentiates (datamodules/lab_hooks.py)."""
         raise NotImplementedError
 
+    def run_record(self) -> dict:
+        """What run.json keeps about this task beside the shared fields (homework/runs; HW13: the student's size and
+        budget); none by default."""
+        return {}
+
     def configure_optimizers(self):
         optimizer = self.optimizer(self.parameters())
         if self.lr_scheduler is None:

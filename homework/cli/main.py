@@ -10,7 +10,7 @@ Each `homework/hwN.py` calls `run(Model, DataModule, "hwN.yaml", args)` (through
    CPU threads for the machine (cli/hardware.py), early stopping and best/last checkpoints on the model's
    `monitor`, written atomically, with the RNG states that make a resumed run exact (callbacks/);
 4. run, and say what came out last: the diagnosis (lab/advisor.py), the score, the run directory, the next
-   command (cli/output.py; a fit without a best checkpoint, or interrupted: cli/report.py).
+   command (homework/command_line.py; a fit without a best checkpoint, or interrupted: cli/report.py).
 A run that fails before its first checkpoint leaves nothing behind. Commands of several runs (compare, tune,
 diagnose, `--data.fold all`) are rows of cli/commands.py; `fit --find_lr / --find_batch_size / --plot_schedule`
 run a finder instead of training (lab/finders.py). Several devices: only process 0 makes directories and speaks.

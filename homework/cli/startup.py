@@ -3,7 +3,7 @@
 An entry point imports this module first. Until its `Homework` is made (all imports done), a Ctrl-C ends in one
 line instead of Python's traceback through torch's import machinery; the process then ends as Python ends one
 interrupted by Ctrl-C (by SIGINT: a shell shows exit code 130). After that, the command's own handling takes over
-(`main.run`: what was kept, exit code 130).
+(`main.run`: what was kept, exit code 130; 143 after SIGTERM).
 """
 import importlib.util
 import sys
