@@ -219,7 +219,8 @@ def compare_command(args: list[str], make_cli: Callable[[list[str]], object], da
     results = _one_metric(results)
     monitor = results[0].monitor
     figure = plot_comparison(results, compare_dir / "comparison.png",
-                             f"{homework}: {len(names)} {kind[2:]}, {max_epochs} epochs each", str(compare_dir))
+                             f"{homework}: {len(names)} {kind[2:]}, {max_epochs} epoch{'s' * (max_epochs != 1)} each",
+                             str(compare_dir))
     table = comparison_table(results)
     heading = (f"# {homework} {kind[2:]} compared\n\nSame recipe, seed and budget ({max_epochs} epochs, early "
                f"stopping {'off' if option(rest, '--early_stopping.patience') is None else 'as given'}); "
@@ -321,10 +322,13 @@ def plot_comparison(results: list[Result], path: Path, title: str, inputs: str =
             points = [(e, v) for e, v in result.history.get(name, []) if math.isfinite(v)]
             if points:
                 epochs, values = zip(*points)
-                ax.plot(epochs, values, style, color=color, linewidth=1.5, label=result.variant)
+                ax.plot(epochs, values, style, color=color, linewidth=1.5, label=result.variant,
+                        marker="o" if len(points) == 1 else None)  # (one epoch is a point, not an empty panel)
         ax.set_title(label + (" (= " + monitor + ")" if name == "val_loss" and not metric_panel else ""))
         ax.set_xlabel("epoch (from 0)")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+        left, right = ax.get_xlim()
+        ax.set_xlim(min(left, -0.5), max(right, 0.5))  # (an integer tick even when every variant ran one epoch)
         ax.grid(alpha=0.3, which="both")
     losses = [v for r in results for n in ("train_loss", "val_loss") for _, v in r.history.get(n, [])
               if math.isfinite(v)]
